@@ -1,0 +1,222 @@
+"""Pruning: unstructured magnitude (one-shot or gradual) and structured channel pruning.
+
+Unstructured pruning zeroes weights but keeps dense tensors, so dense kernels run at the
+same speed. Structured pruning (torch-pruning) removes whole channels and really
+shrinks the layers. Functions change the model in place and return it; build the
+optimizer *after* pruning (``prune.remove`` and torch-pruning replace parameters).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+import torch_pruning as tp
+from torch import Tensor, nn
+from torch.nn.utils import prune
+
+from accelab.compress.errors import CompressionError
+
+Scope = Literal["global", "layer"]
+PRUNABLE_TYPES = (nn.Linear, nn.Conv2d)
+
+
+def _is_excluded(name: str, exclude: Sequence[str]) -> bool:
+    """True if ``name`` is an excluded module or lies inside one."""
+    return any(name == e or name.startswith(e + ".") for e in exclude)
+
+
+def prunable_layers(model: nn.Module, exclude: Sequence[str] = ()) -> list[tuple[str, nn.Module]]:
+    """Linear and Conv2d modules by qualified name, in registration order, minus ``exclude``."""
+    return [
+        (name, module)
+        for name, module in model.named_modules()
+        if isinstance(module, PRUNABLE_TYPES) and not _is_excluded(name, exclude)
+    ]
+
+
+def check_layer_names(model: nn.Module, names: Sequence[str]) -> list[str]:
+    """The names in ``names`` that are not modules of ``model`` (empty list if all exist)."""
+    known = {name for name, _ in model.named_modules() if name}
+    return [name for name in names if name not in known]
+
+
+def _require_layers(model: nn.Module, exclude: Sequence[str]) -> list[tuple[str, nn.Module]]:
+    unknown = check_layer_names(model, exclude)
+    if unknown:
+        raise CompressionError(f"unknown layer names in exclude: {unknown}")
+    layers = prunable_layers(model, exclude)
+    if not layers:
+        raise CompressionError("model has no Linear or Conv2d layers left to prune")
+    return layers
+
+
+def _check_fraction(value: float, what: str, *, allow_one: bool = True) -> None:
+    upper_ok = value <= 1.0 if allow_one else value < 1.0
+    if not (value >= 0.0 and upper_ok):
+        bound = "[0, 1]" if allow_one else "[0, 1)"
+        raise CompressionError(f"{what} must be in {bound}, got {value}")
+
+
+def apply_unstructured(
+    model: nn.Module, sparsity: float, scope: Scope = "global", exclude: Sequence[str] = ()
+) -> nn.Module:
+    """Zero the smallest-|w| weights (L1) and make it permanent.
+
+    ``global`` ranks all prunable weights together and zeroes exactly
+    ``round(sparsity * n)`` of them; ``layer`` does the same inside each layer.
+    """
+    _check_fraction(sparsity, "sparsity")
+    layers = _require_layers(model, exclude)
+    if scope == "global":
+        prune.global_unstructured(
+            [(m, "weight") for _, m in layers],
+            pruning_method=prune.L1Unstructured,
+            amount=float(sparsity),
+        )
+    elif scope == "layer":
+        for _, m in layers:
+            prune.l1_unstructured(m, "weight", amount=float(sparsity))
+    else:
+        raise CompressionError(f"scope must be 'global' or 'layer', got {scope!r}")
+    for _, m in layers:
+        prune.remove(m, "weight")
+    return model
+
+
+def _keep_mask(scores: Tensor, num_zeros: int) -> Tensor:
+    """Boolean mask keeping all but the ``num_zeros`` smallest scores (stable, deterministic)."""
+    mask = torch.ones(scores.numel(), dtype=torch.bool, device=scores.device)
+    if num_zeros > 0:
+        order = torch.argsort(scores.reshape(-1), stable=True)
+        mask[order[:num_zeros]] = False
+    return mask.reshape(scores.shape)
+
+
+def make_masks(
+    model: nn.Module, sparsity: float, scope: Scope = "global", exclude: Sequence[str] = ()
+) -> dict[str, Tensor]:
+    """Magnitude masks (True = keep) by layer name; identical weights give identical masks."""
+    _check_fraction(sparsity, "sparsity")
+    layers = _require_layers(model, exclude)
+    weights = [m.weight.detach().abs() for _, m in layers]
+    if scope == "layer":
+        masks = [_keep_mask(w, round(sparsity * w.numel())) for w in weights]
+    elif scope == "global":
+        flat = torch.cat([w.reshape(-1) for w in weights])
+        keep = _keep_mask(flat, round(sparsity * flat.numel()))
+        masks = [part.reshape(w.shape) for part, w in zip(keep.split([w.numel() for w in weights]), weights)]
+    else:
+        raise CompressionError(f"scope must be 'global' or 'layer', got {scope!r}")
+    return {name: mask for (name, _), mask in zip(layers, masks)}
+
+
+@torch.no_grad()
+def apply_masks(model: nn.Module, masks: dict[str, Tensor]) -> nn.Module:
+    """Zero masked-out weights in place (``weight *= mask``)."""
+    for name, mask in masks.items():
+        model.get_submodule(name).weight.mul_(mask)
+    return model
+
+
+def cubic_sparsity(
+    step: int, total_steps: int, final: float, initial: float = 0.0, begin_step: int = 0
+) -> float:
+    """Zhu & Gupta (2017): ``s_t = s_f + (s_i - s_f) * (1 - (t - t0) / n) ** 3``, clamped."""
+    if total_steps <= 0:
+        return final if step >= begin_step else initial
+    progress = min(max((step - begin_step) / total_steps, 0.0), 1.0)
+    return final + (initial - final) * (1.0 - progress) ** 3
+
+
+@dataclass
+class GradualPruner:
+    """Gradual magnitude pruning on the cubic schedule.
+
+    Call ``step(model, global_step)`` after every ``optimizer.step()`` (pass the
+    unwrapped module under DDP): on update steps it recomputes the masks at the
+    scheduled sparsity; on every step it re-applies them so pruned weights stay zero.
+    """
+
+    final_sparsity: float
+    total_steps: int
+    initial_sparsity: float = 0.0
+    begin_step: int = 0
+    frequency: int = 1
+    scope: Scope = "global"
+    exclude: tuple[str, ...] = ()
+    masks: dict[str, Tensor] = field(default_factory=dict)
+    sparsity: float = 0.0
+
+    def is_update_step(self, step: int) -> bool:
+        end = self.begin_step + self.total_steps
+        if not self.begin_step <= step <= end:
+            return False
+        return (step - self.begin_step) % max(self.frequency, 1) == 0 or step == end
+
+    def step(self, model: nn.Module, step: int) -> float:
+        """Update masks if due, apply them, and return the current target sparsity."""
+        if self.is_update_step(step):
+            self.sparsity = cubic_sparsity(
+                step, self.total_steps, self.final_sparsity, self.initial_sparsity, self.begin_step
+            )
+            self.masks = make_masks(model, self.sparsity, self.scope, self.exclude)
+        apply_masks(model, self.masks)
+        return self.sparsity
+
+
+def _out_channels(module: nn.Module) -> int:
+    return module.out_features if isinstance(module, nn.Linear) else module.out_channels
+
+
+def apply_structured(
+    model: nn.Module, ratio: float, example_input: Tensor, exclude: Sequence[str] = ()
+) -> nn.Module:
+    """Remove ``ratio`` of the output channels of every prunable layer (L2 magnitude).
+
+    The output layer (last Linear/Conv2d) and ``exclude`` keep their outputs. Raises
+    ``CompressionError`` if some layer would keep no channel.
+    """
+    _check_fraction(ratio, "structured pruning ratio", allow_one=False)
+    _require_layers(model, exclude)
+    layers = prunable_layers(model)
+    output_layer = layers[-1][1]
+    ignored = [output_layer] + [model.get_submodule(name) for name in exclude]
+    for name, module in layers:
+        if module in ignored or _is_excluded(name, exclude):
+            continue
+        channels = _out_channels(module)
+        # torch-pruning keeps int(channels * (1 - ratio)) channels.
+        if int(channels * (1 - ratio)) < 1:
+            raise CompressionError(
+                f"structured pruning ratio {ratio} would remove every output channel of layer "
+                f"{name!r} ({channels} channels); use a ratio of at most {1 - 1 / channels:.4f}"
+            )
+    if ratio == 0:
+        return model
+    pruner = tp.pruner.MetaPruner(
+        model,
+        example_input,
+        importance=tp.importance.MagnitudeImportance(p=2),
+        pruning_ratio=ratio,
+        ignored_layers=ignored,
+    )
+    pruner.step()
+    return model
+
+
+def sparsity_report(model: nn.Module, exclude: Sequence[str] = ()) -> dict[str, float]:
+    """Parameter counts and the zero fraction of prunable weights, read from the weights."""
+    params = list(model.parameters())
+    prunable = [m.weight.detach() for _, m in prunable_layers(model, exclude)]
+    prunable_params = sum(w.numel() for w in prunable)
+    prunable_zeros = sum(w.numel() - int(torch.count_nonzero(w)) for w in prunable)
+    return {
+        "params": sum(p.numel() for p in params),
+        "nonzero_params": sum(int(torch.count_nonzero(p.detach())) for p in params),
+        "prunable_params": prunable_params,
+        "prunable_zeros": prunable_zeros,
+        "sparsity": prunable_zeros / prunable_params if prunable_params else 0.0,
+    }

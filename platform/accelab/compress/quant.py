@@ -1,0 +1,353 @@
+"""Quantization: fake-quant simulation (2-8 bits, QAT-ready) and real int8 kernels on CPU.
+
+Fake quantization only *simulates* low-bit weights/activations in float32: accuracy is
+real, speed is not, so models prepared here are always reported as simulated. Real
+low-bit execution goes through ``convert_int8_dynamic`` (torch's fbgemm/x86 int8
+kernels) on CPU, or torchao on CUDA.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import os
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
+
+from accelab.compress.errors import CompressionError
+from accelab.compress.prune import check_layer_names, prunable_layers
+
+Observer = Literal["minmax", "moving_average"]
+INT8_CPU_BACKEND = "int8-x86"
+SIMULATED_BACKEND = "fake-quant (simulated)"
+_EPS = 1e-12
+
+
+@contextlib.contextmanager
+def _float32_math(device_type: str) -> Iterator[None]:
+    """Turn autocast off so quantization math runs in float32 (also under bf16/fp16 AMP)."""
+    if device_type not in ("cpu", "cuda"):
+        yield
+        return
+    with torch.autocast(device_type=device_type, enabled=False):
+        yield
+
+
+def _ste(x32: Tensor, q: Tensor, dtype: torch.dtype) -> Tensor:
+    """Straight-through estimator: forward ``q``, gradient of identity."""
+    return (x32 + (q - x32).detach()).to(dtype)
+
+
+def fake_quant_weight(weight: Tensor, bits: int) -> Tensor:
+    """Symmetric per-output-channel fake quantization: scale = max|w| / (2^(b-1) - 1)."""
+    with _float32_math(weight.device.type):
+        w = weight.float()
+        qmax = 2 ** (bits - 1) - 1
+        dims = tuple(range(1, w.dim()))
+        scale = w.abs().amax(dim=dims, keepdim=True).clamp_min(_EPS) / qmax
+        q = torch.clamp(torch.round(w / scale), -qmax, qmax) * scale
+        return _ste(w, q, weight.dtype)
+
+
+def fake_quant_activation(x: Tensor, lo: Tensor, hi: Tensor, bits: int, symmetric: bool) -> Tensor:
+    """Per-tensor fake quantization of ``x`` to the observed range [lo, hi]."""
+    with _float32_math(x.device.type):
+        x32 = x.float()
+        if symmetric:
+            qmin, qmax = -(2 ** (bits - 1) - 1), 2 ** (bits - 1) - 1
+            scale = torch.maximum(lo.abs(), hi.abs()).clamp_min(_EPS) / qmax
+            zero_point = torch.zeros_like(scale)
+        else:
+            qmin, qmax = 0, 2**bits - 1
+            lo, hi = lo.clamp_max(0.0), hi.clamp_min(0.0)
+            scale = ((hi - lo) / qmax).clamp_min(_EPS)
+            zero_point = torch.clamp(torch.round(-lo / scale), qmin, qmax)
+        q = (torch.clamp(torch.round(x32 / scale) + zero_point, qmin, qmax) - zero_point) * scale
+        return _ste(x32, q, x.dtype)
+
+
+class ActivationFakeQuant(nn.Module):
+    """Per-tensor activation fake-quant with a min/max or moving-average observer.
+
+    The observer updates in training mode (QAT) and while ``calibrating``; before any
+    observation the module passes its input through unchanged.
+    """
+
+    def __init__(
+        self, bits: int, symmetric: bool = False, observer: Observer = "minmax", momentum: float = 0.01
+    ):
+        super().__init__()
+        self.bits, self.symmetric, self.observer, self.momentum = bits, symmetric, observer, momentum
+        self.calibrating = False
+        self.register_buffer("min_val", torch.tensor(0.0))
+        self.register_buffer("max_val", torch.tensor(0.0))
+        self.register_buffer("initialized", torch.tensor(False))
+
+    @torch.no_grad()
+    def observe(self, x: Tensor) -> None:
+        lo, hi = torch.aminmax(x.detach().float())
+        if not bool(self.initialized):
+            self.min_val.copy_(lo)
+            self.max_val.copy_(hi)
+            self.initialized.fill_(True)
+        elif self.observer == "minmax":
+            self.min_val.copy_(torch.minimum(self.min_val, lo))
+            self.max_val.copy_(torch.maximum(self.max_val, hi))
+        else:
+            self.min_val.add_(self.momentum * (lo - self.min_val))
+            self.max_val.add_(self.momentum * (hi - self.max_val))
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.training or self.calibrating:
+            self.observe(x)
+        if not bool(self.initialized):
+            return x
+        return fake_quant_activation(x, self.min_val, self.max_val, self.bits, self.symmetric)
+
+    def extra_repr(self) -> str:
+        kind = "symmetric" if self.symmetric else "asymmetric"
+        return f"bits={self.bits}, {kind}, observer={self.observer}"
+
+
+class FakeQuantLinear(nn.Module):
+    """Holds an ``nn.Linear``; runs it with fake-quantized weights (and inputs)."""
+
+    def __init__(self, layer: nn.Linear, bits: int, input_quant: nn.Module | None = None):
+        super().__init__()
+        self.layer, self.bits = layer, bits
+        self.input_quant = input_quant if input_quant is not None else nn.Identity()
+
+    def forward(self, x: Tensor) -> Tensor:
+        weight = fake_quant_weight(self.layer.weight, self.bits)
+        return F.linear(self.input_quant(x), weight, self.layer.bias)
+
+    def extra_repr(self) -> str:
+        return f"bits={self.bits}"
+
+
+class FakeQuantConv2d(nn.Module):
+    """Holds an ``nn.Conv2d``; runs it with fake-quantized weights (and inputs)."""
+
+    def __init__(self, layer: nn.Conv2d, bits: int, input_quant: nn.Module | None = None):
+        super().__init__()
+        self.layer, self.bits = layer, bits
+        self.input_quant = input_quant if input_quant is not None else nn.Identity()
+
+    def forward(self, x: Tensor) -> Tensor:
+        weight = fake_quant_weight(self.layer.weight, self.bits)
+        return self.layer._conv_forward(self.input_quant(x), weight, self.layer.bias)
+
+    def extra_repr(self) -> str:
+        return f"bits={self.bits}"
+
+
+FAKE_QUANT_TYPES = (FakeQuantLinear, FakeQuantConv2d)
+
+
+def has_fake_quant(model: nn.Module) -> bool:
+    return any(isinstance(m, FAKE_QUANT_TYPES) for m in model.modules())
+
+
+def prepare_fake_quant(
+    model: nn.Module,
+    bits: int,
+    activations: bool = False,
+    exclude: Sequence[str] = (),
+    *,
+    activation_bits: int | None = None,
+    symmetric_activations: bool = False,
+    observer: Observer = "minmax",
+) -> nn.Module:
+    """Wrap every Linear/Conv2d (minus ``exclude``) in place for fake quantization.
+
+    Parameters stay the original float weights, so the result trains under DDP/AMP (QAT).
+    With ``activations`` the input of each wrapped layer is fake-quantized too; run
+    ``calibrate`` (or train) before evaluating.
+    """
+    for b in (bits, activation_bits if activation_bits is not None else bits):
+        if not isinstance(b, int) or not 2 <= b <= 8:
+            raise CompressionError(f"fake-quant bit-width must be an integer in 2..8, got {b!r}")
+    unknown = check_layer_names(model, exclude)
+    if unknown:
+        raise CompressionError(f"unknown layer names in exclude: {unknown}")
+    if has_fake_quant(model):
+        raise CompressionError("model is already prepared for fake quantization")
+    for name, layer in prunable_layers(model, exclude):
+        act = None
+        if activations:
+            act = ActivationFakeQuant(activation_bits or bits, symmetric_activations, observer)
+        wrapper_cls = FakeQuantLinear if isinstance(layer, nn.Linear) else FakeQuantConv2d
+        wrapper = wrapper_cls(layer, bits, act)
+        if not name:
+            return wrapper
+        model.set_submodule(name, wrapper)
+    return model
+
+
+def strip_fake_quant(model: nn.Module) -> nn.Module:
+    """Replace fake-quant wrappers by the float layers they hold (in place)."""
+    if isinstance(model, FAKE_QUANT_TYPES):
+        return model.layer
+    for name, module in list(model.named_modules()):
+        if name and isinstance(module, FAKE_QUANT_TYPES):
+            model.set_submodule(name, module.layer)
+    return model
+
+
+@torch.no_grad()
+def calibrate(model: nn.Module, batches: Iterable, num_batches: int | None = None) -> nn.Module:
+    """Run up to ``num_batches`` batches (tensors or (x, y) pairs) to set activation ranges."""
+    observers = [m for m in model.modules() if isinstance(m, ActivationFakeQuant)]
+    if not observers:
+        raise CompressionError("nothing to calibrate: prepare_fake_quant(..., activations=True) first")
+    was_training = model.training
+    device = next(model.parameters()).device
+    model.eval()
+    for obs in observers:
+        obs.calibrating = True
+    seen = 0
+    try:
+        for batch in batches:
+            if num_batches is not None and seen >= num_batches:
+                break
+            x = batch[0] if isinstance(batch, (tuple, list)) else batch
+            model(x.to(device))
+            seen += 1
+    finally:
+        for obs in observers:
+            obs.calibrating = False
+        model.train(was_training)
+    if seen == 0:
+        raise CompressionError("calibration saw no batches")
+    return model
+
+
+def fake_quant_report(model: nn.Module) -> dict[str, object]:
+    """Bit-width and the packed size the weights would have as real low-bit tensors.
+
+    Packed size: ``ceil(n * bits / 8)`` per quantized weight + one fp32 scale per output
+    channel + fp32 biases + 8 bytes (scale, zero point) per quantized activation + all
+    other parameters in fp32.
+    """
+    wrappers = [m for m in model.modules() if isinstance(m, FAKE_QUANT_TYPES)]
+    covered: set[int] = set()
+    packed = 0
+    for w in wrappers:
+        weight = w.layer.weight
+        packed += math.ceil(weight.numel() * w.bits / 8) + 4 * weight.shape[0]
+        covered.add(id(weight))
+        if isinstance(w.input_quant, ActivationFakeQuant):
+            packed += 8
+    params = list(model.parameters())
+    packed += sum(4 * p.numel() for p in params if id(p) not in covered)
+    observers = [m for m in model.modules() if isinstance(m, ActivationFakeQuant)]
+    bits = sorted({w.bits for w in wrappers})
+    return {
+        "bits": bits[0] if len(bits) == 1 else (bits or None),
+        "quantized_layers": len(wrappers),
+        "activations": bool(observers),
+        "activations_calibrated": all(bool(o.initialized) for o in observers) if observers else None,
+        "packed_size_bytes": packed,
+        "fp32_size_bytes": sum(4 * p.numel() for p in params),
+    }
+
+
+# --- real kernels -------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def quiet_quantization_warnings() -> Iterator[None]:
+    """Silence torch.ao's deprecation notices (the API still works in torch 2.13/2.14)."""
+    with warnings.catch_warnings():
+        for message in (
+            r"torch\.ao\.quantization is deprecated",
+            r"torch\.quantize_per_tensor, torch\.quantize_per_channel",
+            r"TypedStorage is deprecated",
+        ):
+            warnings.filterwarnings("ignore", message=message)
+        yield
+
+
+def _select_int8_engine() -> str:
+    engines = torch.backends.quantized.supported_engines
+    for engine in ("x86", "fbgemm"):
+        if engine in engines:
+            torch.backends.quantized.engine = engine
+            return engine
+    raise CompressionError(f"no x86/fbgemm int8 engine in this torch build (have {engines})")
+
+
+def real_kernel_for(bits: int, device_type: str) -> str | None:
+    """Backend name if a real low-bit kernel exists for ``bits`` on the device, else None."""
+    if device_type == "cpu" and bits == 8:
+        return INT8_CPU_BACKEND
+    if device_type == "cuda" and bits in (8, 4):
+        return f"torchao-int{bits}"
+    return None
+
+
+def convert_int8_dynamic(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` with Linear layers as int8 dynamic-quantized kernels (CPU).
+
+    Weights: int8 per output channel; activations quantized per batch at run time.
+    Other layers (e.g. Conv2d) stay fp32. Fake-quant wrappers are stripped first.
+    """
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+    _select_int8_engine()
+    model = strip_fake_quant(copy.deepcopy(model)).cpu().eval()
+    with quiet_quantization_warnings():
+        return quantize_dynamic(
+            model, {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8, inplace=True
+        )
+
+
+def convert_torchao(model: nn.Module, bits: int) -> nn.Module:
+    """Real int8/int4 CUDA kernels through torchao (imported lazily; untested on CPU hosts)."""
+    try:
+        from torchao.quantization import (
+            Int4WeightOnlyConfig,
+            Int8DynamicActivationInt8WeightConfig,
+            quantize_,
+        )
+    except ImportError as exc:
+        raise CompressionError(
+            f"backend torchao-int{bits} needs the torchao package (pip install torchao)"
+        ) from exc
+    if bits == 8:
+        quantize_(model, Int8DynamicActivationInt8WeightConfig())
+    elif bits == 4:
+        group = 32
+        model = model.to(torch.bfloat16)
+        quantize_(
+            model,
+            Int4WeightOnlyConfig(group_size=group),
+            filter_fn=lambda m, _: isinstance(m, nn.Linear) and m.in_features % group == 0,
+        )
+    else:
+        raise CompressionError(f"torchao backend supports 8 or 4 bits, got {bits}")
+    return model
+
+
+def save_int8(model: nn.Module, path: str | os.PathLike) -> None:
+    """Save an int8 dynamic-quantized model's state_dict (loadable with weights_only=True)."""
+    if not any(isinstance(m, DynamicQuantizedLinear) for m in model.modules()):
+        raise CompressionError("save_int8 expects a model from convert_int8_dynamic")
+    with quiet_quantization_warnings():
+        torch.save(model.state_dict(), path)
+
+
+def load_int8(builder: Callable[[], nn.Module], path: str | os.PathLike) -> nn.Module:
+    """Rebuild with ``builder()`` (same architecture/widths), convert, load the int8 weights."""
+    model = convert_int8_dynamic(builder())
+    with quiet_quantization_warnings():
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    model.load_state_dict(state)
+    return model.eval()

@@ -1,0 +1,76 @@
+"""A compact per-epoch progress line, read from the MLflow run that rank 0 writes."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+from mlflow.tracking import MlflowClient
+
+COLUMNS = (
+    ("train_loss", "loss {:.4f}"),
+    ("val_accuracy", "val_acc {:.4f}"),
+    ("samples_per_s", "{:,.0f} samples/s"),
+    ("epoch_s", "{:.2f} s"),
+    ("test_accuracy", "test_acc {:.4f}"),
+)
+
+
+def format_epoch(step: int, epochs: int, values: dict[str, float], prefix: str = "") -> str:
+    parts = [f"epoch {step + 1}/{epochs}"]
+    parts += [fmt.format(values[prefix + k]) for k, fmt in COLUMNS if prefix + k in values]
+    return "  ".join(parts)
+
+
+class EpochProgress:
+    """Background thread polling ``run_id``'s metric history; prints each new epoch once."""
+
+    def __init__(
+        self,
+        tracking_uri: str,
+        run_id: str,
+        epochs: int,
+        echo: Callable[[str], None] = print,
+        prefix: str = "",
+        interval_s: float = 1.0,
+    ):
+        self.client = MlflowClient(tracking_uri)
+        self.run_id, self.epochs, self.echo, self.prefix = run_id, epochs, echo, prefix
+        self.interval_s = interval_s
+        self.printed: set[int] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="accelab-progress")
+
+    def poll(self) -> None:
+        key = self.prefix + "val_accuracy"
+        steps = sorted({m.step for m in self.client.get_metric_history(self.run_id, key)})
+        new = [s for s in steps if s not in self.printed]
+        if not new:
+            return
+        by_step: dict[int, dict[str, float]] = {s: {} for s in new}
+        for name in self.client.get_run(self.run_id).data.metrics:
+            for m in self.client.get_metric_history(self.run_id, name):
+                if m.step in by_step:
+                    by_step[m.step][name] = m.value
+        for step in new:
+            self.echo(format_epoch(step, self.epochs, by_step[step], self.prefix))
+            self.printed.add(step)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.poll()
+            except Exception:  # a transient store error must not kill training output
+                continue
+
+    def __enter__(self) -> EpochProgress:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        try:
+            self.poll()
+        except Exception:
+            pass
