@@ -25,7 +25,20 @@ def train(
     seed: int = 0,
     after_step: Callable[[nn.Module, int], object] | None = None,
 ) -> nn.Module:
-    """Adam on cross-entropy; ``after_step(model, step)`` runs after each optimizer step."""
+    """Adam on cross-entropy; ``after_step(model, step)`` runs after each optimizer step.
+
+    Runs on one thread: on a shared 2-core machine two spinning OpenMP threads can be
+    20x slower than one whenever another process holds a core.
+    """
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _train(model, dataset, epochs, lr, batch_size, seed, after_step)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _train(model, dataset, epochs, lr, batch_size, seed, after_step) -> nn.Module:
     generator = torch.Generator().manual_seed(seed)
     x_all, y_all = dataset.tensors
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
@@ -52,7 +65,9 @@ def _trained(hidden: tuple[int, ...], epochs: int, seed: int) -> tuple[nn.Module
     return train(model, splits.train, epochs, seed=seed), splits
 
 
-def trained_mlp(hidden: tuple[int, ...], epochs: int = 8, seed: int = 0) -> tuple[nn.Module, Splits]:
+def trained_mlp(
+    hidden: tuple[int, ...], epochs: int = 8, seed: int = 0
+) -> tuple[nn.Module, Splits]:
     """A digits MLP trained in plain torch (cached per session; returns a fresh copy)."""
     model, splits = _trained(tuple(hidden), epochs, seed)
     return copy.deepcopy(model), splits
@@ -61,7 +76,11 @@ def trained_mlp(hidden: tuple[int, ...], epochs: int = 8, seed: int = 0) -> tupl
 def median_speedup(
     baseline: nn.Module, candidate: nn.Module, test_set: TensorDataset, rounds: int = 5, **kwargs
 ) -> float:
-    """Median over interleaved rounds of ``compare(measure(baseline), measure(candidate))``."""
+    """Median over interleaved rounds of ``compare(measure(baseline), measure(candidate))``.
+
+    Measured on one thread unless ``threads`` is given (robust on a busy shared machine).
+    """
+    kwargs.setdefault("threads", 1)
     speedups = []
     for _ in range(rounds):
         base = measure(baseline, test_set, backend="fp32-dense", simulated=False, **kwargs)

@@ -121,7 +121,9 @@ def measure_latency(
                 times.append((time.perf_counter() - start) * 1000.0)
     finally:
         torch.set_num_threads(previous_threads)
-    p50, p95 = torch.tensor(times, dtype=torch.float64).quantile(torch.tensor([0.5, 0.95], dtype=torch.float64))
+    p50, p95 = torch.tensor(times, dtype=torch.float64).quantile(
+        torch.tensor([0.5, 0.95], dtype=torch.float64)
+    )
     return float(p50), float(p95)
 
 
@@ -189,7 +191,9 @@ def measure(
 ) -> Measurement:
     """Accuracy on ``test_set`` plus latency (unless simulated), size, params and MACs."""
     if not simulated and has_fake_quant(model):
-        raise ValueError("fake-quant models have no real low-bit kernel; measure them with simulated=True")
+        raise ValueError(
+            "fake-quant models have no real low-bit kernel; measure them with simulated=True"
+        )
     model = model.to(device)
     batch = next(iter(DataLoader(test_set, batch_size=batch_size)))[0].to(device)
     p50 = p95 = throughput = None

@@ -13,6 +13,8 @@ def will_start_local_ray() -> bool:
 
 
 def quiet_ray_logging() -> None:
+    import mlflow  # noqa: F401  (mlflow sets its logger levels on import; override after)
+
     for name in ("ray", "ray.train", "ray.tune", "ray.data", "ray.air"):
         logging.getLogger(name).setLevel(logging.ERROR)
     for name in ("mlflow", "alembic"):

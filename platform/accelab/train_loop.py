@@ -147,7 +147,7 @@ def train_loop_per_worker(settings: LoopSettings) -> None:
     model = ray.train.torch.prepare_model(model)
     optimizer = build_optimizer(cfg, model.parameters(), settings.lr)
     scaler = precision.grad_scaler(device)
-    state: dict[str, Any] = {"epoch": -1, "step": 0, "skipped_steps": 0}
+    state: dict[str, Any] = {"epoch": -1, "step": 0, "skipped_steps": 0, "restarts": 0}
     history: list[dict[str, Any]] = []
 
     checkpoint = ray.train.get_checkpoint()
@@ -160,6 +160,7 @@ def train_loop_per_worker(settings: LoopSettings) -> None:
         scaler.load_state_dict(train_state["scaler"])
         set_rng_state(train_state["rng"])
         state.update(train_state["loop"])
+        state["restarts"] += 1
         history = meta["history"]
         for row in history:  # backfill anything a crash kept out of MLflow (idempotent)
             tracker.metrics(row["epoch"], row["metrics"])
@@ -170,6 +171,7 @@ def train_loop_per_worker(settings: LoopSettings) -> None:
             "accelab.world_size": str(world),
             "accelab.threads_per_worker": str(torch.get_num_threads()),
             "accelab.backend_device": str(device),
+            "accelab.restarts": str(state["restarts"]),
         }
     )
 

@@ -107,10 +107,13 @@ def make_masks(
     elif scope == "global":
         flat = torch.cat([w.reshape(-1) for w in weights])
         keep = _keep_mask(flat, round(sparsity * flat.numel()))
-        masks = [part.reshape(w.shape) for part, w in zip(keep.split([w.numel() for w in weights]), weights)]
+        masks = [
+            part.reshape(w.shape)
+            for part, w in zip(keep.split([w.numel() for w in weights]), weights, strict=True)
+        ]
     else:
         raise CompressionError(f"scope must be 'global' or 'layer', got {scope!r}")
-    return {name: mask for (name, _), mask in zip(layers, masks)}
+    return {name: mask for (name, _), mask in zip(layers, masks, strict=True)}
 
 
 @torch.no_grad()

@@ -81,10 +81,19 @@ class ActivationFakeQuant(nn.Module):
     """
 
     def __init__(
-        self, bits: int, symmetric: bool = False, observer: Observer = "minmax", momentum: float = 0.01
+        self,
+        bits: int,
+        symmetric: bool = False,
+        observer: Observer = "minmax",
+        momentum: float = 0.01,
     ):
         super().__init__()
-        self.bits, self.symmetric, self.observer, self.momentum = bits, symmetric, observer, momentum
+        self.bits, self.symmetric, self.observer, self.momentum = (
+            bits,
+            symmetric,
+            observer,
+            momentum,
+        )
         self.calibrating = False
         self.register_buffer("min_val", torch.tensor(0.0))
         self.register_buffer("max_val", torch.tensor(0.0))
@@ -206,7 +215,9 @@ def calibrate(model: nn.Module, batches: Iterable, num_batches: int | None = Non
     """Run up to ``num_batches`` batches (tensors or (x, y) pairs) to set activation ranges."""
     observers = [m for m in model.modules() if isinstance(m, ActivationFakeQuant)]
     if not observers:
-        raise CompressionError("nothing to calibrate: prepare_fake_quant(..., activations=True) first")
+        raise CompressionError(
+            "nothing to calibrate: prepare_fake_quant(..., activations=True) first"
+        )
     was_training = model.training
     device = next(model.parameters()).device
     model.eval()
@@ -253,7 +264,9 @@ def fake_quant_report(model: nn.Module) -> dict[str, object]:
         "bits": bits[0] if len(bits) == 1 else (bits or None),
         "quantized_layers": len(wrappers),
         "activations": bool(observers),
-        "activations_calibrated": all(bool(o.initialized) for o in observers) if observers else None,
+        "activations_calibrated": all(bool(o.initialized) for o in observers)
+        if observers
+        else None,
         "packed_size_bytes": packed,
         "fp32_size_bytes": sum(4 * p.numel() for p in params),
     }

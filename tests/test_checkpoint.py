@@ -1,0 +1,49 @@
+"""Tensors-only checkpoints: round trip, and refusal of pickled objects."""
+
+from __future__ import annotations
+
+import collections
+from pathlib import Path
+
+import pytest
+import torch
+
+from accelab.checkpoint import load_checkpoint, rng_state, save_checkpoint
+from accelab.errors import UsageError
+from trainables.digits import TASK
+
+
+def write(tmp_path: Path, train_state) -> Path:
+    model = TASK.build_model("mlp", hidden=[16])
+    save_checkpoint(tmp_path, model, train_state, {"epoch": 0, "history": []})
+    return tmp_path
+
+
+def test_round_trip(tmp_path: Path):
+    model = TASK.build_model("mlp", hidden=[16])
+    opt = torch.optim.Adam(model.parameters())
+    model(torch.zeros(2, 1, 8, 8)).sum().backward()
+    opt.step()
+    scaler = torch.amp.GradScaler("cpu", enabled=True)
+    state = {"optimizer": opt.state_dict(), "scaler": scaler.state_dict(), "rng": rng_state(), "loop": {"epoch": 0}}
+    save_checkpoint(tmp_path, model, state, {"epoch": 0, "history": []})
+    weights, loaded, meta = load_checkpoint(tmp_path)
+    assert meta["epoch"] == 0
+    assert torch.equal(weights["1.weight"], model[1].weight)
+    assert loaded["scaler"]["scale"] == scaler.get_scale()
+
+
+class Payload:
+    def __reduce__(self):  # would run code on a plain pickle.load
+        return (print, ("pwned",))
+
+
+def test_pickled_object_is_refused(tmp_path: Path):
+    write(tmp_path, {"loop": {"epoch": 0}, "extra": collections.OrderedDict(a=Payload())})
+    with pytest.raises(UsageError, match="refused to load"):
+        load_checkpoint(tmp_path)
+
+
+def test_missing_checkpoint_is_named(tmp_path: Path):
+    with pytest.raises(UsageError, match="not an accelab checkpoint"):
+        load_checkpoint(tmp_path / "nowhere")
