@@ -34,7 +34,9 @@ def _shutdown_ray_at_end():
         ray.shutdown()
 
 
-def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+def run_cli(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: int = 600
+) -> subprocess.CompletedProcess:
     """Run the real ``accelab`` CLI in a subprocess."""
     full_env = {**os.environ, **(env or {})}
     return subprocess.run(

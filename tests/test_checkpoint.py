@@ -25,7 +25,12 @@ def test_round_trip(tmp_path: Path):
     model(torch.zeros(2, 1, 8, 8)).sum().backward()
     opt.step()
     scaler = torch.amp.GradScaler("cpu", enabled=True)
-    state = {"optimizer": opt.state_dict(), "scaler": scaler.state_dict(), "rng": rng_state(), "loop": {"epoch": 0}}
+    state = {
+        "optimizer": opt.state_dict(),
+        "scaler": scaler.state_dict(),
+        "rng": rng_state(),
+        "loop": {"epoch": 0},
+    }
     save_checkpoint(tmp_path, model, state, {"epoch": 0, "history": []})
     weights, loaded, meta = load_checkpoint(tmp_path)
     assert meta["epoch"] == 0

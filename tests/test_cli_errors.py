@@ -20,15 +20,39 @@ def write(tmp_path: Path, text: str) -> str:
 
 CASES = {
     "unknown_key": (["train", DIGITS, "train.colour=red"], "train.colour: unknown key"),
-    "wrong_type": (["train", DIGITS, "train.epochs=many"], "train.epochs: Input should be a valid integer"),
-    "negative_epochs": (["train", DIGITS, "train.epochs=-2"], "train.epochs: Input should be greater than or equal to 1"),
-    "zero_workers": (["train", DIGITS, "scaling.num_workers=0"], "scaling.num_workers: Input should be greater than or equal to 1"),
-    "unknown_trainable": (["train", DIGITS, "trainable.name=imagenet"], "trainable.name: unknown trainable 'imagenet'"),
-    "bad_import_path": (["train", DIGITS, "trainable.name=nope.mod:TASK"], "trainable.name: cannot import trainable module 'nope.mod'"),
+    "wrong_type": (
+        ["train", DIGITS, "train.epochs=many"],
+        "train.epochs: Input should be a valid integer",
+    ),
+    "negative_epochs": (
+        ["train", DIGITS, "train.epochs=-2"],
+        "train.epochs: Input should be greater than or equal to 1",
+    ),
+    "zero_workers": (
+        ["train", DIGITS, "scaling.num_workers=0"],
+        "scaling.num_workers: Input should be greater than or equal to 1",
+    ),
+    "unknown_trainable": (
+        ["train", DIGITS, "trainable.name=imagenet"],
+        "trainable.name: unknown trainable 'imagenet'",
+    ),
+    "bad_import_path": (
+        ["train", DIGITS, "trainable.name=nope.mod:TASK"],
+        "trainable.name: cannot import trainable module 'nope.mod'",
+    ),
     "missing_file": (["train", "does/not/exist.yaml"], "does/not/exist.yaml: no such config file"),
-    "bad_override": (["train", DIGITS, "train.epochs"], "override 'train.epochs': expected dotted.key=value"),
-    "too_many_workers": (["train", DIGITS, "scaling.num_workers=64"], "scaling.num_workers: 64 workers x {CPU=1} (PACK) can never fit this machine"),
-    "resume_unknown": (["train", DIGITS, "run.max_failures=0", "--resume", "no-such-run"], "--resume: no MLflow record of run 'no-such-run'"),
+    "bad_override": (
+        ["train", DIGITS, "train.epochs"],
+        "override 'train.epochs': expected dotted.key=value",
+    ),
+    "too_many_workers": (
+        ["train", DIGITS, "scaling.num_workers=64"],
+        "scaling.num_workers: 64 workers x {CPU=1} (PACK) can never fit this machine",
+    ),
+    "resume_unknown": (
+        ["train", DIGITS, "run.max_failures=0", "--resume", "no-such-run"],
+        "--resume: no MLflow record of run 'no-such-run'",
+    ),
 }
 
 

@@ -24,7 +24,11 @@ def test_every_shipped_config_validates(path: Path):
         ("train.epochs=3", ["train", "epochs"], 3),
         ("train.lr=1e-3", ["train", "lr"], 1e-3),
         ("scaling.use_gpu=true", ["scaling", "use_gpu"], True),
-        ("compression.prune.exclude=[fc1, fc2]", ["compression", "prune", "exclude"], ["fc1", "fc2"]),
+        (
+            "compression.prune.exclude=[fc1, fc2]",
+            ["compression", "prune", "exclude"],
+            ["fc1", "fc2"],
+        ),
         ("tracking.uri=http://127.0.0.1:5000", ["tracking", "uri"], "http://127.0.0.1:5000"),
     ],
 )
@@ -42,11 +46,18 @@ def test_override_changes_value_and_is_validated():
 
 def test_all_errors_reported_at_once(tmp_path: Path):
     path = tmp_path / "bad.yaml"
-    path.write_text("train:\n  epochs: -1\n  batch_size: 0\n  colour: red\nscaling:\n  num_workers: 0\n")
+    path.write_text(
+        "train:\n  epochs: -1\n  batch_size: 0\n  colour: red\nscaling:\n  num_workers: 0\n"
+    )
     with pytest.raises(ConfigError) as err:
         load_config(path)
     text = "\n".join(err.value.messages)
-    for key in ("train.epochs", "train.batch_size", "train.colour: unknown key", "scaling.num_workers"):
+    for key in (
+        "train.epochs",
+        "train.batch_size",
+        "train.colour: unknown key",
+        "scaling.num_workers",
+    ):
         assert f"{path}: {key}" in text
     assert len(err.value.messages) == 4
 

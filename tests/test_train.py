@@ -33,15 +33,22 @@ def test_two_worker_ddp_reaches_90_percent_and_replicas_agree(store, tmp_path):
     assert run.data.tags["accelab.world_size"] == "2"
     assert run.data.tags["accelab.precision"] == "fp32"  # auto on a CPU without AMX
     assert run.data.params["train.epochs"] == "4"
-    assert all(steps == [0, 1, 2, 3] for k, steps in history(client, outcome.mlflow_run_id).items()
-               if k not in ("test_accuracy", "ddp_param_max_abs_diff"))
+    assert all(
+        steps == [0, 1, 2, 3]
+        for k, steps in history(client, outcome.mlflow_run_id).items()
+        if k not in ("test_accuracy", "ddp_param_max_abs_diff")
+    )
 
     # The logged model is tensors-only and reproduces the reported held-out accuracy.
-    path = client.download_artifacts(outcome.mlflow_run_id, "model/model.safetensors", str(tmp_path))
+    path = client.download_artifacts(
+        outcome.mlflow_run_id, "model/model.safetensors", str(tmp_path)
+    )
     model = TASK.build_model("cnn")
     model.load_state_dict(load_file(path))
     test = TASK.load_splits(0).test
-    assert evaluate_accuracy(model, test) == pytest.approx(run.data.metrics["test_accuracy"], abs=1e-9)
+    assert evaluate_accuracy(model, test) == pytest.approx(
+        run.data.metrics["test_accuracy"], abs=1e-9
+    )
 
 
 @pytest.mark.ray
@@ -73,7 +80,12 @@ def test_fp16_inf_step_skipped_and_failure_resumes_with_scaler_state(store):
     assert m["fault_inf_step_weight_change"] == 0.0
     assert m["amp_skipped_steps"] == 1
     # Scaler state survived the restart: the backed-off scale (65536 / 2) was restored.
-    scales = [v.value for v in sorted(client.get_metric_history(run.info.run_id, "amp_scale"), key=lambda v: v.step)]
+    scales = [
+        v.value
+        for v in sorted(
+            client.get_metric_history(run.info.run_id, "amp_scale"), key=lambda v: v.step
+        )
+    ]
     assert scales == [32768.0] * 4
     assert m["test_accuracy"] >= 0.85
     assert torch.isfinite(torch.tensor(m["train_loss"]))

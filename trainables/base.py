@@ -35,7 +35,9 @@ class Task:
 
     def build_model(self, model: str, **model_args) -> nn.Module:
         if model not in self.models:
-            raise KeyError(f"task {self.name!r} has no model {model!r}; choose from {sorted(self.models)}")
+            raise KeyError(
+                f"task {self.name!r} has no model {model!r}; choose from {sorted(self.models)}"
+            )
         return self.models[model](**model_args)
 
     def example_input(self, batch_size: int = 1) -> torch.Tensor:

@@ -55,7 +55,9 @@ class SimpleModel(nn.Module):
         return self.fc2(self.relu(self.fc1(x)))
 
 
-def build_mlp(hidden: tuple[int, ...] | list[int] = (512, 512), num_classes: int = NUM_CLASSES) -> nn.Module:
+def build_mlp(
+    hidden: tuple[int, ...] | list[int] = (512, 512), num_classes: int = NUM_CLASSES
+) -> nn.Module:
     """Flatten -> [Linear -> ReLU] * len(hidden) -> Linear(num_classes)."""
     layers: list[nn.Module] = [nn.Flatten()]
     width = int(np.prod(INPUT_SHAPE))

@@ -51,7 +51,9 @@ def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
 
 
-def save_checkpoint(directory: Path, model: nn.Module, train_state: dict[str, Any], meta: dict[str, Any]) -> None:
+def save_checkpoint(
+    directory: Path, model: nn.Module, train_state: dict[str, Any], meta: dict[str, Any]
+) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     save_model(model, directory / MODEL_FILE)
     torch.save(train_state, directory / STATE_FILE)
@@ -78,7 +80,9 @@ def read_meta(directory: Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def load_checkpoint(directory: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:
+def load_checkpoint(
+    directory: Path,
+) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:
     """Return (model_state, train_state, meta) from a checkpoint directory."""
     directory = Path(directory)
     meta = read_meta(directory)

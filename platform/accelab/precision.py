@@ -75,4 +75,7 @@ def resolve_precision(requested: str, device: torch.device) -> Precision:
         return Precision("fp16", "auto: CUDA device without bf16, fp16 with GradScaler")
     if cpu_has_native_bf16():
         return Precision("bf16", "auto: CPU has native bf16 (AMX/avx512_bf16)")
-    return Precision("fp32", "auto: CPU without native bf16 (no AMX/avx512_bf16); bf16 would be emulated and slow")
+    return Precision(
+        "fp32",
+        "auto: CPU without native bf16 (no AMX/avx512_bf16); bf16 would be emulated and slow",
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable
 
@@ -75,7 +76,5 @@ class EpochProgress:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
-        try:
+        with contextlib.suppress(Exception):
             self.poll()
-        except Exception:
-            pass

@@ -21,7 +21,9 @@ def fits(bundle_: dict[str, float], node: dict[str, float]) -> bool:
     return all(node.get(k, 0.0) >= v for k, v in bundle_.items())
 
 
-def check_placement(cfg: ExperimentConfig, nodes: list[dict[str, float]], where: str, workers: int | None = None) -> None:
+def check_placement(
+    cfg: ExperimentConfig, nodes: list[dict[str, float]], where: str, workers: int | None = None
+) -> None:
     """Raise ``ResourceError`` naming ``scaling.*`` if ``workers`` bundles can never fit ``nodes``.
 
     Placement is simulated greedily per strategy (PACK/SPREAD fill any node; STRICT_PACK
@@ -39,7 +41,10 @@ def check_placement(cfg: ExperimentConfig, nodes: list[dict[str, float]], where:
     elif strategy == "STRICT_SPREAD":
         ok = sum(fits(b, node) for node in nodes) >= n
     else:
-        ok = sum(min(int(node.get(k, 0.0) // v) for k, v in b.items() if v > 0) for node in nodes) >= n
+        ok = (
+            sum(min(int(node.get(k, 0.0) // v) for k, v in b.items() if v > 0) for node in nodes)
+            >= n
+        )
     if not ok:
         raise ResourceError(
             f"scaling.num_workers: {n} workers x {{{need}}} ({strategy}) can never fit {where} "

@@ -29,7 +29,7 @@ def resolve_tracking_uri(uri: str | None, cwd: str | None = None) -> str:
     if uri is None:
         return f"sqlite:///{Path(cwd, DEFAULT_DB).resolve()}"
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        return f"sqlite:///{Path(cwd, uri[len('sqlite:///'):]).resolve()}"
+        return f"sqlite:///{Path(cwd, uri[len('sqlite:///') :]).resolve()}"
     if "://" not in uri:
         return Path(cwd, uri).resolve().as_uri()
     return uri
@@ -103,7 +103,9 @@ def logged_steps(client: MlflowClient, run_id: str, key: str) -> set[int]:
     return {m.step for m in client.get_metric_history(run_id, key)}
 
 
-def log_metrics_once(client: MlflowClient, run_id: str, step: int, metrics: dict[str, float]) -> bool:
+def log_metrics_once(
+    client: MlflowClient, run_id: str, step: int, metrics: dict[str, float]
+) -> bool:
     """Log ``metrics`` at ``step`` unless that step is already recorded (restarts replay
     steps; MLflow must keep exactly one value per step). Returns whether it logged."""
     values = {k: float(v) for k, v in metrics.items() if v is not None}

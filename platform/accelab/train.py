@@ -43,14 +43,22 @@ def find_resumable(tracking_uri: str, cfg: ExperimentConfig, name: str | None) -
     client = MlflowClient(tracking_uri)
     exp = client.get_experiment_by_name(cfg.mlflow_experiment)
     query = f"tags.`{RAY_RUN_TAG}` = '{name}'" if name else f"tags.`{BASE_TAG}` = '{cfg.run_name}'"
-    runs = client.search_runs([exp.experiment_id], query, max_results=1, order_by=["start_time DESC"]) if exp else []
+    runs = (
+        client.search_runs([exp.experiment_id], query, max_results=1, order_by=["start_time DESC"])
+        if exp
+        else []
+    )
     if not runs:
         what = f"run {name!r}" if name else f"a run of {cfg.run_name!r}"
-        raise UsageError(f"--resume: no MLflow record of {what} in experiment {cfg.mlflow_experiment!r}")
+        raise UsageError(
+            f"--resume: no MLflow record of {what} in experiment {cfg.mlflow_experiment!r}"
+        )
     return runs[0].info.run_id, runs[0].data.tags[RAY_RUN_TAG]
 
 
-def start_mlflow_run(cfg: ExperimentConfig, tracking_uri: str, ray_name: str, kind: str, parent: str | None = None) -> str:
+def start_mlflow_run(
+    cfg: ExperimentConfig, tracking_uri: str, ray_name: str, kind: str, parent: str | None = None
+) -> str:
     from accelab.tracking import create_run, environment_tags
 
     tags = {KIND_TAG: kind, RAY_RUN_TAG: ray_name, BASE_TAG: cfg.run_name, **environment_tags()}
@@ -58,7 +66,9 @@ def start_mlflow_run(cfg: ExperimentConfig, tracking_uri: str, ray_name: str, ki
     return create_run(tracking_uri, cfg.mlflow_experiment, ray_name, dump, tags, dump, parent)
 
 
-def build_trainer(cfg: ExperimentConfig, settings: LoopSettings, ray_name: str, num_workers: int | None = None):
+def build_trainer(
+    cfg: ExperimentConfig, settings: LoopSettings, ray_name: str, callbacks: list | None = None
+):
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -68,7 +78,7 @@ def build_trainer(cfg: ExperimentConfig, settings: LoopSettings, ray_name: str, 
         _entry,
         train_loop_config={"settings": settings},
         scaling_config=ScalingConfig(
-            num_workers=num_workers or cfg.scaling.num_workers,
+            num_workers=cfg.scaling.num_workers,
             use_gpu=cfg.scaling.use_gpu,
             resources_per_worker=bundle(cfg),
             placement_strategy=cfg.scaling.placement_strategy,
@@ -78,6 +88,7 @@ def build_trainer(cfg: ExperimentConfig, settings: LoopSettings, ray_name: str, 
             storage_path=storage_path(cfg),
             failure_config=FailureConfig(max_failures=cfg.run.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.run.checkpoints_to_keep),
+            callbacks=callbacks,
         ),
     )
 
@@ -105,7 +116,9 @@ def run_training(
     if will_start_local_ray():
         resources.check_placement(cfg, resources.local_nodes(), "this machine")
     if resume:
-        run_id, ray_name = find_resumable(tracking_uri, cfg, resume if isinstance(resume, str) else None)
+        run_id, ray_name = find_resumable(
+            tracking_uri, cfg, resume if isinstance(resume, str) else None
+        )
         echo(f"resuming Ray run {ray_name} (MLflow run {run_id})")
     init_ray()
     resources.check_placement(cfg, resources.cluster_nodes(), "the Ray cluster")

@@ -21,7 +21,13 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from accelab.checkpoint import load_checkpoint, rng_state, save_checkpoint, save_model, set_rng_state
+from accelab.checkpoint import (
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    save_model,
+    set_rng_state,
+)
 from accelab.config.schema import ExperimentConfig
 from accelab.distributed import replica_max_abs_diff, sharded_accuracy
 from accelab.precision import Precision, resolve_precision
@@ -201,7 +207,9 @@ def train_loop_per_worker(settings: LoopSettings) -> None:
         if "inf_step_weight_change" in state:
             metrics[f"{p}fault_inf_step_weight_change"] = state["inf_step_weight_change"]
         if settings.hooks.extra_metrics:
-            metrics.update(settings.hooks.extra_metrics(model, epoch))
+            metrics.update(
+                {p + k: v for k, v in settings.hooks.extra_metrics(model, epoch).items()}
+            )
         if epoch == settings.epochs - 1:
             metrics[f"{p}test_accuracy"] = sharded_accuracy(
                 model, splits.test, rank, world, device, precision

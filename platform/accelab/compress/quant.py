@@ -97,7 +97,8 @@ class ActivationFakeQuant(nn.Module):
         self.calibrating = False
         self.register_buffer("min_val", torch.tensor(0.0))
         self.register_buffer("max_val", torch.tensor(0.0))
-        self.register_buffer("initialized", torch.tensor(False))
+        # uint8, not bool: every DDP backend can broadcast it.
+        self.register_buffer("initialized", torch.tensor(0, dtype=torch.uint8))
 
     @torch.no_grad()
     def observe(self, x: Tensor) -> None:
@@ -105,7 +106,7 @@ class ActivationFakeQuant(nn.Module):
         if not bool(self.initialized):
             self.min_val.copy_(lo)
             self.max_val.copy_(hi)
-            self.initialized.fill_(True)
+            self.initialized.fill_(1)
         elif self.observer == "minmax":
             self.min_val.copy_(torch.minimum(self.min_val, lo))
             self.max_val.copy_(torch.maximum(self.max_val, hi))

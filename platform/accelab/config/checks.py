@@ -54,7 +54,9 @@ def training_errors(cfg: ExperimentConfig) -> list[str]:
     if quant.mode == "qat" and (quant.bits == 32 or cfg.finetune.epochs == 0):
         problems.append("compression.quant.mode: qat needs quant.bits < 32 and finetune.epochs > 0")
     if prune.schedule == "cubic" and (prune.method == "none" or cfg.finetune.epochs == 0):
-        problems.append("compression.prune.schedule: cubic needs a prune.method and finetune.epochs > 0")
+        problems.append(
+            "compression.prune.schedule: cubic needs a prune.method and finetune.epochs > 0"
+        )
     if prune.method != "none" and prune.sparsity == 0:
         problems.append("compression.prune.sparsity: must be > 0 when prune.method is set")
     fail = cfg.faults.fail_at_epoch
@@ -82,7 +84,9 @@ def sweep_errors(cfg: ExperimentConfig) -> list[str]:
         else:
             low, high = getattr(dist, dist.kind)
             if not low < high:
-                problems.append(f"sweep.space.{key}.{dist.kind}: low must be < high, got [{low}, {high}]")
+                problems.append(
+                    f"sweep.space.{key}.{dist.kind}: low must be < high, got [{low}, {high}]"
+                )
             values = [low]
         for value in values:
             trial = ExperimentConfig.model_validate(base).model_dump()

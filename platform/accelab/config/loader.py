@@ -35,7 +35,9 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: top level must be a mapping of sections, got {type(data).__name__}")
+        raise ConfigError(
+            f"{path}: top level must be a mapping of sections, got {type(data).__name__}"
+        )
     return data
 
 
@@ -62,7 +64,9 @@ def set_dotted(data: dict[str, Any], parts: list[str], value: Any) -> None:
         if child is None:
             child = node[part] = {}
         if not isinstance(child, dict):
-            raise ConfigError(f"override {'.'.join(parts)}: {'.'.join(parts[: i + 1])} is not a section")
+            raise ConfigError(
+                f"override {'.'.join(parts)}: {'.'.join(parts[: i + 1])} is not a section"
+            )
         node = child
     node[parts[-1]] = value
 

@@ -34,7 +34,8 @@ class TrainConfig(Section):
     momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
     weight_decay: Annotated[float, Field(ge=0)] = 0.0
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
-        "auto", description="auto: bf16 on CUDA with bf16 / CPUs with AMX or avx512_bf16, else fp32."
+        "auto",
+        description="auto: bf16 on CUDA with bf16 / CPUs with AMX or avx512_bf16, else fp32.",
     )
     seed: int = 0
 
@@ -56,9 +57,12 @@ class ScalingSection(Section):
 class RunSection(Section):
     name: str | None = Field(None, description="Ray Train run name; default: experiment name.")
     storage_path: str = Field(
-        "./accelab_results", description="Checkpoints and Ray results (shared storage on a cluster)."
+        "./accelab_results",
+        description="Checkpoints and Ray results (shared storage on a cluster).",
     )
-    max_failures: Annotated[int, Field(ge=-1)] = Field(1, description="Worker-group restarts; -1 = forever.")
+    max_failures: Annotated[int, Field(ge=-1)] = Field(
+        1, description="Worker-group restarts; -1 = forever."
+    )
     checkpoints_to_keep: PositiveInt = 2
 
 
@@ -129,7 +133,9 @@ class Distribution(Section):
     def _exactly_one(self) -> Distribution:
         given = [k for k, v in self.__dict__.items() if v is not None]
         if len(given) != 1:
-            raise ValueError(f"give exactly one of grid/choice/uniform/loguniform/randint, got {given}")
+            raise ValueError(
+                f"give exactly one of grid/choice/uniform/loguniform/randint, got {given}"
+            )
         return self
 
     @property
@@ -153,7 +159,8 @@ class SweepConfig(Section):
     space: dict[str, Distribution] = Field(default_factory=dict)
     constraints: Constraints = Field(default_factory=Constraints)
     baseline_from: str | None = Field(
-        None, description="Dense baseline checkpoint dir or MLflow run (runs:/<id>); default: train one."
+        None,
+        description="Dense baseline checkpoint dir or MLflow run (runs:/<id>); default: train one.",
     )
 
 
