@@ -6,6 +6,7 @@ Exit codes: 0 ok, 1 the run itself failed, 2 usage/config error (before any Ray 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -14,6 +15,7 @@ from accelab.errors import UsageError
 
 EXAMPLES = """examples:
   accelab train configs/digits.yaml train.epochs=3 scaling.num_workers=2
+  accelab compress configs/digits_compress.yaml --from runs:/<run_id> compression.quant.bits=8
   accelab validate configs/*.yaml
 """
 
@@ -53,6 +55,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compress(args: argparse.Namespace) -> int:
+    from accelab.config import load_config
+
+    cfg = load_config(args.config, args.overrides)
+    from accelab.compress_run import run_compress
+
+    run_compress(cfg, args.source)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="accelab",
@@ -76,6 +88,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_train)
 
+    p = sub.add_parser(
+        "compress",
+        help="prune/quantize a trained model, optionally fine-tune (DDP), measure and log it",
+    )
+    add_config_args(p)
+    p.add_argument(
+        "--from",
+        dest="source",
+        required=True,
+        metavar="CHECKPOINT",
+        help="dense model: checkpoint dir, Ray Train run dir, or MLflow run (runs:/<run_id>)",
+    )
+    p.set_defaults(func=cmd_compress)
+
     p = sub.add_parser("validate", help="check experiment files without running anything")
     p.add_argument("files", nargs="+", help="experiment YAML files")
     p.add_argument("--set", action="append", metavar="key.sub=value", help="override (repeatable)")
@@ -96,7 +122,15 @@ def run(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    parser = build_parser()
+    # Overrides may also follow options (`--from X k=v`): collect them from the leftovers.
+    args, extra = parser.parse_known_args(argv)
+    bad = [a for a in extra if a.startswith("-") or "=" not in a]
+    if extra and (bad or not hasattr(args, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(bad or extra)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
     code = run(args.func, args)
     sys.exit(code)
 

@@ -1,0 +1,84 @@
+"""Where a dense model comes from: a checkpoint dir, a Ray Train run dir, or an MLflow run."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from accelab.checkpoint import META_FILE, MODEL_FILE, read_meta
+from accelab.config.schema import ExperimentConfig
+from accelab.errors import UsageError
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    ckpts = sorted(p for p in run_dir.glob("checkpoint_*") if (p / META_FILE).is_file())
+    return ckpts[-1] if ckpts else None
+
+
+def from_mlflow(run_id: str, tracking_uri: str, cache_root: Path) -> Path:
+    """Download ``model/model.safetensors`` of a training run into a local checkpoint dir."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    try:
+        client.get_run(run_id)
+    except MlflowException:
+        raise UsageError(f"--from runs:/{run_id}: no such MLflow run at {tracking_uri}") from None
+    target = cache_root / run_id
+    if (target / META_FILE).is_file():
+        return target
+    cache_root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache_root) as tmp:
+        try:
+            weights = client.download_artifacts(run_id, f"model/{MODEL_FILE}", tmp)
+            config = client.download_artifacts(run_id, "config.yaml", tmp)
+        except (MlflowException, OSError):
+            raise UsageError(
+                f"--from runs:/{run_id}: the run has no model/{MODEL_FILE} and config.yaml artifacts"
+            ) from None
+        staged = Path(tmp, "checkpoint")
+        staged.mkdir()
+        Path(weights).rename(staged / MODEL_FILE)
+        trainable = yaml.safe_load(Path(config).read_text())["trainable"]
+        meta = {"trainable": trainable, "source": f"runs:/{run_id}"}
+        (staged / META_FILE).write_text(json.dumps(meta))
+        staged.rename(target)  # atomic: a half-downloaded cache entry never exists
+    return target
+
+
+def resolve_dense_source(source: str, tracking_uri: str, cache_root: Path) -> Path:
+    """A local directory holding ``model.safetensors`` and ``meta.json``."""
+    if source.startswith("runs:/"):
+        return from_mlflow(
+            source[len("runs:/") :].strip("/").split("/")[0], tracking_uri, cache_root
+        )
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise UsageError(f"--from {source}: no such checkpoint directory")
+    if (path / META_FILE).is_file():
+        return path
+    latest = latest_checkpoint(path)
+    if latest is None:
+        raise UsageError(
+            f"--from {source}: no accelab checkpoint in it (no {META_FILE}, no checkpoint_*/)"
+        )
+    return latest
+
+
+def check_same_trainable(directory: Path, cfg: ExperimentConfig) -> dict[str, Any]:
+    """The checkpoint must come from the config's trainable and model (same shapes)."""
+    got = read_meta(directory).get("trainable") or {}
+    want = cfg.trainable.model_dump()
+    keys = ("name", "model", "model_args")
+    if any(got.get(k) != want[k] for k in keys):
+        have = {k: got.get(k) for k in keys}
+        raise UsageError(
+            f"--from {directory}: checkpoint is from trainable {have}, but the config's trainable is "
+            f"{ {k: want[k] for k in keys} } (trainable.*)"
+        )
+    return got

@@ -1,0 +1,117 @@
+"""Save a deployable (compressed) model as tensors + a JSON recipe, and load it back.
+
+    deploy.json        kind (fp32 | int8 | fake-quant), trainable, layer shapes, bits
+    model.safetensors  fp32 / fake-quant weights        (kind fp32, fake-quant)
+    model_int8.pt      int8 state_dict, weights_only    (kind int8)
+
+Structured pruning changes layer widths, so the recipe records every Linear/Conv2d/
+BatchNorm shape and the loader rebuilds those layers before loading the weights.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from accelab.checkpoint import load_model_state, save_model
+from accelab.compress.pipeline import Deployable
+from accelab.compress.quant import FAKE_QUANT_TYPES, load_int8, prepare_fake_quant, save_int8
+from accelab.errors import UsageError
+from accelab.registry import resolve_task
+
+RECIPE = "deploy.json"
+
+
+def layer_shapes(model: nn.Module) -> dict[str, dict[str, Any]]:
+    """Shapes of the float layers, keyed by their names outside any fake-quant wrapper."""
+    wrappers = {n for n, m in model.named_modules() if isinstance(m, FAKE_QUANT_TYPES)}
+    shapes: dict[str, dict[str, Any]] = {}
+    for raw, m in model.named_modules():
+        parent, _, leaf = raw.rpartition(".")
+        name = parent if leaf == "layer" and parent in wrappers else raw
+        if isinstance(m, nn.Linear):
+            shapes[name] = {
+                "type": "Linear",
+                "in": m.in_features,
+                "out": m.out_features,
+                "bias": m.bias is not None,
+            }
+        elif isinstance(m, nn.Conv2d):
+            shapes[name] = {
+                "type": "Conv2d", "in": m.in_channels, "out": m.out_channels, "bias": m.bias is not None,
+                "kernel_size": list(m.kernel_size), "stride": list(m.stride), "padding": list(m.padding),
+                "dilation": list(m.dilation), "groups": m.groups,
+            }  # fmt: skip
+        elif isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d):
+            shapes[name] = {"type": type(m).__name__, "num_features": m.num_features}
+    return shapes
+
+
+def rebuild_layers(model: nn.Module, shapes: dict[str, dict[str, Any]]) -> nn.Module:
+    for name, s in shapes.items():
+        if s["type"] == "Linear":
+            layer: nn.Module = nn.Linear(s["in"], s["out"], bias=s["bias"])
+        elif s["type"] == "Conv2d":
+            layer = nn.Conv2d(
+                s["in"], s["out"], tuple(s["kernel_size"]), tuple(s["stride"]), tuple(s["padding"]),
+                tuple(s["dilation"]), s["groups"], bias=s["bias"],
+            )  # fmt: skip
+        else:
+            layer = getattr(nn, s["type"])(s["num_features"])
+        model.set_submodule(name, layer)
+    return model
+
+
+def save_deployable(
+    d: Deployable,
+    directory: Path,
+    trainable: dict[str, Any],
+    float_model: nn.Module,
+    bits: int,
+    activations: bool,
+) -> Path:
+    """Write ``d`` to ``directory``; ``float_model`` is the pre-conversion model (shapes)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    recipe = {
+        "kind": d.kind,
+        "backend": d.backend,
+        "simulated": d.simulated,
+        "trainable": trainable,
+        "layers": layer_shapes(float_model),
+        "bits": bits,
+        "activations": activations,
+    }
+    if d.kind == "int8":
+        save_int8(d.model, directory / "model_int8.pt")
+    elif d.kind in ("fp32", "fake-quant"):
+        save_model(d.model, directory / "model.safetensors")
+    else:
+        raise UsageError(f"saving {d.kind} models is not supported (backend {d.backend})")
+    (directory / RECIPE).write_text(json.dumps(recipe, indent=1))
+    return directory
+
+
+def load_deployable(directory: str | Path) -> nn.Module:
+    """Rebuild the model saved by ``save_deployable`` (eval mode, CPU)."""
+    directory = Path(directory)
+    if not (directory / RECIPE).is_file():
+        raise UsageError(f"{directory}: not an accelab deployable model (no {RECIPE})")
+    recipe = json.loads((directory / RECIPE).read_text())
+    t = recipe["trainable"]
+    task = resolve_task(t["name"])
+
+    def build() -> nn.Module:
+        return rebuild_layers(
+            task.build_model(t["model"], **t.get("model_args", {})), recipe["layers"]
+        )
+
+    if recipe["kind"] == "int8":
+        return load_int8(build, directory / "model_int8.pt")
+    model = build()
+    if recipe["kind"] == "fake-quant":
+        prepare_fake_quant(model, recipe["bits"], recipe["activations"])
+    model.load_state_dict(load_model_state(directory / "model.safetensors"))
+    return model.eval()
