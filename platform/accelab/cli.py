@@ -14,6 +14,8 @@ from accelab import __version__
 from accelab.errors import UsageError
 
 EXAMPLES = """examples:
+  accelab sweep configs/digits_sweep.yaml
+  accelab report digits-sweep
   accelab train configs/digits.yaml train.epochs=3 scaling.num_workers=2
   accelab compress configs/digits_compress.yaml --from runs:/<run_id> compression.quant.bits=8
   accelab validate configs/*.yaml
@@ -65,6 +67,29 @@ def cmd_compress(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from accelab.config import load_config
+
+    cfg = load_config(args.config, args.overrides)
+    from accelab.sweep.driver import run_sweep
+
+    run_sweep(cfg, resume=args.resume)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from mlflow.tracking import MlflowClient
+
+    from accelab.sweep.summary import find_parent, format_table, summarize
+    from accelab.tracking import resolve_tracking_uri
+
+    client = MlflowClient(resolve_tracking_uri(args.tracking_uri))
+    parent = find_parent(client, args.experiment, args.run)
+    print(f"sweep {parent.info.run_name} (MLflow run {parent.info.run_id}, {client.tracking_uri})")
+    print(format_table(summarize(client, parent)))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="accelab",
@@ -101,6 +126,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="dense model: checkpoint dir, Ray Train run dir, or MLflow run (runs:/<run_id>)",
     )
     p.set_defaults(func=cmd_compress)
+
+    p = sub.add_parser(
+        "sweep", help="search compression knobs with Ray Tune; end with a measured Pareto frontier"
+    )
+    add_config_args(p)
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="restore the newest interrupted sweep of this config: finished trials are kept",
+    )
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("report", help="print a sweep's frontier and recommendation from MLflow")
+    p.add_argument("experiment", help="MLflow experiment name (the config's name)")
+    p.add_argument(
+        "--tracking-uri", default=None, help="MLflow tracking URI (default sqlite:///mlflow.db)"
+    )
+    p.add_argument("--run", default=None, help="parent run id (default: the newest sweep)")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("validate", help="check experiment files without running anything")
     p.add_argument("files", nargs="+", help="experiment YAML files")

@@ -36,13 +36,17 @@ def _entry(config: dict[str, Any]) -> None:
     train_loop_per_worker(config["settings"])
 
 
-def find_resumable(tracking_uri: str, cfg: ExperimentConfig, name: str | None) -> tuple[str, str]:
-    """(mlflow run id, Ray run name) of the run to resume: ``name`` or the newest one."""
+def find_resumable(
+    tracking_uri: str, cfg: ExperimentConfig, name: str | None, kind: str = "train"
+) -> tuple[str, str]:
+    """(mlflow run id, Ray run name) of the ``kind`` run to resume: ``name`` or the newest."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri)
     exp = client.get_experiment_by_name(cfg.mlflow_experiment)
-    query = f"tags.`{RAY_RUN_TAG}` = '{name}'" if name else f"tags.`{BASE_TAG}` = '{cfg.run_name}'"
+    query = f"tags.`{KIND_TAG}` = '{kind}' and " + (
+        f"tags.`{RAY_RUN_TAG}` = '{name}'" if name else f"tags.`{BASE_TAG}` = '{cfg.run_name}'"
+    )
     runs = (
         client.search_runs([exp.experiment_id], query, max_results=1, order_by=["start_time DESC"])
         if exp
@@ -99,6 +103,7 @@ def run_training(
     resume: bool | str = False,
     hooks: LoopHooks | None = None,
     echo: Callable[[str], None] = print,
+    parent_run_id: str | None = None,
 ) -> TrainOutcome:
     """Train ``cfg`` data-parallel with Ray Train; one MLflow run per training.
 
@@ -124,7 +129,7 @@ def run_training(
     resources.check_placement(cfg, resources.cluster_nodes(), "the Ray cluster")
     if not resume:
         ray_name = f"{cfg.run_name}-{time.strftime('%Y%m%d-%H%M%S')}"
-        run_id = start_mlflow_run(cfg, tracking_uri, ray_name, "train")
+        run_id = start_mlflow_run(cfg, tracking_uri, ray_name, "train", parent_run_id)
     settings = LoopSettings(
         config=cfg.model_dump(mode="json"),
         tracking_uri=tracking_uri,

@@ -97,7 +97,8 @@ def summarize(client: MlflowClient, parent) -> SweepSummary:
         else None,
     )
     baseline = {k[len("baseline_") :]: v for k, v in m.items() if k.startswith("baseline_")}
-    rows = sorted((trial_row(r) for r in child_runs(client, parent)), key=lambda r: r["trial_id"])
+    runs = child_runs(client, parent)
+    rows = sorted((trial_row(r) for r in runs), key=lambda r: r["trial_id"])
     points = [point(r) for r in rows]
     front = [q.trial_id for q in pareto_front(points)]
     size_front = [q.trial_id for q in pareto_front(points, cost="size_mb")]
@@ -110,7 +111,9 @@ def summarize(client: MlflowClient, parent) -> SweepSummary:
             q, baseline.get("accuracy", 0.0), constraints
         )
     recommended = next((r for r in rows if r["recommended"]), None)
-    searched = sorted(k[len("searched.") :] for k in p if k.startswith("searched."))
+    searched = sorted(
+        {k[len("searched.") :] for r in runs for k in r.data.params if k.startswith("searched.")}
+    )
     return SweepSummary(
         parent.info.run_id, baseline, constraints, searched, rows, front, size_front, recommended
     )

@@ -1,0 +1,73 @@
+"""A compact live view of a sweep (a Tune callback on the driver), instead of Ray's logs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ray.tune import Callback
+
+
+def knobs(config: dict[str, Any]) -> str:
+    return " ".join(f"{k.split('.')[-1]}={v}" for k, v in sorted(config.items()))
+
+
+class SweepProgress(Callback):
+    """Prints one line when a trial starts and one when it ends, with the best so far:
+    the fastest measured trial within the accuracy constraint."""
+
+    def __init__(
+        self,
+        total: int,
+        baseline_accuracy: float,
+        max_drop: float,
+        echo: Callable[[str], None] = print,
+    ):
+        self.total, self.baseline, self.max_drop, self.echo = (
+            total,
+            baseline_accuracy,
+            max_drop,
+            echo,
+        )
+        self.done: set[str] = set()
+        self.running: set[str] = set()
+        self.last: dict[str, dict[str, Any]] = {}
+        self.best: tuple[float, str] | None = None
+
+    def _head(self) -> str:
+        return f"[{len(self.done):>2}/{self.total} done, {len(self.running)} running]"
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.running.add(trial.trial_id)
+        self.echo(f"{self._head()} start {trial.trial_id}: {knobs(trial.config)}")
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        if "status" in result:
+            self.last[trial.trial_id] = result
+
+    def _finish(self, trial, outcome: str) -> None:
+        self.running.discard(trial.trial_id)
+        self.done.add(trial.trial_id)
+        r = self.last.get(trial.trial_id, {})
+        if r.get("status") == "ok" and r.get("stage") == "final":
+            speed = f"{r['speedup']:.2f}x" if "speedup" in r else "n/a (simulated)"
+            outcome = (
+                f"acc {r['accuracy']:.4f} ({-r['accuracy_drop'] * 100:+.2f} pts) "
+                f"speedup {speed} size {r['size_ratio']:.2f}x [{r['backend']}]"
+            )
+            if (
+                "speedup" in r
+                and r["accuracy_drop"] <= self.max_drop
+                and (self.best is None or r["speedup"] > self.best[0])
+            ):
+                self.best = (r["speedup"], trial.trial_id)
+        elif r.get("status", "ok") != "ok":
+            outcome = r["status"]
+        best = f" | best so far: {self.best[1]} {self.best[0]:.2f}x" if self.best else ""
+        self.echo(f"{self._head()} done  {trial.trial_id}: {outcome}{best}")
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._finish(trial, "finished")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._finish(trial, "ERROR (see its MLflow run and Ray's trial log)")

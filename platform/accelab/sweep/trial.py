@@ -1,0 +1,155 @@
+"""One Tune trial: sampled knobs -> the same variant pipeline as ``accelab compress``.
+
+Post-training trials run in the trial process (no TorchTrainer start-up); fine-tuning
+trials start a TorchTrainer (DDP, AMP) whose per-epoch metrics reach Tune through
+``TuneReportCallback`` (so ASHA can cut them). Each trial owns exactly one MLflow child
+run, found again by trial id when a resumed sweep re-runs an unfinished trial.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from accelab.config.loader import set_dotted
+from accelab.config.schema import ExperimentConfig
+from accelab.pareto import Constraints, TrialPoint, violations
+from accelab.variant import MB, StopVariant, VariantResult
+
+TRIAL_TAG = "accelab.trial_id"
+STATUS_TAG = "accelab.status"
+
+
+@dataclass(frozen=True)
+class SweepContext:
+    """What every trial needs besides its sampled values (passed via tune.with_parameters)."""
+
+    base_config: dict[str, Any]
+    dense_dir: str
+    tracking_uri: str
+    parent_run_id: str
+    sweep_name: str
+    baseline_accuracy: float
+
+
+def trial_config(ctx: SweepContext, values: dict[str, Any]) -> ExperimentConfig:
+    data = {k: v for k, v in ctx.base_config.items() if k != "sweep"}
+    for key, value in values.items():
+        set_dotted(data, key.split("."), value)
+    return ExperimentConfig.model_validate(data)
+
+
+def child_run(
+    ctx: SweepContext, cfg: ExperimentConfig, trial_id: str, values: dict[str, Any]
+) -> tuple[str, str]:
+    """(run id, status) of this trial's MLflow child run; created on first use only."""
+    from mlflow.entities import Param
+    from mlflow.tracking import MlflowClient
+
+    from accelab.train import start_mlflow_run
+
+    client = MlflowClient(ctx.tracking_uri)
+    parent = client.get_run(ctx.parent_run_id)
+    query = (
+        f"tags.`mlflow.parentRunId` = '{ctx.parent_run_id}' and tags.`{TRIAL_TAG}` = '{trial_id}'"
+    )
+    found = client.search_runs([parent.info.experiment_id], query, max_results=1)
+    if found:
+        return found[0].info.run_id, found[0].data.tags.get(STATUS_TAG, "running")
+    run_id = start_mlflow_run(
+        cfg, ctx.tracking_uri, f"{ctx.sweep_name}-{trial_id}", "trial", ctx.parent_run_id
+    )
+    client.set_tag(run_id, TRIAL_TAG, trial_id)
+    client.set_tag(run_id, STATUS_TAG, "running")
+    client.log_batch(run_id, params=[Param(f"searched.{k}", str(v)) for k, v in values.items()])
+    return run_id, "running"
+
+
+def early_stop_reason(pre: VariantResult, cfg: ExperimentConfig, c: Constraints) -> str | None:
+    """Latency and size are final once compressed: a trial that already breaks them is
+    not worth fine-tuning. Accuracy is judged only at the end."""
+    m = pre.measurement
+    point = TrialPoint(
+        "pre",
+        float("inf"),
+        None if m.simulated else m.latency_p50_ms,
+        m.size_bytes / MB,
+        m.simulated,
+    )
+    broken = [v for v in violations(point, 0.0, c) if not v.startswith("accuracy")]
+    if m.simulated and c.max_latency_ms is not None:
+        broken = [
+            f"latency n/a (simulated, no real {cfg.compression.quant.bits}-bit kernel) with max_latency_ms set"
+        ]
+    if not broken:
+        return None
+    return "stopped before fine-tuning: " + "; ".join(broken)
+
+
+def tune_metrics(r: VariantResult, val_accuracy: float, status: str, stage: str) -> dict[str, Any]:
+    """What Tune sees (searcher, scheduler, progress table); MLflow keeps the full record."""
+    m = r.measurement
+    return {
+        **r.metrics,
+        "finetune_val_accuracy": val_accuracy,
+        # Optuna needs a number for every trial: a simulated variant runs on float kernels here.
+        "search_latency_ms": m.latency_p50_ms
+        if m.latency_p50_ms is not None
+        else r.baseline.latency_p50_ms,
+        "backend": m.backend,
+        "status": status,
+        "stage": stage,
+    }
+
+
+def sweep_trial(config: dict[str, Any], ctx: SweepContext) -> None:
+    """Tune function trainable (wrapped with ``tune.with_parameters(ctx=...)``)."""
+    from mlflow.tracking import MlflowClient
+    from ray import tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from accelab.measure import evaluate_accuracy
+    from accelab.registry import resolve_task
+    from accelab.tracking import log_metrics_once
+    from accelab.variant import run_variant
+
+    trial_id = tune.get_context().get_trial_id()
+    cfg = trial_config(ctx, config)
+    run_id, _ = child_run(ctx, cfg, trial_id, config)
+    client = MlflowClient(ctx.tracking_uri)
+    constraints = Constraints(**ctx.base_config["sweep"]["constraints"])
+    val = resolve_task(cfg.trainable.name).load_splits(cfg.trainable.data_seed).val
+
+    def on_compressed(pre: VariantResult) -> None:
+        reason = early_stop_reason(pre, cfg, constraints)
+        metrics = tune_metrics(
+            pre, evaluate_accuracy(pre.deployable.model, val), reason or "ok", "compressed"
+        )
+        if reason:
+            log_metrics_once(client, run_id, 0, pre.metrics)
+            client.set_tag(run_id, "accelab.backend", pre.measurement.backend)
+            client.set_tag(run_id, "accelab.simulated", str(pre.measurement.simulated).lower())
+            client.set_tag(run_id, STATUS_TAG, reason)
+            client.set_terminated(run_id, "KILLED")
+            tune.report(metrics)
+            raise StopVariant(reason)
+        if cfg.finetune.epochs > 0:
+            tune.report(metrics)  # a first rung for ASHA before fine-tuning starts
+
+    try:
+        result = run_variant(
+            cfg, Path(ctx.dense_dir), tracking_uri=ctx.tracking_uri, run_id=run_id,
+            ray_name=f"{ctx.sweep_name}-{trial_id}", on_compressed=on_compressed,
+            train_callbacks=[TuneReportCallback()],
+        )  # fmt: skip
+    except StopVariant:
+        return
+    except BaseException as exc:
+        client.set_tag(run_id, STATUS_TAG, f"failed: {type(exc).__name__}: {exc}"[:500])
+        client.set_terminated(run_id, "FAILED")
+        raise
+    client.set_terminated(run_id, "FINISHED")
+    tune.report(
+        tune_metrics(result, evaluate_accuracy(result.deployable.model, val), "ok", "final")
+    )
