@@ -71,10 +71,11 @@ def resolve_dense_source(source: str, tracking_uri: str, cache_root: Path) -> Pa
 
 
 def check_same_trainable(directory: Path, cfg: ExperimentConfig) -> dict[str, Any]:
-    """The checkpoint must come from the config's trainable and model (same shapes)."""
+    """The checkpoint must come from the config's trainable and model (same shapes), trained
+    on the same split (another ``data_seed`` would put its training samples in our test set)."""
     got = read_meta(directory).get("trainable") or {}
     want = cfg.trainable.model_dump()
-    keys = ("name", "model", "model_args")
+    keys = ("name", "model", "model_args", "data_seed")
     if any(got.get(k) != want[k] for k in keys):
         have = {k: got.get(k) for k in keys}
         raise UsageError(

@@ -104,6 +104,8 @@ def format_comparison(r: VariantResult) -> str:
         if r.measurement.simulated
         else f"{speed:.2f}x"
     )
+    if not r.measurement.simulated and r.metrics.get("sparsity", 0.0) > 0:
+        speed_text += " (dense kernels: zeroed weights are still computed, sparsity is not faster)"
     lines.append(
         f"speedup {speed_text}, size ratio {r.metrics['size_ratio']:.3f}, accuracy drop "
         f"{r.metrics['accuracy_drop'] * 100:+.2f} points, sparsity {r.metrics['sparsity']:.3f} "

@@ -11,7 +11,7 @@ import contextlib
 import io
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 from torch import Tensor, nn
@@ -228,3 +228,54 @@ def compare(baseline: Measurement, m: Measurement) -> dict[str, float | None]:
         "params_ratio": m.params / baseline.params if baseline.params else None,
         "accuracy_drop": baseline.accuracy - m.accuracy,
     }
+
+
+def measure_pair(
+    baseline_model: nn.Module,
+    model: nn.Module,
+    test_set: Dataset,
+    *,
+    backend: str,
+    simulated: bool,
+    baseline_backend: str = "fp32-dense",
+    rounds: int = 3,
+    batch_size: int = 64,
+    threads: int | None = None,
+    warmup: int = 10,
+    repeats: int = 50,
+    size_bytes: int | None = None,
+    device: str = "cpu",
+) -> tuple[Measurement, Measurement]:
+    """Baseline and variant measured side by side: latency in alternating rounds
+    (baseline, variant, baseline, ...), each reported as the median over rounds of the
+    per-round p50/p95, so that a noisy neighbour slows both rather than one."""
+    common = {
+        "batch_size": batch_size,
+        "threads": threads,
+        "warmup": warmup,
+        "repeats": repeats,
+        "device": device,
+    }
+    base = measure(baseline_model, test_set, backend=baseline_backend, simulated=False, **common)
+    var = measure(
+        model, test_set, backend=backend, simulated=simulated, size_bytes=size_bytes, **common
+    )
+    batch = next(iter(DataLoader(test_set, batch_size=batch_size)))[0].to(device)
+    base_rounds, var_rounds = (
+        [(base.latency_p50_ms, base.latency_p95_ms)],
+        [(var.latency_p50_ms, var.latency_p95_ms)],
+    )
+    for _ in range(rounds - 1):
+        base_rounds.append(measure_latency(baseline_model, batch, warmup, repeats, threads))
+        if not simulated:
+            var_rounds.append(measure_latency(model, batch, warmup, repeats, threads))
+
+    def med(values: list[tuple[float, float]], i: int) -> float:
+        return float(torch.tensor([v[i] for v in values], dtype=torch.float64).median())
+
+    base = replace(base, latency_p50_ms=med(base_rounds, 0), latency_p95_ms=med(base_rounds, 1))
+    base = replace(base, throughput_sps=base.batch_size / (base.latency_p50_ms / 1000.0))
+    if not simulated:
+        var = replace(var, latency_p50_ms=med(var_rounds, 0), latency_p95_ms=med(var_rounds, 1))
+        var = replace(var, throughput_sps=var.batch_size / (var.latency_p50_ms / 1000.0))
+    return base, var

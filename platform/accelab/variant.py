@@ -20,7 +20,6 @@ from torch import nn
 from accelab.checkpoint import MODEL_FILE, load_model_state
 from accelab.compress.deploy import save_deployable
 from accelab.compress.pipeline import (
-    DENSE_BACKEND,
     CompressionHooks,
     Deployable,
     calibration_batches,
@@ -29,7 +28,7 @@ from accelab.compress.pipeline import (
 )
 from accelab.compress.prune import sparsity_report
 from accelab.config.schema import ExperimentConfig
-from accelab.measure import Measurement, compare, measure
+from accelab.measure import Measurement, compare, measure, measure_pair
 from accelab.registry import resolve_task
 from accelab.tracking import log_metrics_once
 from accelab.train_loop import LoopHooks, LoopSettings
@@ -59,6 +58,17 @@ def measure_model(
     return measure(
         model, test_set, backend=backend, simulated=simulated, batch_size=m.batch_size,
         threads=m.threads, warmup=m.warmup, repeats=m.repeats,
+    )  # fmt: skip
+
+
+def measure_against(
+    dense: nn.Module, d: Deployable, cfg: ExperimentConfig, test_set
+) -> tuple[Measurement, Measurement]:
+    """(baseline, variant) measured side by side in this process (see ``measure_pair``)."""
+    m = cfg.measure
+    return measure_pair(
+        dense, d.model, test_set, backend=d.backend, simulated=d.simulated, rounds=m.rounds,
+        batch_size=m.batch_size, threads=m.threads, warmup=m.warmup, repeats=m.repeats,
     )  # fmt: skip
 
 
@@ -139,11 +149,11 @@ def run_variant(
     test = task.load_splits(cfg.trainable.data_seed).test
     dense = task.build_model(cfg.trainable.model, **cfg.trainable.model_args)
     dense.load_state_dict(load_model_state(dense_dir / MODEL_FILE))
-    baseline = measure_model(dense.eval(), cfg, test, DENSE_BACKEND, simulated=False)
+    dense.eval()
 
     model = compress_for_training(copy.deepcopy(dense), cfg, task, calibration_batches(task, cfg))
     staged = finalize(copy.deepcopy(model), cfg)
-    pre = measure_model(staged.model, cfg, test, staged.backend, staged.simulated)
+    baseline, pre = measure_against(dense, staged, cfg, test)
     pre_result = VariantResult(baseline, pre, variant_metrics(baseline, pre, model, cfg), staged)
     if on_compressed:
         on_compressed(pre_result)
@@ -157,7 +167,7 @@ def run_variant(
         )
         model.load_state_dict(state)
     final = finalize(copy.deepcopy(model), cfg)
-    m = measure_model(final.model, cfg, test, final.backend, final.simulated)
+    baseline, m = measure_against(dense, final, cfg, test)
     result = VariantResult(baseline, m, variant_metrics(baseline, m, model, cfg), final)
     if run_id:
         log_variant(MlflowClient(tracking_uri), run_id, result, model, cfg)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from torch import nn
@@ -67,16 +68,39 @@ def training_errors(cfg: ExperimentConfig) -> list[str]:
     return problems
 
 
+def assignment_error(base: dict[str, Any], values: dict[str, Any]) -> str | None:
+    """Why setting ``values`` (dotted keys) on ``base`` gives an invalid config, or None."""
+    from pydantic import ValidationError
+
+    from accelab.config.loader import format_validation_error, set_dotted
+    from accelab.errors import ConfigError
+
+    trial = copy.deepcopy(base)
+    try:
+        for key, value in values.items():
+            set_dotted(trial, key.split("."), value)
+        ExperimentConfig.model_validate(trial)
+    except ValidationError as exc:
+        return "; ".join(line.split(": ", 1)[1] for line in format_validation_error(exc, "x"))
+    except ConfigError as exc:
+        return "; ".join(exc.messages)
+    return None
+
+
 def sweep_errors(cfg: ExperimentConfig) -> list[str]:
     """Every searched key exists and every value it can take validates."""
     if cfg.sweep is None:
         return []
-    from accelab.config.loader import set_dotted  # local: loader imports this module lazily too
-
     problems = []
+    sweep = cfg.sweep
+    if not sweep.space and not sweep.variants:
+        problems.append("sweep.space: empty (and no sweep.variants); nothing to search")
+    if sweep.search == "optuna":
+        grids = [f"sweep.space.{k}" for k, d in sweep.space.items() if d.kind == "grid"]
+        grids += ["sweep.variants"] if sweep.variants else []
+        problems += [f"{g}: grids are not supported by search=optuna; use choice" for g in grids]
     base = cfg.model_dump(exclude={"sweep"})
     for key, dist in cfg.sweep.space.items():
-        values: list[Any] = []
         if dist.kind in ("grid", "choice"):
             values = list(getattr(dist, dist.kind))
             if not values:
@@ -87,16 +111,19 @@ def sweep_errors(cfg: ExperimentConfig) -> list[str]:
                 problems.append(
                     f"sweep.space.{key}.{dist.kind}: low must be < high, got [{low}, {high}]"
                 )
-            values = [low]
+            values = [low, high - 1 if dist.kind == "randint" else high]
         for value in values:
-            trial = ExperimentConfig.model_validate(base).model_dump()
-            try:
-                set_dotted(trial, key.split("."), value)
-                ExperimentConfig.model_validate(trial)
-            except Exception as exc:  # pydantic or ConfigError: report the key and value
-                first = str(exc).splitlines()[:3]
-                problems.append(f"sweep.space.{key}: value {value!r} is invalid: {' '.join(first)}")
+            if why := assignment_error(base, {key: value}):
+                problems.append(f"sweep.space.{key}: value {value!r} is invalid: {why}")
                 break
+    for i, variant in enumerate(cfg.sweep.variants):
+        overlap = sorted(set(variant) & set(cfg.sweep.space))
+        if overlap:
+            problems.append(
+                f"sweep.variants[{i}]: {overlap} also in sweep.space; set each key in one place"
+            )
+        elif why := assignment_error(base, variant):
+            problems.append(f"sweep.variants[{i}]: {why}")
     return problems
 
 

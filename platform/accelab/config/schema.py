@@ -120,6 +120,9 @@ class MeasureConfig(Section):
     threads: PositiveInt | None = Field(None, description="Default: all of this process's.")
     warmup: NonNegInt = 10
     repeats: PositiveInt = 50
+    rounds: PositiveInt = Field(
+        3, description="Alternating baseline/variant rounds; medians over rounds are reported."
+    )
 
 
 class Distribution(Section):
@@ -157,6 +160,10 @@ class SweepConfig(Section):
     max_concurrent_trials: PositiveInt = 1
     scheduler: Literal["none", "asha"] = "none"
     space: dict[str, Distribution] = Field(default_factory=dict)
+    variants: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Hand-picked recipes, each {dotted.key: value, ...}: one more grid dimension.",
+    )
     constraints: Constraints = Field(default_factory=Constraints)
     baseline_from: str | None = Field(
         None,

@@ -26,10 +26,12 @@ BASELINE_DIR_TAG = "accelab.baseline_dir"
 
 def total_trials(cfg: ExperimentConfig) -> int:
     grids = [len(d.grid) for d in cfg.sweep.space.values() if d.kind == "grid"]
-    return cfg.sweep.num_samples * math.prod(grids)
+    return cfg.sweep.num_samples * math.prod(grids) * max(1, len(cfg.sweep.variants))
 
 
 def may_finetune(cfg: ExperimentConfig) -> bool:
+    if any(v.get("finetune.epochs", 0) > 0 for v in cfg.sweep.variants):
+        return True
     d = cfg.sweep.space.get("finetune.epochs")
     if d is None:
         return cfg.finetune.epochs > 0
@@ -160,14 +162,12 @@ def run_sweep(
 ) -> SweepSummary:
     from accelab import resources
     from accelab.ray_session import init_ray, will_start_local_ray
-    from accelab.sweep.space import check_search
     from accelab.sweep.trial import SweepContext
     from accelab.tracking import resolve_tracking_uri
     from accelab.train import find_resumable, start_mlflow_run, storage_path
 
     if cfg.sweep is None:
         raise UsageError("sweep: this config has no sweep section (see configs/digits_sweep.yaml)")
-    check_search(cfg.sweep)
     tracking_uri = resolve_tracking_uri(cfg.tracking.uri)
     if will_start_local_ray():
         check_resources(cfg, resources.local_nodes(), "this machine")

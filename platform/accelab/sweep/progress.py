@@ -9,7 +9,9 @@ from ray.tune import Callback
 
 
 def knobs(config: dict[str, Any]) -> str:
-    return " ".join(f"{k.split('.')[-1]}={v}" for k, v in sorted(config.items()))
+    from accelab.sweep.space import assignments
+
+    return " ".join(f"{k.split('.')[-1]}={v}" for k, v in sorted(assignments(config).items()))
 
 
 class SweepProgress(Callback):

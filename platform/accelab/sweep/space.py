@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from accelab.config.schema import Distribution, SweepConfig
-from accelab.errors import ConfigError
 
 # Objectives for multi-objective search: measured accuracy up, latency down.
 OBJECTIVES = ("accuracy", "search_latency_ms")
 MODES = ("max", "min")
+VARIANT_KEY = "variant"
 
 
 def tune_domain(dist: Distribution) -> Any:
@@ -27,36 +27,43 @@ def tune_domain(dist: Distribution) -> Any:
 
 
 def param_space(sweep: SweepConfig) -> dict[str, Any]:
-    """Flat ``{"compression.prune.sparsity": domain, ...}``; trials get dotted keys back."""
-    return {key: tune_domain(dist) for key, dist in sweep.space.items()}
+    """Flat ``{"compression.prune.sparsity": domain, ...}``; trials get dotted keys back.
+    ``sweep.variants`` become one more grid dimension under the key ``variant``."""
+    space = {key: tune_domain(dist) for key, dist in sweep.space.items()}
+    if sweep.variants:
+        from ray import tune
+
+        space[VARIANT_KEY] = tune.grid_search([dict(v) for v in sweep.variants])
+    return space
 
 
-def check_search(sweep: SweepConfig) -> None:
-    """Search-specific rules (Optuna samples, it does not enumerate grids)."""
-    if sweep.search == "optuna":
-        grids = [k for k, d in sweep.space.items() if d.kind == "grid"]
-        if grids:
-            raise ConfigError(
-                [
-                    f"sweep.space.{k}: grid is not supported by search=optuna; use choice"
-                    for k in grids
-                ]
-            )
-    if sweep.search != "grid" and not sweep.space:
-        raise ConfigError("sweep.space: empty; nothing to search")
+def assignments(values: dict[str, Any]) -> dict[str, Any]:
+    """A trial's sampled values as dotted-key assignments (variants expanded)."""
+    out = {k: v for k, v in values.items() if k != VARIANT_KEY}
+    out.update(values.get(VARIANT_KEY) or {})
+    return out
 
 
 def search_alg(sweep: SweepConfig, seed: int):
-    """None (Tune's grid/random variant generator) or Optuna's multi-objective search."""
+    """Tune's variant generator (grid, or seeded random sampling) or Optuna's
+    multi-objective search (NSGA-II over accuracy and measured latency)."""
     if sweep.search != "optuna":
-        return None
+        from ray.tune.search import BasicVariantGenerator
+
+        return BasicVariantGenerator(
+            max_concurrent=sweep.max_concurrent_trials,
+            random_state=seed if sweep.search == "random" else None,
+        )
     import optuna
     from ray.tune.search.optuna import OptunaSearch
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return OptunaSearch(
+    from ray.tune.search import ConcurrencyLimiter
+
+    searcher = OptunaSearch(
         metric=list(OBJECTIVES), mode=list(MODES), sampler=optuna.samplers.NSGAIISampler(seed=seed)
     )
+    return ConcurrencyLimiter(searcher, max_concurrent=sweep.max_concurrent_trials)
 
 
 def scheduler(sweep: SweepConfig, max_epochs: int):

@@ -195,8 +195,8 @@ def recommendation_line(s: SweepSummary) -> str:
 
 
 def write_csv(s: SweepSummary, path: Path) -> None:
-    keys = list(s.rows[0]) if s.rows else ["trial_id"]
+    keys = list(dict.fromkeys(k for row in s.rows for k in row)) or ["trial_id"]
     with open(path, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=keys)
+        writer = csv.DictWriter(fh, fieldnames=keys, restval="")
         writer.writeheader()
         writer.writerows(s.rows)

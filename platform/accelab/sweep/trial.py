@@ -15,6 +15,7 @@ from typing import Any
 from accelab.config.loader import set_dotted
 from accelab.config.schema import ExperimentConfig
 from accelab.pareto import Constraints, TrialPoint, violations
+from accelab.sweep.space import assignments
 from accelab.variant import MB, StopVariant, VariantResult
 
 TRIAL_TAG = "accelab.trial_id"
@@ -35,7 +36,7 @@ class SweepContext:
 
 def trial_config(ctx: SweepContext, values: dict[str, Any]) -> ExperimentConfig:
     data = {k: v for k, v in ctx.base_config.items() if k != "sweep"}
-    for key, value in values.items():
+    for key, value in assignments(values).items():
         set_dotted(data, key.split("."), value)
     return ExperimentConfig.model_validate(data)
 
@@ -62,7 +63,8 @@ def child_run(
     )
     client.set_tag(run_id, TRIAL_TAG, trial_id)
     client.set_tag(run_id, STATUS_TAG, "running")
-    client.log_batch(run_id, params=[Param(f"searched.{k}", str(v)) for k, v in values.items()])
+    searched = assignments(values)
+    client.log_batch(run_id, params=[Param(f"searched.{k}", str(v)) for k, v in searched.items()])
     return run_id, "running"
 
 
