@@ -52,6 +52,15 @@ def test_recommend_none_when_nothing_meets_the_constraints():
     assert recommend([P("a", 0.95, 9)], 0.95, Constraints(0.01, max_latency_ms=5)) is None
 
 
+def test_recommend_prefers_the_same_process_speedup_over_raw_latency():
+    # b's absolute latency is lower, but a was measured faster against its own baseline.
+    pts = [
+        TrialPoint("a", 0.95, 1.7, 1.0, speedup=1.9),
+        TrialPoint("b", 0.95, 1.5, 1.0, speedup=1.6),
+    ]
+    assert recommend(pts, 0.95, Constraints(0.01)).trial_id == "a"
+
+
 def test_violations_name_each_broken_constraint():
     v = violations(
         P("a", 0.90, 9, size=4.0), 0.95, Constraints(0.01, max_latency_ms=5, max_size_mb=1)

@@ -28,7 +28,7 @@ from accelab.compress.pipeline import (
 )
 from accelab.compress.prune import sparsity_report
 from accelab.config.schema import ExperimentConfig
-from accelab.measure import Measurement, compare, measure, measure_pair
+from accelab.measure import Measurement, compare, evaluate_accuracy, measure, measure_pair
 from accelab.registry import resolve_task
 from accelab.tracking import log_metrics_once
 from accelab.train_loop import LoopHooks, LoopSettings
@@ -146,15 +146,19 @@ def run_variant(
     """Run one variant; ``on_compressed`` sees the measured model before any fine-tuning
     and may raise ``StopVariant``."""
     task = resolve_task(cfg.trainable.name)
-    test = task.load_splits(cfg.trainable.data_seed).test
+    splits = task.load_splits(cfg.trainable.data_seed)
     dense = task.build_model(cfg.trainable.model, **cfg.trainable.model_args)
     dense.load_state_dict(load_model_state(dense_dir / MODEL_FILE))
     dense.eval()
 
+    def judge(model: nn.Module, d: Deployable) -> VariantResult:
+        baseline, m = measure_against(dense, d, cfg, splits.test)
+        metrics = variant_metrics(baseline, m, model, cfg)
+        metrics["val_accuracy"] = evaluate_accuracy(d.model, splits.val)  # for selection
+        return VariantResult(baseline, m, metrics, d)
+
     model = compress_for_training(copy.deepcopy(dense), cfg, task, calibration_batches(task, cfg))
-    staged = finalize(copy.deepcopy(model), cfg)
-    baseline, pre = measure_against(dense, staged, cfg, test)
-    pre_result = VariantResult(baseline, pre, variant_metrics(baseline, pre, model, cfg), staged)
+    pre_result = judge(model, finalize(copy.deepcopy(model), cfg))
     if on_compressed:
         on_compressed(pre_result)
 
@@ -166,9 +170,7 @@ def run_variant(
             task.build_model(cfg.trainable.model, **cfg.trainable.model_args), task
         )
         model.load_state_dict(state)
-    final = finalize(copy.deepcopy(model), cfg)
-    baseline, m = measure_against(dense, final, cfg, test)
-    result = VariantResult(baseline, m, variant_metrics(baseline, m, model, cfg), final)
+    result = judge(model, finalize(copy.deepcopy(model), cfg))
     if run_id:
         log_variant(MlflowClient(tracking_uri), run_id, result, model, cfg)
     return result

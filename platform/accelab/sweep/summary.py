@@ -82,6 +82,7 @@ def point(row: dict[str, Any]) -> TrialPoint:
         simulated=row["simulated"],
         backend=row["backend"],
         status="ok" if row["status"] == "ok" else row["status"],
+        speedup=None if row["simulated"] else row["speedup"],
     )
 
 

@@ -89,17 +89,19 @@ def early_stop_reason(pre: VariantResult, cfg: ExperimentConfig, c: Constraints)
     return "stopped before fine-tuning: " + "; ".join(broken)
 
 
-def tune_metrics(r: VariantResult, val_accuracy: float, status: str, stage: str) -> dict[str, Any]:
-    """What Tune sees (searcher, scheduler, progress table); MLflow keeps the full record."""
-    m = r.measurement
+def tune_metrics(
+    metrics: dict[str, float], backend: str, status: str, stage: str
+) -> dict[str, Any]:
+    """What Tune sees (searcher, scheduler, progress line); MLflow keeps the full record.
+
+    ``val_accuracy`` is the compressed model's validation accuracy (ASHA's signal; the
+    test split is never used for selection)."""
     return {
-        **r.metrics,
-        "finetune_val_accuracy": val_accuracy,
+        **metrics,
+        "finetune_val_accuracy": metrics["val_accuracy"],
         # Optuna needs a number for every trial: a simulated variant runs on float kernels here.
-        "search_latency_ms": m.latency_p50_ms
-        if m.latency_p50_ms is not None
-        else r.baseline.latency_p50_ms,
-        "backend": m.backend,
+        "search_latency_ms": metrics.get("latency_p50_ms", metrics.get("baseline_latency_p50_ms")),
+        "backend": backend,
         "status": status,
         "stage": stage,
     }
@@ -111,23 +113,22 @@ def sweep_trial(config: dict[str, Any], ctx: SweepContext) -> None:
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from accelab.measure import evaluate_accuracy
-    from accelab.registry import resolve_task
     from accelab.tracking import log_metrics_once
     from accelab.variant import run_variant
 
     trial_id = tune.get_context().get_trial_id()
     cfg = trial_config(ctx, config)
-    run_id, _ = child_run(ctx, cfg, trial_id, config)
+    run_id, status = child_run(ctx, cfg, trial_id, config)
     client = MlflowClient(ctx.tracking_uri)
+    if status == "ok":  # finished before an interrupted sweep saved its state: don't redo it
+        done = client.get_run(run_id).data
+        tune.report(tune_metrics(done.metrics, done.tags.get("accelab.backend", ""), "ok", "final"))
+        return
     constraints = Constraints(**ctx.base_config["sweep"]["constraints"])
-    val = resolve_task(cfg.trainable.name).load_splits(cfg.trainable.data_seed).val
 
     def on_compressed(pre: VariantResult) -> None:
         reason = early_stop_reason(pre, cfg, constraints)
-        metrics = tune_metrics(
-            pre, evaluate_accuracy(pre.deployable.model, val), reason or "ok", "compressed"
-        )
+        metrics = tune_metrics(pre.metrics, pre.measurement.backend, reason or "ok", "compressed")
         if reason:
             log_metrics_once(client, run_id, 0, pre.metrics)
             client.set_tag(run_id, "accelab.backend", pre.measurement.backend)
@@ -152,6 +153,4 @@ def sweep_trial(config: dict[str, Any], ctx: SweepContext) -> None:
         client.set_terminated(run_id, "FAILED")
         raise
     client.set_terminated(run_id, "FINISHED")
-    tune.report(
-        tune_metrics(result, evaluate_accuracy(result.deployable.model, val), "ok", "final")
-    )
+    tune.report(tune_metrics(result.metrics, result.measurement.backend, "ok", "final"))
