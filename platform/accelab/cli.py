@@ -163,6 +163,17 @@ def run(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> 
     except KeyboardInterrupt:
         print("accelab: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # the run itself failed: one readable line, details on demand
+        if os.environ.get("ACCELAB_DEBUG"):
+            raise
+        first = (str(exc).strip().splitlines() or [""])[-1][:500]
+        print(f"accelab: {args.command} failed: {type(exc).__name__}: {first}", file=sys.stderr)
+        print(
+            "accelab: the MLflow run holds what was recorded; Ray's logs are in "
+            "/tmp/ray/session_latest/logs; set ACCELAB_DEBUG=1 for the traceback",
+            file=sys.stderr,
+        )
+        return 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:

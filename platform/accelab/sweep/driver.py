@@ -168,6 +168,10 @@ def run_sweep(
 
     if cfg.sweep is None:
         raise UsageError("sweep: this config has no sweep section (see configs/digits_sweep.yaml)")
+    # Trials run in Tune's per-trial working directories: hand them absolute paths.
+    cfg = cfg.model_copy(
+        update={"run": cfg.run.model_copy(update={"storage_path": storage_path(cfg)})}
+    )
     tracking_uri = resolve_tracking_uri(cfg.tracking.uri)
     if will_start_local_ray():
         check_resources(cfg, resources.local_nodes(), "this machine")

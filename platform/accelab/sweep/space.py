@@ -73,7 +73,7 @@ def scheduler(sweep: SweepConfig, max_epochs: int):
     from ray.tune.schedulers import ASHAScheduler
 
     return ASHAScheduler(
-        metric="val_accuracy",
+        metric="finetune_val_accuracy",
         mode="max",
         time_attr="training_iteration",
         max_t=max(2, max_epochs + 2),
