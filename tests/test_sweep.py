@@ -217,3 +217,27 @@ def test_shipped_sweep_finds_a_model_1_5x_faster_within_one_point(tmp_path, stor
     print(f"\nshipped sweep recommendation: {parent.data.tags['accelab.recommendation']}")
     assert rec["speedup"] >= 1.5
     assert rec["accuracy_drop"] <= 0.01
+
+
+@pytest.mark.ray
+def test_optuna_multi_objective_search_runs_the_requested_trials(tmp_path, store, dense_checkpoint):
+    path = sweep_yaml(
+        tmp_path, "optuna-sweep", [], search="optuna", num_samples=3,
+        space={"compression.prune.sparsity": {"uniform": [0.2, 0.6]},
+               "compression.prune.method": {"choice": ["structured"]},
+               "compression.quant.bits": {"choice": [8, 32]}},
+    )  # fmt: skip
+    proc = run_cli(
+        "sweep",
+        str(path),
+        *store["overrides"],
+        f"sweep.baseline_from={dense_checkpoint}",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "search=optuna" in proc.stdout
+    client = MlflowClient(store["tracking_uri"])
+    (parent,), trials = children(client, "optuna-sweep")
+    assert len(trials) == 3 and parent.info.status == "FINISHED"
+    sparsities = [float(t.data.params["searched.compression.prune.sparsity"]) for t in trials]
+    assert all(0.2 <= s <= 0.6 for s in sparsities) and len(set(sparsities)) == 3

@@ -10,8 +10,11 @@ from ray.tune import Callback
 
 def knobs(config: dict[str, Any]) -> str:
     from accelab.sweep.space import assignments
+    from accelab.sweep.summary import short
 
-    return " ".join(f"{k.split('.')[-1]}={v}" for k, v in sorted(assignments(config).items()))
+    return " ".join(
+        f"{k.split('.')[-1]}={short(str(v))}" for k, v in sorted(assignments(config).items())
+    )
 
 
 class SweepProgress(Callback):

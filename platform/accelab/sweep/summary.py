@@ -57,6 +57,15 @@ def child_runs(client: MlflowClient, parent) -> list:
     return client.search_runs([parent.info.experiment_id], query, max_results=5000)
 
 
+def short(value: str) -> str:
+    """'0.47440675196366233' -> '0.4744' for display; other values unchanged."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return value
+    return value if number.is_integer() or len(value) <= 6 else f"{number:.4g}"
+
+
 def trial_row(run) -> dict[str, Any]:
     m, tags = run.data.metrics, run.data.tags
     row: dict[str, Any] = {
@@ -130,10 +139,10 @@ def _fmt(value: Any, spec: str = ".4f") -> str:
 
 def format_table(s: SweepSummary) -> str:
     """The frontier table and the recommendation, as printed at the end of a sweep."""
-    short = {k: k.split(".")[-1] for k in s.searched}
+    labels = {k: k.split(".")[-1] for k in s.searched}
     head = [
         "trial",
-        *short.values(),
+        *labels.values(),
         "backend",
         "acc",
         "drop",
@@ -156,7 +165,7 @@ def format_table(s: SweepSummary) -> str:
             else _fmt(r["speedup"], ".2f") + ("x" if r["speedup"] else "")
         )
         lines.append([
-            r["trial_id"], *(str(r.get(k, "")) for k in s.searched), r["backend"],
+            r["trial_id"], *(short(str(r.get(k, ""))) for k in s.searched), r["backend"],
             _fmt(r["accuracy"]), _fmt(r["accuracy_drop"], "+.4f"), _fmt(r["latency_p50_ms"], ".3f"),
             speed, _fmt(r["size_mb"], ".3f"), mark, r["status"][:40],
         ])  # fmt: skip
@@ -187,7 +196,7 @@ def recommendation_line(s: SweepSummary) -> str:
             )
             + (f", max_size_mb={s.constraints.max_size_mb}" if s.constraints.max_size_mb else "")
         )
-    knobs = ", ".join(f"{k}={r.get(k)}" for k in s.searched)
+    knobs = ", ".join(f"{k}={short(str(r.get(k)))}" for k in s.searched)
     return (
         f"recommendation: trial {r['trial_id']} ({knobs}; {r['backend']}): "
         f"{r['speedup']:.2f}x faster than dense fp32, accuracy {r['accuracy']:.4f} "

@@ -107,11 +107,24 @@ def tune_metrics(
     }
 
 
+def stage_report_callback(carry: dict[str, Any]):
+    """Ray Train -> Tune per-epoch results, each carrying the trial's latest measured
+    values (accuracy, latency of the compressed model): searchers and schedulers need
+    their metrics in every result, and these are the numbers known at that point."""
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    class StageReportCallback(TuneReportCallback):
+        def after_report(self, run_context, metrics, checkpoint):
+            merged = [{**carry, **m, "stage": "finetuning"} for m in metrics]
+            super().after_report(run_context, merged, checkpoint)
+
+    return StageReportCallback()
+
+
 def sweep_trial(config: dict[str, Any], ctx: SweepContext) -> None:
     """Tune function trainable (wrapped with ``tune.with_parameters(ctx=...)``)."""
     from mlflow.tracking import MlflowClient
     from ray import tune
-    from ray.tune.integration.ray_train import TuneReportCallback
 
     from accelab.tracking import log_metrics_once
     from accelab.variant import run_variant
@@ -125,6 +138,8 @@ def sweep_trial(config: dict[str, Any], ctx: SweepContext) -> None:
         tune.report(tune_metrics(done.metrics, done.tags.get("accelab.backend", ""), "ok", "final"))
         return
     constraints = Constraints(**ctx.base_config["sweep"]["constraints"])
+    carry: dict[str, Any] = {}  # filled before the TorchTrainer (and this callback) is built
+    callback = stage_report_callback(carry)
 
     def on_compressed(pre: VariantResult) -> None:
         reason = early_stop_reason(pre, cfg, constraints)
@@ -138,13 +153,14 @@ def sweep_trial(config: dict[str, Any], ctx: SweepContext) -> None:
             tune.report(metrics)
             raise StopVariant(reason)
         if cfg.finetune.epochs > 0:
+            carry.update(metrics)
             tune.report(metrics)  # a first rung for ASHA before fine-tuning starts
 
     try:
         result = run_variant(
             cfg, Path(ctx.dense_dir), tracking_uri=ctx.tracking_uri, run_id=run_id,
             ray_name=f"{ctx.sweep_name}-{trial_id}", on_compressed=on_compressed,
-            train_callbacks=[TuneReportCallback()],
+            train_callbacks=[callback],
         )  # fmt: skip
     except StopVariant:
         return
