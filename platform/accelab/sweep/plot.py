@@ -10,6 +10,50 @@ from pathlib import Path
 
 from accelab.sweep.summary import SweepSummary
 
+PANELS = (
+    ("latency_p50_ms", "on_front", "latency p50 (ms, measured)", "accuracy vs latency"),
+    ("size_mb", "on_size_front", "model size (MB)", "accuracy vs size"),
+)
+
+
+def draw_panel(ax, s: SweepSummary, key: str, front_flag: str, xlabel: str, title: str) -> None:
+    ok = [r for r in s.rows if r["status"] == "ok" and r["accuracy"] is not None]
+    measured = [r for r in ok if not r["simulated"] and r[key] is not None]
+    simulated = [r for r in ok if r["simulated"]]
+    base = s.baseline
+    ax.scatter(
+        [r[key] for r in measured], [r["accuracy"] for r in measured], label="measured trial"
+    )
+    if simulated:
+        if key == "latency_p50_ms":  # no latency: an "n/a" column right of the measured points
+            na_x = max([r[key] for r in measured] + [base.get(key, 1.0)]) * 1.15
+            xs, label = [na_x] * len(simulated), "simulated (latency n/a)"
+        else:
+            xs, label = [r[key] for r in simulated], "simulated (packed size)"
+        ax.scatter(
+            xs,
+            [r["accuracy"] for r in simulated],
+            facecolors="none",
+            edgecolors="gray",
+            label=label,
+        )
+    front = sorted((r for r in ok if r[front_flag] and r[key] is not None), key=lambda r: r[key])
+    ax.plot([r[key] for r in front], [r["accuracy"] for r in front], "r-o", label="Pareto frontier")
+    if "accuracy" in base:
+        if key in base:
+            ax.scatter(
+                [base[key]], [base["accuracy"]], marker="s", c="k", label="dense fp32 baseline"
+            )
+        floor = base["accuracy"] - s.constraints.max_accuracy_drop
+        ax.axhline(floor, ls="--", c="gray", lw=0.8, label="accuracy constraint")
+    if s.recommended:
+        r = s.recommended
+        ax.scatter([r[key]], [r["accuracy"]], marker="*", s=300, c="gold", edgecolors="k", zorder=5,
+                   label=f"recommended ({r['trial_id']})")  # fmt: skip
+    ax.set(xlabel=xlabel, ylabel="test accuracy", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+
 
 def plot_pareto(s: SweepSummary, path: Path) -> None:
     import matplotlib
@@ -17,63 +61,9 @@ def plot_pareto(s: SweepSummary, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax_lat, ax_size) = plt.subplots(1, 2, figsize=(12, 5))
-    ok = [r for r in s.rows if r["status"] == "ok" and r["accuracy"] is not None]
-    measured = [r for r in ok if not r["simulated"] and r["latency_p50_ms"] is not None]
-    simulated = [r for r in ok if r["simulated"]]
-    base = s.baseline
-
-    ax_lat.scatter(
-        [r["latency_p50_ms"] for r in measured],
-        [r["accuracy"] for r in measured],
-        label="measured trial",
-    )
-    na_x = max([r["latency_p50_ms"] for r in measured] + [base.get("latency_p50_ms", 1.0)]) * 1.15
-    if simulated:
-        ax_lat.scatter([na_x] * len(simulated), [r["accuracy"] for r in simulated], facecolors="none",
-                       edgecolors="gray", label="simulated (latency n/a)")  # fmt: skip
-    front = sorted((r for r in measured if r["on_front"]), key=lambda r: r["latency_p50_ms"])
-    ax_lat.plot(
-        [r["latency_p50_ms"] for r in front],
-        [r["accuracy"] for r in front],
-        "r-o",
-        label="Pareto frontier",
-    )
-    ax_size.scatter(
-        [r["size_mb"] for r in measured], [r["accuracy"] for r in measured], label="measured trial"
-    )
-    ax_size.scatter([r["size_mb"] for r in simulated], [r["accuracy"] for r in simulated], facecolors="none",
-                    edgecolors="gray", label="simulated (packed size)")  # fmt: skip
-    sfront = sorted((r for r in ok if r["on_size_front"]), key=lambda r: r["size_mb"])
-    ax_size.plot(
-        [r["size_mb"] for r in sfront],
-        [r["accuracy"] for r in sfront],
-        "r-o",
-        label="Pareto frontier",
-    )
-
-    if "accuracy" in base:
-        for ax, key in ((ax_lat, "latency_p50_ms"), (ax_size, "size_mb")):
-            if key in base:
-                ax.scatter(
-                    [base[key]], [base["accuracy"]], marker="s", c="k", label="dense fp32 baseline"
-                )
-            floor = base["accuracy"] - s.constraints.max_accuracy_drop
-            ax.axhline(floor, ls="--", c="gray", lw=0.8, label="accuracy constraint")
-    if s.recommended:
-        r = s.recommended
-        ax_lat.scatter([r["latency_p50_ms"]], [r["accuracy"]], marker="*", s=300, c="gold", edgecolors="k",
-                       zorder=5, label=f"recommended ({r['trial_id']})")  # fmt: skip
-        ax_size.scatter(
-            [r["size_mb"]], [r["accuracy"]], marker="*", s=300, c="gold", edgecolors="k", zorder=5
-        )
-    ax_lat.set(
-        xlabel="latency p50 (ms, measured)", ylabel="test accuracy", title="accuracy vs latency"
-    )
-    ax_size.set(xlabel="model size (MB)", ylabel="test accuracy", title="accuracy vs size")
-    for ax in (ax_lat, ax_size):
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="lower right")
+    fig, axes = plt.subplots(1, len(PANELS), figsize=(12, 5))
+    for ax, panel in zip(axes, PANELS, strict=True):
+        draw_panel(ax, s, *panel)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
