@@ -38,8 +38,11 @@ class EpochProgress:
         self.client = MlflowClient(tracking_uri)
         self.run_id, self.epochs, self.echo, self.prefix = run_id, epochs, echo, prefix
         self.interval_s = interval_s
-        self.printed: set[int] = set()
-        self.restarts = "0"
+        # A resumed run already has epochs and restarts recorded: report only what is new.
+        self.printed = {
+            m.step for m in self.client.get_metric_history(run_id, prefix + "val_accuracy")
+        }
+        self.restarts = self.client.get_run(run_id).data.tags.get("accelab.restarts", "0")
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name="accelab-progress")
 
@@ -47,7 +50,7 @@ class EpochProgress:
         restarts = self.client.get_run(self.run_id).data.tags.get("accelab.restarts", "0")
         if restarts != self.restarts:
             self.restarts = restarts
-            self.echo(f"worker group restarted ({restarts}x): resumed from the last checkpoint")
+            self.echo(f"resumed from the last checkpoint (restart {restarts})")
         key = self.prefix + "val_accuracy"
         steps = sorted({m.step for m in self.client.get_metric_history(self.run_id, key)})
         new = [s for s in steps if s not in self.printed]
