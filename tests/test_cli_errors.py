@@ -10,6 +10,7 @@ import pytest
 from tests.conftest import CONFIGS, run_cli
 
 DIGITS = str(CONFIGS / "digits.yaml")
+SWEEP = str(CONFIGS / "digits_sweep.yaml")
 
 
 def write(tmp_path: Path, text: str) -> str:
@@ -49,6 +50,27 @@ CASES = {
         ["train", DIGITS, "scaling.num_workers=64"],
         "scaling.num_workers: 64 workers x {CPU=1} (PACK) can never fit this machine",
     ),
+    "sweep_unknown_key": (
+        ["sweep", SWEEP, "sweep.space={compression.prune.sparsityy: {grid: [0.5]}}"],
+        "sweep.space.compression.prune.sparsityy: value 0.5 is invalid: compression.prune.sparsityy: unknown key",
+    ),
+    "sweep_bad_value": (
+        ["sweep", SWEEP, "sweep.space={compression.quant.bits: {grid: [8, 16]}}"],
+        "sweep.space.compression.quant.bits: value 16 is invalid",
+    ),
+    "sweep_optuna_grid": (
+        ["sweep", SWEEP, "sweep.search=optuna"],
+        "grids are not supported by search=optuna",
+    ),
+    "sweep_without_section": (["sweep", DIGITS], "sweep: this config has no sweep section"),
+    "sweep_too_many_workers": (
+        ["sweep", SWEEP, "scaling.num_workers=8"],
+        "scaling.num_workers: 8 workers",
+    ),
+    "report_unknown_experiment": (
+        ["report", "no-such-experiment"],
+        "report: no accelab sweep in MLflow experiment 'no-such-experiment'",
+    ),
     "resume_unknown": (
         ["train", DIGITS, "run.max_failures=0", "--resume", "no-such-run"],
         "--resume: no MLflow record of run 'no-such-run'",
@@ -84,6 +106,6 @@ def test_validate_reports_every_file(tmp_path: Path):
 
 
 def test_help_for_every_command(tmp_path: Path):
-    for command in ("train", "validate"):
+    for command in ("train", "compress", "sweep", "report", "validate"):
         proc = run_cli(command, "--help", cwd=tmp_path)
         assert proc.returncode == 0 and "usage: accelab" in proc.stdout
