@@ -72,8 +72,8 @@ CASES = {
         "report: no accelab sweep in MLflow experiment 'no-such-experiment'",
     ),
     "resume_unknown": (
-        ["train", DIGITS, "run.max_failures=0", "--resume", "no-such-run"],
-        "--resume: no MLflow record of run 'no-such-run'",
+        ["train", DIGITS, "run.max_failures=0", "--resume-run", "no-such-run"],
+        "--resume: no unfinished MLflow record of run 'no-such-run'",
     ),
 }
 

@@ -57,7 +57,7 @@ def resolve_dense_source(source: str, tracking_uri: str, cache_root: Path) -> Pa
         return from_mlflow(
             source[len("runs:/") :].strip("/").split("/")[0], tracking_uri, cache_root
         )
-    path = Path(source).expanduser()
+    path = Path(source).expanduser().resolve()  # workers and trials run in other directories
     if not path.exists():
         raise UsageError(f"--from {source}: no such checkpoint directory")
     if (path / META_FILE).is_file():

@@ -48,7 +48,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
     from accelab.train import run_training
 
-    outcome = run_training(cfg, resume=args.resume)
+    outcome = run_training(cfg, resume=args.resume_run or args.resume)
     m = outcome.metrics
     print(
         f"done: test_accuracy={m.get('test_accuracy', float('nan')):.4f} "
@@ -105,12 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_args(p)
     p.add_argument(
         "--resume",
-        nargs="?",
-        const=True,
-        default=False,
-        metavar="RAY_RUN",
-        help="continue the newest run of this config (or the named Ray run) from its last checkpoint",
+        action="store_true",
+        help="continue the newest unfinished run of this config from its last checkpoint",
     )
+    p.add_argument("--resume-run", metavar="RAY_RUN", help="continue this Ray run (name) instead")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser(

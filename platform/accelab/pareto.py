@@ -19,6 +19,7 @@ class TrialPoint:
     backend: str = ""
     status: str = "ok"
     speedup: float | None = None  # vs the dense model measured alongside, in the same process
+    selection_drop: float | None = None  # validation accuracy drop: what constraints judge
 
     def as_row(self) -> dict:
         return asdict(self)
@@ -51,9 +52,12 @@ class Constraints:
 def violations(p: TrialPoint, baseline_accuracy: float, c: Constraints) -> list[str]:
     """Which constraints ``p`` breaks, in words (empty when it meets them all)."""
     out = []
-    drop = baseline_accuracy - p.accuracy
+    if p.selection_drop is not None:  # the test split is for reporting, not for choosing
+        drop, what = p.selection_drop, "validation accuracy drop"
+    else:
+        drop, what = baseline_accuracy - p.accuracy, "accuracy drop"
     if drop > c.max_accuracy_drop + 1e-12:
-        out.append(f"accuracy drop {drop:.4f} > {c.max_accuracy_drop}")
+        out.append(f"{what} {drop:.4f} > {c.max_accuracy_drop}")
     if c.max_latency_ms is not None and (p.latency_ms is None or p.latency_ms > c.max_latency_ms):
         out.append(f"latency {p.latency_ms} ms > {c.max_latency_ms} ms")
     if c.max_size_mb is not None and p.size_mb > c.max_size_mb:

@@ -44,7 +44,7 @@ def find_resumable(
 
     client = MlflowClient(tracking_uri)
     exp = client.get_experiment_by_name(cfg.mlflow_experiment)
-    query = f"tags.`{KIND_TAG}` = '{kind}' and " + (
+    query = f"tags.`{KIND_TAG}` = '{kind}' and attributes.status != 'FINISHED' and " + (
         f"tags.`{RAY_RUN_TAG}` = '{name}'" if name else f"tags.`{BASE_TAG}` = '{cfg.run_name}'"
     )
     runs = (
@@ -55,17 +55,29 @@ def find_resumable(
     if not runs:
         what = f"run {name!r}" if name else f"a run of {cfg.run_name!r}"
         raise UsageError(
-            f"--resume: no MLflow record of {what} in experiment {cfg.mlflow_experiment!r}"
+            f"--resume: no unfinished MLflow record of {what} in experiment {cfg.mlflow_experiment!r}"
         )
     return runs[0].info.run_id, runs[0].data.tags[RAY_RUN_TAG]
 
 
 def start_mlflow_run(
-    cfg: ExperimentConfig, tracking_uri: str, ray_name: str, kind: str, parent: str | None = None
+    cfg: ExperimentConfig,
+    tracking_uri: str,
+    ray_name: str,
+    kind: str,
+    parent: str | None = None,
+    tags: dict[str, str] | None = None,
 ) -> str:
+    """Create the run with every identifying tag at once (a crash leaves no untagged run)."""
     from accelab.tracking import create_run, environment_tags
 
-    tags = {KIND_TAG: kind, RAY_RUN_TAG: ray_name, BASE_TAG: cfg.run_name, **environment_tags()}
+    tags = {
+        KIND_TAG: kind,
+        RAY_RUN_TAG: ray_name,
+        BASE_TAG: cfg.run_name,
+        **environment_tags(),
+        **(tags or {}),
+    }
     dump = cfg.model_dump(mode="json")
     return create_run(tracking_uri, cfg.mlflow_experiment, ray_name, dump, tags, dump, parent)
 

@@ -10,9 +10,8 @@ import copy
 import math
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from mlflow.tracking import MlflowClient
 from torch import nn
@@ -47,8 +46,6 @@ class VariantResult:
     measurement: Measurement
     metrics: dict[str, float]
     deployable: Deployable
-    status: str = "ok"
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def measure_model(
@@ -150,11 +147,15 @@ def run_variant(
     dense = task.build_model(cfg.trainable.model, **cfg.trainable.model_args)
     dense.load_state_dict(load_model_state(dense_dir / MODEL_FILE))
     dense.eval()
+    dense_val = evaluate_accuracy(dense, splits.val)
 
     def judge(model: nn.Module, d: Deployable) -> VariantResult:
+        """Test accuracy is reported; selection (constraints, search) uses validation."""
         baseline, m = measure_against(dense, d, cfg, splits.test)
         metrics = variant_metrics(baseline, m, model, cfg)
-        metrics["val_accuracy"] = evaluate_accuracy(d.model, splits.val)  # for selection
+        metrics["val_accuracy"] = evaluate_accuracy(d.model, splits.val)
+        metrics["baseline_val_accuracy"] = dense_val
+        metrics["val_accuracy_drop"] = dense_val - metrics["val_accuracy"]
         return VariantResult(baseline, m, metrics, d)
 
     model = compress_for_training(copy.deepcopy(dense), cfg, task, calibration_batches(task, cfg))
@@ -170,7 +171,9 @@ def run_variant(
             task.build_model(cfg.trainable.model, **cfg.trainable.model_args), task
         )
         model.load_state_dict(state)
-    result = judge(model, finalize(copy.deepcopy(model), cfg))
+        result = judge(model, finalize(copy.deepcopy(model), cfg))
+    else:
+        result = pre_result  # nothing changed since it was measured
     if run_id:
         log_variant(MlflowClient(tracking_uri), run_id, result, model, cfg)
     return result
@@ -188,7 +191,6 @@ def log_variant(
     client.set_tag(run_id, "accelab.backend", r.measurement.backend)
     client.set_tag(run_id, "accelab.simulated", str(r.measurement.simulated).lower())
     client.set_tag(run_id, "accelab.device", r.measurement.device)
-    client.set_tag(run_id, "accelab.status", r.status)
     with tempfile.TemporaryDirectory() as tmp:
         q = cfg.compression.quant
         save_deployable(
@@ -200,3 +202,4 @@ def log_variant(
             q.activations,
         )
         client.log_artifacts(run_id, str(Path(tmp, "deployable_model")), "deployable_model")
+    client.set_tag(run_id, "accelab.status", "ok")  # last: "ok" means everything is recorded

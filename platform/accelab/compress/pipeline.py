@@ -23,6 +23,7 @@ from accelab.compress.prune import (
     sparsity_report,
 )
 from accelab.compress.quant import (
+    SIMULATED_BACKEND,
     calibrate,
     convert_int8_dynamic,
     convert_torchao,
@@ -33,7 +34,6 @@ from accelab.config.schema import ExperimentConfig
 from trainables.base import Task
 
 DENSE_BACKEND = "fp32-dense"
-SIMULATED_BACKEND = "fake-quant (simulated)"
 
 
 def compress_for_training(

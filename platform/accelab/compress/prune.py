@@ -161,7 +161,8 @@ class GradualPruner:
 
     def step(self, model: nn.Module, step: int) -> float:
         """Update masks if due, apply them, and return the current target sparsity."""
-        if self.is_update_step(step):
+        # No masks yet (e.g. a restarted worker past its last update step): rebuild them.
+        if self.is_update_step(step) or not self.masks:
             self.sparsity = cubic_sparsity(
                 step, self.total_steps, self.final_sparsity, self.initial_sparsity, self.begin_step
             )

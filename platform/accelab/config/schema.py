@@ -117,8 +117,8 @@ class FinetuneConfig(Section):
 
 class MeasureConfig(Section):
     batch_size: PositiveInt = 64
-    threads: PositiveInt | None = Field(None, description="Default: all of this process's.")
-    warmup: NonNegInt = 10
+    threads: PositiveInt = Field(1, description="torch intra-op threads while measuring latency.")
+    warmup: PositiveInt = Field(10, description="Untimed runs before timing (real kernels warm).")
     repeats: PositiveInt = 50
     rounds: PositiveInt = Field(
         3, description="Alternating baseline/variant rounds; medians over rounds are reported."

@@ -29,14 +29,18 @@ def total_trials(cfg: ExperimentConfig) -> int:
     return cfg.sweep.num_samples * math.prod(grids) * max(1, len(cfg.sweep.variants))
 
 
-def may_finetune(cfg: ExperimentConfig) -> bool:
-    if any(v.get("finetune.epochs", 0) > 0 for v in cfg.sweep.variants):
-        return True
+def max_finetune_epochs(cfg: ExperimentConfig) -> int:
+    """The most fine-tuning epochs any trial can ask for (base, space or variants)."""
+    epochs = [cfg.finetune.epochs] + [int(v.get("finetune.epochs", 0)) for v in cfg.sweep.variants]
     d = cfg.sweep.space.get("finetune.epochs")
-    if d is None:
-        return cfg.finetune.epochs > 0
-    values = getattr(d, d.kind)
-    return any(v > 0 for v in values) if d.kind in ("grid", "choice") else values[1] > 1
+    if d is not None:
+        values = getattr(d, d.kind)
+        epochs += [int(v) for v in values] if d.kind in ("grid", "choice") else [int(values[1])]
+    return max(epochs)
+
+
+def may_finetune(cfg: ExperimentConfig) -> bool:
+    return max_finetune_epochs(cfg) > 0
 
 
 def check_resources(cfg: ExperimentConfig, nodes: list[dict[str, float]], where: str) -> None:
@@ -44,7 +48,7 @@ def check_resources(cfg: ExperimentConfig, nodes: list[dict[str, float]], where:
 
     if may_finetune(cfg):
         check_placement(cfg, nodes, where)
-    threads = cfg.measure.threads or 1
+    threads = cfg.measure.threads
     if not any(n.get("CPU", 0) >= threads for n in nodes):
         raise UsageError(
             f"measure.threads: {threads} threads per trial exceed every node of {where}"
@@ -91,7 +95,6 @@ def obtain_baseline(cfg: ExperimentConfig, tracking_uri: str, parent_id: str, ec
 def measure_baseline(
     cfg: ExperimentConfig, dense: Path, tracking_uri: str, parent_id: str
 ) -> float:
-    import torch
 
     from accelab.checkpoint import MODEL_FILE, load_model_state
     from accelab.compress.pipeline import DENSE_BACKEND
@@ -102,14 +105,9 @@ def measure_baseline(
     task = resolve_task(cfg.trainable.name)
     model = task.build_model(cfg.trainable.model, **cfg.trainable.model_args)
     model.load_state_dict(load_model_state(dense / MODEL_FILE))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(cfg.measure.threads or 1)
-    try:
-        m = measure_model(
-            model.eval(), cfg, task.load_splits(cfg.trainable.data_seed).test, DENSE_BACKEND, False
-        )
-    finally:
-        torch.set_num_threads(threads)
+    m = measure_model(
+        model.eval(), cfg, task.load_splits(cfg.trainable.data_seed).test, DENSE_BACKEND, False
+    )
     log_metrics_once(
         MlflowClient(tracking_uri), parent_id, 0,
         {"baseline_accuracy": m.accuracy, "baseline_latency_p50_ms": m.latency_p50_ms,
@@ -127,18 +125,18 @@ def build_tuner(cfg: ExperimentConfig, ctx, restore_path: str | None, echo, base
     from accelab.train import storage_path
 
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"  # with verbose=0: no Tune banner; SweepProgress prints
-    threads = cfg.measure.threads or 1
+    threads = cfg.measure.threads
     trainable = tune.with_resources(
         tune.with_parameters(sweep_trial, ctx=ctx), trial_resources(ctx.base_config, threads)
     )
-    if restore_path:
+    if restore_path and tune.Tuner.can_restore(restore_path):
         return tune.Tuner.restore(
             restore_path, trainable, resume_unfinished=True, resume_errored=True
         )
     progress = SweepProgress(
         total_trials(cfg), baseline_acc, cfg.sweep.constraints.max_accuracy_drop, echo
     )
-    max_epochs = max(cfg.finetune.epochs, 8)
+    max_epochs = max_finetune_epochs(cfg)
     return tune.Tuner(
         trainable,
         param_space=param_space(cfg.sweep),
@@ -149,7 +147,7 @@ def build_tuner(cfg: ExperimentConfig, ctx, restore_path: str | None, echo, base
             max_concurrent_trials=cfg.sweep.max_concurrent_trials,
         ),
         run_config=tune.RunConfig(
-            name=ctx.sweep_name,
+            name=ctx.sweep_name,  # on --resume before Tune saved anything: same name, fresh start
             storage_path=storage_path(cfg),
             callbacks=[progress],
             verbose=0,
@@ -233,7 +231,8 @@ def finish(client: MlflowClient, parent_id: str, echo) -> SweepSummary:
             client.log_artifacts(parent_id, local, "recommended_model")
             client.set_tag(parent_id, "accelab.recommended_trial", r["trial_id"])
             client.set_tag(parent_id, "accelab.recommended_run_id", r["run_id"])
-            log_metrics_once(client, parent_id, 0, {
+            # step = trials summarized: a resumed sweep's new summary is a new row, not skipped
+            log_metrics_once(client, parent_id, len(s.rows), {
                 "recommended_speedup": r["speedup"], "recommended_accuracy": r["accuracy"],
                 "recommended_accuracy_drop": r["accuracy_drop"], "recommended_size_ratio": r["size_ratio"],
             })  # fmt: skip

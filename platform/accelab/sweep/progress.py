@@ -62,7 +62,7 @@ class SweepProgress(Callback):
             )
             if (
                 "speedup" in r
-                and r["accuracy_drop"] <= self.max_drop
+                and r["val_accuracy_drop"] <= self.max_drop
                 and (self.best is None or r["speedup"] > self.best[0])
             ):
                 self.best = (r["speedup"], trial.trial_id)

@@ -21,7 +21,7 @@ SWEEP_KIND = "sweep"
 TRIAL_KIND = "trial"
 ROW_METRICS = (
     "accuracy", "accuracy_drop", "latency_p50_ms", "latency_p95_ms", "speedup",
-    "size_mb", "size_ratio", "sparsity", "bits",
+    "size_mb", "size_ratio", "sparsity", "bits", "val_accuracy", "val_accuracy_drop",
 )  # fmt: skip
 
 
@@ -92,6 +92,7 @@ def point(row: dict[str, Any]) -> TrialPoint:
         backend=row["backend"],
         status="ok" if row["status"] == "ok" else row["status"],
         speedup=None if row["simulated"] else row["speedup"],
+        selection_drop=row["val_accuracy_drop"],
     )
 
 
@@ -200,7 +201,8 @@ def recommendation_line(s: SweepSummary) -> str:
     return (
         f"recommendation: trial {r['trial_id']} ({knobs}; {r['backend']}): "
         f"{r['speedup']:.2f}x faster than dense fp32, accuracy {r['accuracy']:.4f} "
-        f"(drop {r['accuracy_drop'] * 100:+.2f} points), size {r['size_ratio']:.2f}x; MLflow run {r['run_id']}"
+        f"(test drop {r['accuracy_drop'] * 100:+.2f} points; chosen on validation drop "
+        f"{r['val_accuracy_drop'] * 100:+.2f}), size {r['size_ratio']:.2f}x; MLflow run {r['run_id']}"
     )
 
 

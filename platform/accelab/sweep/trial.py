@@ -8,6 +8,7 @@ run, found again by trial id when a resumed sweep re-runs an unfinished trial.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ class SweepContext:
 
 
 def trial_config(ctx: SweepContext, values: dict[str, Any]) -> ExperimentConfig:
-    data = {k: v for k, v in ctx.base_config.items() if k != "sweep"}
+    data = copy.deepcopy({k: v for k, v in ctx.base_config.items() if k != "sweep"})
     for key, value in assignments(values).items():
         set_dotted(data, key.split("."), value)
     return ExperimentConfig.model_validate(data)
@@ -58,11 +59,9 @@ def child_run(
     found = client.search_runs([parent.info.experiment_id], query, max_results=1)
     if found:
         return found[0].info.run_id, found[0].data.tags.get(STATUS_TAG, "running")
-    run_id = start_mlflow_run(
-        cfg, ctx.tracking_uri, f"{ctx.sweep_name}-{trial_id}", "trial", ctx.parent_run_id
-    )
-    client.set_tag(run_id, TRIAL_TAG, trial_id)
-    client.set_tag(run_id, STATUS_TAG, "running")
+    tags = {TRIAL_TAG: trial_id, STATUS_TAG: "running"}
+    name = f"{ctx.sweep_name}-{trial_id}"
+    run_id = start_mlflow_run(cfg, ctx.tracking_uri, name, "trial", ctx.parent_run_id, tags)
     searched = assignments(values)
     client.log_batch(run_id, params=[Param(f"searched.{k}", str(v)) for k, v in searched.items()])
     return run_id, "running"
