@@ -19,7 +19,7 @@ def prepare_source(cfg: ExperimentConfig, source: str, tracking_uri: str) -> Pat
     cache = (
         Path(storage_path(cfg)) / "baselines"
         if "://" not in cfg.run.storage_path
-        else Path(".accelab_cache")
+        else Path(".accelab_cache").resolve()
     )
     dense_dir = resolve_dense_source(source, tracking_uri, cache)
     check_same_trainable(dense_dir, cfg)

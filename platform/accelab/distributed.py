@@ -58,12 +58,3 @@ def replica_max_abs_diff(model: nn.Module, device: torch.device) -> float:
     gathered = [torch.empty_like(flat) for _ in range(dist.get_world_size())]
     dist.all_gather(gathered, flat)
     return max(float((g - gathered[0]).abs().max()) for g in gathered)
-
-
-@torch.no_grad()
-def broadcast_module_(module: nn.Module, src: int = 0) -> None:
-    """Make every rank hold rank ``src``'s parameters and buffers (e.g. after a transform)."""
-    if not is_distributed():
-        return
-    for tensor in list(module.parameters()) + list(module.buffers()):
-        dist.broadcast(tensor.data, src=src)

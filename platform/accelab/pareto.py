@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
@@ -20,9 +20,6 @@ class TrialPoint:
     status: str = "ok"
     speedup: float | None = None  # vs the dense model measured alongside, in the same process
     selection_drop: float | None = None  # validation accuracy drop: what constraints judge
-
-    def as_row(self) -> dict:
-        return asdict(self)
 
 
 def dominates(a: TrialPoint, b: TrialPoint, cost: str) -> bool:

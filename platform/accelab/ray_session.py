@@ -31,7 +31,6 @@ def init_ray(runtime_env: dict | None = None) -> None:
     quiet_ray_logging()
     if ray.is_initialized():
         return
-    os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
     ray.init(
         address=os.environ.get("RAY_ADDRESS"),
         log_to_driver=False,

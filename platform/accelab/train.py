@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,6 @@ class TrainOutcome:
     metrics: dict[str, Any]
     checkpoint_path: str | None
     storage_path: str
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def storage_path(cfg: ExperimentConfig) -> str:

@@ -11,10 +11,6 @@ from accelab.config.schema import ExperimentConfig
 from accelab.registry import UnknownTrainable, resolve_task
 
 
-def prunable_names(model: nn.Module) -> list[str]:
-    return [n for n, m in model.named_modules() if isinstance(m, nn.Linear | nn.Conv2d)]
-
-
 def model_errors(cfg: ExperimentConfig) -> list[str]:
     """Trainable resolves, its model builds, and every named layer exists."""
     try:

@@ -180,7 +180,7 @@ def run_sweep(
     restore_path = None
     if resume:
         parent_id, sweep_name = find_resumable(tracking_uri, cfg, None, kind="sweep")
-        restore_path = str(Path(storage_path(cfg), sweep_name))
+        restore_path = f"{storage_path(cfg).rstrip('/')}/{sweep_name}"  # also s3://, gs://
         echo(f"resuming sweep {sweep_name} (MLflow parent run {parent_id})")
     init_ray()
     check_resources(cfg, resources.cluster_nodes(), "the Ray cluster")
