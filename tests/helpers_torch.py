@@ -1,60 +1,29 @@
-"""Plain-torch helpers for the compression tests: a tiny trainer and a cached trained MLP."""
+"""Plain-torch helpers for the tests, built on accelab's own training loop and timing:
+a cached trained MLP, accuracy, and a same-process speedup."""
 
 from __future__ import annotations
 
 import copy
 import functools
-import statistics
-from collections.abc import Callable
 
 import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from accelab.measure import compare, measure
+from accelab.config.schema import MeasureConfig
+from accelab.measure import TorchRunner, evaluate, speedup, time_alternating
+from accelab.training.epoch import fit
 from trainables.base import Splits
 from trainables.digits import TASK
 
 
-def train(
-    model: nn.Module,
-    dataset: TensorDataset,
-    epochs: int,
-    lr: float = 1e-3,
-    batch_size: int = 64,
-    seed: int = 0,
-    after_step: Callable[[nn.Module, int], object] | None = None,
-) -> nn.Module:
-    """Adam on cross-entropy; ``after_step(model, step)`` runs after each optimizer step.
-
-    Runs on one thread: on a shared 2-core machine two spinning OpenMP threads can be
-    20x slower than one whenever another process holds a core.
-    """
-    previous_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return _train(model, dataset, epochs, lr, batch_size, seed, after_step)
-    finally:
-        torch.set_num_threads(previous_threads)
+def train(model: nn.Module, dataset: TensorDataset, epochs: int, **kwargs) -> nn.Module:
+    """accelab's one training loop (``training.epoch.fit``), in this process, one thread."""
+    return fit(model, dataset, epochs, loss=TASK.loss, **kwargs)
 
 
-def _train(model, dataset, epochs, lr, batch_size, seed, after_step) -> nn.Module:
-    generator = torch.Generator().manual_seed(seed)
-    x_all, y_all = dataset.tensors
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    model.train()
-    step = 0
-    for _ in range(epochs):
-        order = torch.randperm(len(x_all), generator=generator)
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
-            optimizer.zero_grad(set_to_none=True)
-            nn.functional.cross_entropy(model(x_all[idx]), y_all[idx]).backward()
-            optimizer.step()
-            step += 1
-            if after_step is not None:
-                after_step(model, step)
-    return model.eval()
+def accuracy(model: nn.Module, dataset: TensorDataset) -> float:
+    return evaluate(model, dataset, TASK)
 
 
 @functools.lru_cache(maxsize=4)
@@ -76,14 +45,9 @@ def trained_mlp(
 def median_speedup(
     baseline: nn.Module, candidate: nn.Module, test_set: TensorDataset, rounds: int = 5, **kwargs
 ) -> float:
-    """Median over interleaved rounds of ``compare(measure(baseline), measure(candidate))``.
-
-    Measured on one thread unless ``threads`` is given (robust on a busy shared machine).
-    """
-    kwargs.setdefault("threads", 1)
-    speedups = []
-    for _ in range(rounds):
-        base = measure(baseline, test_set, backend="fp32-dense", simulated=False, **kwargs)
-        cand = measure(candidate, test_set, backend="candidate", simulated=False, **kwargs)
-        speedups.append(compare(base, cand)["speedup"])
-    return statistics.median(speedups)
+    """accelab's paired speedup (alternating rounds, median of per-round ratios), 1 thread."""
+    s = MeasureConfig(rounds=rounds, **kwargs)
+    runners = [TorchRunner(baseline, threads=s.threads), TorchRunner(candidate, threads=s.threads)]
+    batch = test_set.tensors[0][: s.batch_size]
+    base, cand = time_alternating(runners, batch, s.rounds, s.warmup, s.repeats)
+    return speedup(base, cand).value

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from accelab.checkpoint import load_checkpoint, rng_state, save_checkpoint
+from accelab.training.checkpoint import load_checkpoint, rng_state, save_checkpoint
 from accelab.errors import UsageError
 from trainables.digits import TASK
 

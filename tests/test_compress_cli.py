@@ -16,11 +16,12 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from accelab.checkpoint import MODEL_FILE, load_model_state, save_checkpoint
+from accelab.training.checkpoint import MODEL_FILE, load_model_state, save_checkpoint
 from accelab.compress.deploy import RECIPE, load_deployable
 from accelab.compress.pipeline import compress_for_training
 from accelab.config import load_config
-from accelab.measure import count_macs, evaluate_accuracy
+from accelab.measure import count_macs
+from tests.helpers_torch import accuracy as evaluate_accuracy
 from tests.conftest import CONFIGS, run_cli
 from tests.helpers_torch import trained_mlp
 from trainables.digits import TASK
@@ -60,49 +61,18 @@ def checkpoints(tmp_path_factory) -> dict[str, Path]:
         "trainable": {"name": "digits", "model": "cnn", "model_args": {}, "data_seed": 0},
     }
     save_checkpoint(root / "cnn", TASK.build_model("cnn"), {"loop": {}}, cnn_meta)
-    return {"mlp": root / "mlp", "cnn": root / "cnn"}
+    liar = {"epoch": 0, "history": [], "trainable": TRAINABLE}  # but the weights are 64 wide
+    save_checkpoint(root / "liar", TASK.build_model("mlp", hidden=[64, 64]), {"loop": {}}, liar)
+    return {"mlp": root / "mlp", "cnn": root / "cnn", "liar": root / "liar"}
 
 
 # name -> (--from, overrides, expected substrings of stderr). Sources "mlp"/"cnn" are the
 # fixture's checkpoints, others literal; {tmp} is the test's tmp_path, {cnn} the CNN checkpoint.
 BAD_INPUT = {
-    "sparsity_one": (
-        "mlp",
-        [HIDDEN, "compression.prune.sparsity=1.0"],
-        [f"{MLP}: compression.prune.sparsity: Input should be less than 1 (got 1.0)"],
-    ),
-    "sparsity_negative": (
-        "mlp",
-        [HIDDEN, "compression.prune.sparsity=-0.1"],
-        [f"{MLP}: compression.prune.sparsity: Input should be greater than or equal to 0"],
-    ),
-    "bits_16": (
-        "mlp",
-        [HIDDEN, "compression.quant.bits=16"],
-        [f"{MLP}: compression.quant.bits: Input should be 2, 3, 4, 5, 6, 7, 8 or 32 (got 16)"],
-    ),
-    "exclude_unknown_layer": (
-        "mlp",
-        [HIDDEN, "compression.prune.exclude=[nosuchlayer]"],
-        [f"{MLP}: compression.prune.exclude: no such layer ['nosuchlayer']"],
-    ),
-    "structured_removes_every_channel": (
-        "mlp",
-        ["trainable.model_args.hidden=[1,1]", "compression.prune.sparsity=0.6"],
-        [
-            f"{MLP}: compression.prune.sparsity: 0.6 would remove every channel of layer '1'",
-            "layer '3'",
-        ],
-    ),
-    "from_missing_directory": (
-        "{tmp}/no/such/checkpoint",
-        [HIDDEN],
-        ["--from {tmp}/no/such/checkpoint: no such checkpoint directory"],
-    ),
     "from_unknown_mlflow_run": (
         f"runs:/{MISSING_RUN}",
         [HIDDEN],
-        [f"--from runs:/{MISSING_RUN}: no such MLflow run at sqlite:///"],
+        [f"--from runs:/{MISSING_RUN}: no such MLflow run at sqlite:///"],  # the store exists
     ),
     "from_other_trainable": (
         "cnn",
@@ -113,6 +83,12 @@ BAD_INPUT = {
             "the config's trainable is {{'name': 'digits', 'model': 'mlp'",
             "(trainable.*)",
         ],
+    ),
+    # Weights of another width under a meta.json that claims this one: refused before any run.
+    "weights_do_not_fit": (
+        "liar",
+        [HIDDEN],
+        ["model.safetensors: does not fit the configured model", "size mismatch"],
     ),
     # Another split: the checkpoint's training samples would be in this config's test set.
     "from_other_data_seed": (
@@ -126,6 +102,7 @@ BAD_INPUT = {
 @pytest.mark.parametrize("case", sorted(BAD_INPUT))
 def test_bad_compress_input_exits_2_without_ray(case, checkpoints, store, tmp_path):
     source, overrides, expected = BAD_INPUT[case]
+    MlflowClient(store["tracking_uri"]).search_experiments()  # the store exists (and is empty)
     source = str(checkpoints[source]) if source in checkpoints else source
     source = source.format(tmp=tmp_path)
     # digits_mlp.yaml fine-tunes for 2 epochs: a run that got past validation would start Ray.
@@ -185,7 +162,7 @@ def test_unstructured_90_percent_is_sparse_but_not_claimed_faster(checkpoints, s
     # Dense kernels multiply the zeros too: about as fast, and stored just as big.
     assert 0.6 <= m["speedup"] <= 1.6
     assert m["size_ratio"] == pytest.approx(1.0, abs=0.01)
-    assert run.data.tags["accelab.backend"] == "fp32-dense"
+    assert run.data.tags["accelab.backend"] == "torch-fp32"
     assert run.data.tags["accelab.simulated"] == "false"
     assert "dense kernels" in speedup_line(proc.stdout)
 
@@ -199,13 +176,13 @@ def test_int8_runs_on_real_kernel_and_deployable_reproduces_accuracy(checkpoints
         cwd=tmp_path,
     )
     m, tags = run.data.metrics, run.data.tags
-    assert tags["accelab.backend"] == "int8-x86"
+    assert tags["accelab.backend"] == "torch-int8-x86"
     assert tags["accelab.simulated"] == "false"
     assert m["simulated"] == 0.0 and m["bits"] == 8.0
     assert m["latency_p50_ms"] > 0 and m["speedup"] > 0  # real kernel: timed
     assert m["size_ratio"] < 0.5  # int8 weights: about a quarter of fp32
     assert abs(m["accuracy"] - m["baseline_accuracy"]) <= 0.02
-    assert "int8-x86" in proc.stdout
+    assert "torch-int8-x86" in proc.stdout
 
     directory = download_deployable(store, run, tmp_path)
     assert (directory / "model_int8.pt").is_file() and (directory / RECIPE).is_file()
@@ -244,7 +221,7 @@ def test_structured_half_shrinks_layers_and_deployable_rebuilds_them(checkpoints
     dense_params = sum(p.numel() for p in dense.parameters())
     assert m["params"] < 0.5 * dense_params
     assert m["macs"] < 0.5 * count_macs(dense, TASK.example_input(1))
-    assert run.data.tags["accelab.backend"] == "fp32-dense"
+    assert run.data.tags["accelab.backend"] == "torch-fp32"
 
     model = load_deployable(download_deployable(store, run, tmp_path))
     assert [layer.out_features for layer in model if isinstance(layer, torch.nn.Linear)] == [
@@ -281,7 +258,7 @@ def test_qat_int8_with_pruning_on_two_ddp_workers(checkpoints, store, tmp_path):
     assert run.info.status == "FINISHED"
     assert tags["accelab.status"] == "ok"
     assert tags["accelab.world_size"] == "2"
-    assert tags["accelab.backend"] == "int8-x86" and tags["accelab.simulated"] == "false"
+    assert tags["accelab.backend"] == "torch-int8-x86" and tags["accelab.simulated"] == "false"
     assert m["finetune_ddp_param_max_abs_diff"] == 0.0  # ranks hold identical weights
     ramp = sorted(client.get_metric_history(run_id, "finetune_sparsity"), key=lambda v: v.step)
     assert [v.step for v in ramp] == [0, 1]

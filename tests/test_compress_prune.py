@@ -20,7 +20,7 @@ from accelab.compress import (
     prunable_layers,
     sparsity_report,
 )
-from accelab.measure import evaluate_accuracy
+from tests.helpers_torch import accuracy as evaluate_accuracy
 from tests.helpers_torch import median_speedup, train, trained_mlp
 from trainables.digits import TASK
 

@@ -24,7 +24,7 @@ from accelab.compress import (
     save_int8,
 )
 from accelab.compress.quant import convert_torchao, fake_quant_weight
-from accelab.measure import evaluate_accuracy
+from tests.helpers_torch import accuracy as evaluate_accuracy
 from tests.helpers_torch import trained_mlp
 from trainables.digits import TASK
 
@@ -120,7 +120,7 @@ def test_moving_average_observer_calibrates(trained):
 
 
 def test_real_kernel_for():
-    assert real_kernel_for(8, "cpu") == "int8-x86"
+    assert real_kernel_for(8, "cpu") == "torch-int8-x86"
     assert real_kernel_for(4, "cpu") is None
     assert real_kernel_for(2, "cpu") is None
     assert real_kernel_for(8, "cuda") == "torchao-int8"

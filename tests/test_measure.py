@@ -1,4 +1,8 @@
-"""Measurement: accuracy, latency percentiles, MACs, params, sizes and honest comparisons."""
+"""Measurement: quality with intervals, latency in alternating rounds, MACs, params, sizes.
+
+Models whose cost the tests control (``tests.tasks``) make a swapped or mis-threaded
+timing visible: these tests fail when such a bug is planted in ``accelab.measure``.
+"""
 
 from __future__ import annotations
 
@@ -8,21 +12,25 @@ import pytest
 import torch
 
 from accelab.compress import convert_int8_dynamic, fake_quant_report, prepare_fake_quant
+from accelab.config.schema import MeasureConfig
 from accelab.measure import (
-    Measurement,
-    compare,
+    SIMULATED,
+    TORCH_INT8,
+    TorchRunner,
     count_macs,
     count_params,
-    evaluate_accuracy,
-    measure,
-    measure_latency,
-    saved_size_bytes,
+    measure_pair,
+    per_example,
+    serialized_size_bytes,
+    time_round,
 )
-from tests.helpers_torch import trained_mlp
+from tests import tasks
+from tests.helpers_torch import accuracy, trained_mlp
 from trainables.digits import TASK
 
 MLP_MACS = 64 * 256 + 256 * 256 + 256 * 10
 MLP_PARAMS = MLP_MACS + 256 + 256 + 10
+FAST = MeasureConfig(rounds=3, warmup=2, repeats=10)
 
 
 @pytest.fixture(scope="module")
@@ -30,46 +38,95 @@ def trained():
     return trained_mlp((256, 256))
 
 
-def test_dense_measurement(trained):
+def test_dense_against_itself_reads_about_one(trained):
     model, splits = trained
-    threads = torch.get_num_threads()
-    m = measure(model, splits.test, backend="fp32-dense", simulated=False, threads=1, repeats=20)
-    assert torch.get_num_threads() == threads
-    assert m.accuracy == evaluate_accuracy(model, splits.test) > 0.9
-    assert 0 < m.latency_p50_ms <= m.latency_p95_ms
-    assert m.throughput_sps == pytest.approx(64 / (m.latency_p50_ms / 1000))
-    assert (m.params, m.nonzero_params, m.macs) == (MLP_PARAMS, MLP_PARAMS, MLP_MACS)
-    assert 4 * MLP_PARAMS < m.size_bytes < 4 * MLP_PARAMS + 10_000
-    assert (m.threads, m.batch_size, m.device, m.simulated) == (1, 64, "cpu", False)
-    metrics = m.to_metrics()
-    assert metrics["backend"] == "fp32-dense" and metrics["simulated"] == 0.0
-    assert isinstance(metrics["latency_p50_ms"], float)
+    base, same, cmp = measure_pair(
+        TorchRunner(model), TorchRunner(copy.deepcopy(model)), splits.test, TASK, FAST
+    )
+    assert base.quality.value == accuracy(model, splits.test) > 0.9
+    assert base.quality.n == len(splits.test) == 270
+    assert base.quality.lo < base.quality.value < base.quality.hi
+    assert 0 < base.latency_p50_ms <= base.latency_p95_ms
+    assert len(base.latency.rounds_p50_ms) == 3
+    assert base.throughput_sps == pytest.approx(64 / (base.latency_p50_ms / 1000))
+    assert (base.params, base.nonzero_params, base.macs) == (MLP_PARAMS, MLP_PARAMS, MLP_MACS)
+    assert 4 * MLP_PARAMS < base.size_bytes < 4 * MLP_PARAMS + 10_000
+    assert base.packed_size_bytes is None
+    assert (base.threads, base.batch_size, base.device, base.simulated) == (1, 64, "cpu", False)
+    # the same weights: no drop at all, an interval around zero, a speedup near 1
+    assert cmp.drop.value == 0.0 and cmp.drop.lo <= 0.0 <= cmp.drop.hi
+    assert cmp.speedup.lo <= cmp.speedup.value <= cmp.speedup.hi
+    assert 0.5 < cmp.speedup.value < 2.0
 
 
-def test_simulated_measurement_has_no_speed(trained):
+def test_each_model_is_timed_in_its_own_slot_every_round():
+    """8 matmuls against 1: every round's ratio must show it, not just the first one."""
+    splits = TASK.load_splits(0)
+    torch.manual_seed(0)
+    slow, fast = tasks.Matmuls(k=8), tasks.Matmuls(k=1)
+    settings = MeasureConfig(rounds=4, warmup=3, repeats=15)
+    base, m, cmp = measure_pair(
+        TorchRunner(slow), TorchRunner(fast), splits.test, tasks.COST, settings
+    )
+    ratios = [
+        b / v for b, v in zip(base.latency.rounds_p50_ms, m.latency.rounds_p50_ms, strict=True)
+    ]
+    assert len(ratios) == 4
+    assert min(ratios) > 2.0, ratios  # each round paired its own baseline and variant timings
+    assert cmp.speedup.value > 3.0 and cmp.speedup.lo == min(ratios)
+    assert base.latency_p50_ms > 2 * m.latency_p50_ms
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_configured_threads_are_what_the_kernels_run_on(threads):
+    splits = TASK.load_splits(0)
+    model = tasks.build_probe()
+    tasks.THREADS_SEEN.clear()
+    before = torch.get_num_threads()
+    settings = MeasureConfig(rounds=2, warmup=1, repeats=3, threads=threads)
+    runner = TorchRunner(model, threads=settings.threads)
+    measure_pair(runner, TorchRunner(copy.deepcopy(model), threads=threads), splits.test,
+                 tasks.PROBE, settings)  # fmt: skip
+    assert set(tasks.THREADS_SEEN) == {threads}
+    assert torch.get_num_threads() == before  # restored afterwards
+
+
+def test_simulated_variant_has_quality_and_computed_size_but_no_speed(trained):
     model, splits = trained
     fake = prepare_fake_quant(copy.deepcopy(model), 4)
-    with pytest.raises(ValueError, match="simulated=True"):
-        measure(fake, splits.test, backend="fake-quant (simulated)", simulated=False)
-    m = measure(fake, splits.test, backend="fake-quant (simulated)", simulated=True)
-    assert m.latency_p50_ms is m.latency_p95_ms is m.throughput_sps is None
-    assert m.size_bytes == fake_quant_report(fake)["packed_size_bytes"] == saved_size_bytes(fake)
-    assert m.accuracy > 0.9 and m.macs == MLP_MACS
-    assert m.to_metrics()["latency_p50_ms"] == "n/a"
+    runner = TorchRunner(fake, SIMULATED, simulated=True)
+    base, m, cmp = measure_pair(TorchRunner(model), runner, splits.test, TASK, FAST)
+    assert m.latency is None and m.latency_p50_ms is None and m.throughput_sps is None
+    assert cmp.speedup is None
+    assert m.packed_size_bytes == fake_quant_report(fake)["packed_size_bytes"]
+    assert m.size_bytes == serialized_size_bytes(fake) > 4 * MLP_PARAMS  # its file is fp32
+    assert m.packed_size_bytes < m.size_bytes / 6
+    assert m.quality.value > 0.9 and m.macs == MLP_MACS
+    assert base.latency is not None
 
 
-def test_compare(trained):
+def test_int8_runner_names_its_backend_and_shrinks(trained):
     model, splits = trained
-    base = measure(model, splits.test, backend="fp32-dense", simulated=False, repeats=10)
-    int8 = measure(
-        convert_int8_dynamic(model), splits.test, backend="int8-x86", simulated=False, repeats=10
-    )
-    result = compare(base, int8)
-    assert result["speedup"] == pytest.approx(base.latency_p50_ms / int8.latency_p50_ms)
-    assert 0.2 < result["size_ratio"] < 0.35  # int8 weights + per-channel scales
-    assert result["accuracy_drop"] == pytest.approx(base.accuracy - int8.accuracy)
-    simulated = Measurement(**{**base.__dict__, "latency_p50_ms": None, "simulated": True})
-    assert compare(base, simulated)["speedup"] is None
+    base, m, cmp = measure_pair(
+        TorchRunner(model), TorchRunner(convert_int8_dynamic(model), TORCH_INT8), splits.test,
+        TASK, FAST,
+    )  # fmt: skip
+    assert m.backend == TORCH_INT8 and not m.simulated
+    assert 0.2 < cmp.size_ratio < 0.35  # int8 weights + per-channel scales
+    assert cmp.speedup.value == pytest.approx(
+        sorted(
+            b / v for b, v in zip(base.latency.rounds_p50_ms, m.latency.rounds_p50_ms, strict=True)
+        )[1]
+    )  # the median of the per-round ratios
+    assert cmp.drop.value == pytest.approx(base.quality.value - m.quality.value)
+
+
+def test_per_example_values_are_correctness_in_order(trained):
+    model, splits = trained
+    values = per_example(TorchRunner(model), splits.test, TASK)
+    with torch.inference_mode():
+        expected = (model(splits.test.tensors[0]).argmax(1) == splits.test.tensors[1]).double()
+    assert torch.equal(values, expected)
 
 
 def test_macs_and_params_for_cnn_and_int8(trained):
@@ -83,12 +140,13 @@ def test_macs_and_params_for_cnn_and_int8(trained):
     assert count_params(int8)[0] == count_params(model)[0] == MLP_PARAMS
 
 
-def test_measure_latency_restores_threads_and_mode(trained):
+def test_time_round_restores_threads_and_mode(trained):
     model, splits = trained
     model.train()
     before = torch.get_num_threads()
-    p50, p95 = measure_latency(model, splits.test.tensors[0][:8], warmup=2, repeats=5, threads=1)
+    runner = TorchRunner(model, threads=1)
+    p50, p95 = time_round(runner, splits.test.tensors[0][:8], warmup=2, repeats=5)
     assert 0 < p50 <= p95
-    assert torch.get_num_threads() == before and model.training
+    assert torch.get_num_threads() == before
     with pytest.raises(ValueError):
-        measure_latency(model, splits.test.tensors[0][:8], repeats=0)
+        time_round(runner, splits.test.tensors[0][:8], warmup=0, repeats=0)

@@ -1,12 +1,14 @@
-"""Pareto frontier and recommendation on hand-made cases."""
+"""Pareto frontier and recommendation on hand-made cases (pure logic, no I/O)."""
 
 from __future__ import annotations
 
 from accelab.pareto import Constraints, TrialPoint, pareto_front, recommend, violations
 
 
-def P(tid, acc, lat, size=1.0, simulated=False, status="ok"):
-    return TrialPoint(tid, acc, lat, size, simulated=simulated, status=status)
+def P(tid, score, lat, size=1.0, simulated=False, status="ok", speedup=None, val_drop=0.0):
+    if speedup is None and lat is not None:
+        speedup = 10.0 / lat
+    return TrialPoint(tid, score, lat, size, simulated, "", status, speedup, val_drop)
 
 
 def ids(points):
@@ -18,51 +20,69 @@ def test_dominated_points_are_dropped_and_front_sorted_by_latency():
     assert ids(pareto_front(pts)) == ["d", "b", "a", "e"]  # c is dominated by b
 
 
-def test_exact_ties_are_both_kept_and_equal_cost_keeps_the_more_accurate():
+def test_exact_ties_are_both_kept_and_equal_cost_keeps_the_better():
     pts = [P("a", 0.95, 5), P("b", 0.95, 5), P("c", 0.94, 5)]
     assert ids(pareto_front(pts)) == ["a", "b"]
 
 
-def test_simulated_and_failed_points_are_not_on_the_latency_front():
+def test_simulated_and_failed_points_are_on_no_frontier():
     pts = [
-        P("a", 0.95, 5),
-        P("sim", 0.99, None, simulated=True),
-        P("bad", 0.99, 1, status="stopped"),
+        P("a", 0.95, 5, size=2.0),
+        P("sim", 0.99, None, size=0.5, simulated=True),  # computed size: not a real file
+        P("bad", 0.99, 1, size=0.1, status="stopped"),
     ]
     assert ids(pareto_front(pts)) == ["a"]
-    # but a simulated point has a size, so it can sit on the size front
-    sized = [P("a", 0.95, 5, size=2.0), P("sim", 0.99, None, size=0.5, simulated=True)]
-    assert ids(pareto_front(sized, cost="size_mb")) == ["sim"]
+    assert ids(pareto_front(pts, cost="size_mb")) == ["a"]
 
 
-def test_recommend_fastest_within_accuracy_drop():
-    pts = [P("fast_bad", 0.90, 1), P("fast_ok", 0.945, 3), P("slow_ok", 0.95, 8)]
-    best = recommend(pts, baseline_accuracy=0.95, c=Constraints(max_accuracy_drop=0.01))
-    assert best.trial_id == "fast_ok"
+def test_recommend_fastest_within_the_validation_drop():
+    pts = [
+        P("fast_bad", 0.95, 1, val_drop=0.05),
+        P("fast_ok", 0.94, 3, val_drop=0.005),
+        P("slow_ok", 0.95, 8, val_drop=0.0),
+    ]
+    assert recommend(pts, Constraints(max_accuracy_drop=0.01)).trial_id == "fast_ok"
 
 
-def test_recommend_ties_prefer_accuracy_then_size():
-    pts = [P("a", 0.94, 3, size=2.0), P("b", 0.95, 3, size=3.0), P("c", 0.95, 3, size=1.0)]
-    assert recommend(pts, 0.95, Constraints(0.02)).trial_id == "c"
+def test_selection_uses_validation_not_test():
+    """Test and validation disagree: the test numbers must not decide."""
+    great_on_test = P("test_ok_val_bad", 0.99, 1, val_drop=0.03)  # best test score, bad on val
+    fine_on_val = P("val_ok", 0.80, 2, val_drop=0.0)  # poor test score, fine on val
+    best = recommend([great_on_test, fine_on_val], Constraints(0.01))
+    assert best.trial_id == "val_ok"
+    assert violations(great_on_test, Constraints(0.01)) == ["validation drop 0.0300 > 0.01"]
+
+
+def test_trial_without_a_validation_drop_cannot_qualify():
+    pts = [P("a", 0.95, 1, val_drop=None)]
+    assert recommend(pts, Constraints(0.01)) is None
+    assert violations(pts[0], Constraints(0.01)) == ["no validation drop recorded"]
+
+
+def test_speed_differences_inside_the_noise_floor_are_a_tie():
+    fast = P("fast", 0.95, 1, speedup=2.00, val_drop=0.008)
+    almost = P("almost", 0.95, 1, speedup=1.94, val_drop=0.001)  # 3% slower, more accurate
+    assert recommend([fast, almost], Constraints(0.01), noise=0.0).trial_id == "fast"
+    assert recommend([fast, almost], Constraints(0.01), noise=0.05).trial_id == "almost"
+    # beyond the floor the faster one wins even when less accurate
+    slower = P("slower", 0.95, 1, speedup=1.50, val_drop=0.0)
+    assert recommend([fast, slower], Constraints(0.01), noise=0.05).trial_id == "fast"
+
+
+def test_ties_then_prefer_smaller():
+    a = P("a", 0.95, 1, size=3.0, speedup=2.0, val_drop=0.0)
+    b = P("b", 0.95, 1, size=1.0, speedup=1.99, val_drop=0.0)
+    assert recommend([a, b], Constraints(0.01), noise=0.02).trial_id == "b"
 
 
 def test_recommend_none_when_nothing_meets_the_constraints():
-    pts = [P("a", 0.80, 1), P("sim", 0.95, None, simulated=True)]
-    assert recommend(pts, 0.95, Constraints(0.01)) is None
-    assert recommend([P("a", 0.95, 9)], 0.95, Constraints(0.01, max_latency_ms=5)) is None
-
-
-def test_recommend_prefers_the_same_process_speedup_over_raw_latency():
-    # b's absolute latency is lower, but a was measured faster against its own baseline.
-    pts = [
-        TrialPoint("a", 0.95, 1.7, 1.0, speedup=1.9),
-        TrialPoint("b", 0.95, 1.5, 1.0, speedup=1.6),
-    ]
-    assert recommend(pts, 0.95, Constraints(0.01)).trial_id == "a"
+    pts = [P("a", 0.80, 1, val_drop=0.2), P("sim", 0.95, None, simulated=True)]
+    assert recommend(pts, Constraints(0.01)) is None
+    assert recommend([P("a", 0.95, 9)], Constraints(0.01, max_latency_ms=5)) is None
 
 
 def test_violations_name_each_broken_constraint():
     v = violations(
-        P("a", 0.90, 9, size=4.0), 0.95, Constraints(0.01, max_latency_ms=5, max_size_mb=1)
+        P("a", 0.90, 9, size=4.0, val_drop=0.05), Constraints(0.01, max_latency_ms=5, max_size_mb=1)
     )
-    assert len(v) == 3 and v[0].startswith("accuracy drop")
+    assert [x.split()[0] for x in v] == ["validation", "latency", "size"]

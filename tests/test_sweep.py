@@ -14,16 +14,19 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from accelab.checkpoint import save_checkpoint
+from accelab.training.checkpoint import save_checkpoint
 from accelab.compress.deploy import load_deployable
-from accelab.measure import evaluate_accuracy
+from tests.helpers_torch import accuracy as evaluate_accuracy
 from tests.conftest import CONFIGS, REPO, run_cli
 from tests.helpers_torch import trained_mlp
 from trainables.digits import TASK
 
 HIDDEN = [256, 256]
-TRIAL_METRICS = {"accuracy", "accuracy_drop", "latency_p50_ms", "latency_p95_ms", "speedup",
-                 "size_mb", "size_ratio", "sparsity", "bits", "val_accuracy"}  # fmt: skip
+TRIAL_METRICS = {"accuracy", "accuracy_lo", "accuracy_hi", "accuracy_drop", "accuracy_drop_lo",
+                 "accuracy_drop_hi", "latency_p50_ms", "latency_p95_ms", "speedup", "speedup_lo",
+                 "speedup_hi", "baseline_latency_p50_ms", "size_mb", "size_ratio", "sparsity", "bits",
+                 "val_accuracy", "val_accuracy_drop", "n_test"}  # fmt: skip
+SPEED = {"latency_p50_ms", "latency_p95_ms", "speedup", "speedup_lo", "speedup_hi"}
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +45,7 @@ def sweep_yaml(tmp_path: Path, name: str, variants: list[dict], **sweep) -> Path
     cfg = yaml.safe_load((CONFIGS / "digits_sweep.yaml").read_text())
     cfg["name"] = name
     cfg["trainable"]["model_args"]["hidden"] = HIDDEN
-    cfg["measure"].update(repeats=20, warmup=5, rounds=2)
+    cfg["measure"].update(repeats=20, warmup=5, rounds=3)
     cfg["sweep"].update({"space": {}, "variants": variants, **sweep})
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -91,13 +94,12 @@ def test_small_sweep_records_frontier_and_a_reloadable_recommendation(
     assert all(t.data.tags["accelab.status"] == "ok" for t in trials)
     for t in trials:
         simulated = t.data.tags["accelab.simulated"] == "true"
-        expected = TRIAL_METRICS - (
-            {"latency_p50_ms", "latency_p95_ms", "speedup"} if simulated else set()
-        )
+        expected = TRIAL_METRICS - (SPEED if simulated else set())
         assert expected <= set(t.data.metrics), t.data.tags["accelab.trial_id"]
         assert simulated == (t.data.tags["accelab.backend"] == "fake-quant (simulated)")
     simulated = [t for t in trials if t.data.tags["accelab.simulated"] == "true"]
     assert len(simulated) == 1 and "speedup" not in simulated[0].data.metrics
+    assert simulated[0].data.metrics["packed_size_mb"] < simulated[0].data.metrics["size_mb"]
     tuned = [t for t in trials if "finetune_val_accuracy" in t.data.metrics]
     assert len(tuned) == 1 and tuned[0].data.metrics["finetune_ddp_param_max_abs_diff"] == 0.0
 
@@ -115,7 +117,8 @@ def test_small_sweep_records_frontier_and_a_reloadable_recommendation(
     # The recommended model reloads and gives the reported test accuracy.
     rec_id = parent.data.tags["accelab.recommended_run_id"]
     rec = client.get_run(rec_id)
-    assert rec.data.metrics["accuracy_drop"] <= 0.01 and rec.data.metrics["speedup"] > 1.0
+    assert rec.data.metrics["val_accuracy_drop"] <= 0.01 and rec.data.metrics["speedup"] > 1.0
+    assert parent.data.metrics["noise_floor"] >= 0.0 and "aa_speedup" in parent.data.metrics
     model = load_deployable(local / "recommended_model")
     assert evaluate_accuracy(model, TASK.load_splits(0).test) == pytest.approx(
         rec.data.metrics["accuracy"], abs=1e-9

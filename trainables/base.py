@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import torch
-from torch import nn
+import torch.nn.functional as F
+from torch import Tensor, nn
 from torch.utils.data import TensorDataset
 
 
@@ -20,11 +22,39 @@ class Splits:
 
 
 @dataclass(frozen=True)
+class Metric:
+    """A task's quality metric, computed from one number per example.
+
+    ``kind="proportion"``: per-example values are 0/1 (correct or not), the metric is their
+    mean (accuracy). ``kind="mean"``: per-example values are real (e.g. a sequence's mean
+    token loss); the metric is ``transform(mean)``, e.g. ``exp`` for perplexity.
+    """
+
+    name: str = "accuracy"
+    higher_is_better: bool = True
+    kind: Literal["proportion", "mean"] = "proportion"
+    transform: Literal["identity", "exp"] = "identity"
+    unit: str = "fraction"
+
+
+def cross_entropy(logits: Tensor, y: Tensor) -> Tensor:
+    """Mean cross-entropy over every position: (B, C) vs (B,) or (B, T, V) vs (B, T)."""
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y.reshape(-1))
+
+
+def correct_per_example(logits: Tensor, y: Tensor) -> Tensor:
+    """1.0 where the arg-max class is the label (classification accuracy per example)."""
+    return (logits.argmax(dim=-1) == y).float()
+
+
+@dataclass(frozen=True)
 class Task:
-    """A trainable task: data splits, model builders by name, and an example input.
+    """A trainable task: data splits, model builders by name, an example input, and how
+    the model is trained (``loss``) and judged (``metric`` from ``per_example``).
 
     ``models`` maps a model name to ``builder(**model_args) -> nn.Module``.
     ``load_splits(seed)`` must be deterministic for a given seed.
+    ``describe_data(seed)`` returns what the data was (for MLflow), e.g. a hash.
     """
 
     name: str
@@ -32,6 +62,11 @@ class Task:
     input_shape: tuple[int, ...]
     load_splits: Callable[[int], Splits]
     models: dict[str, Callable[..., nn.Module]] = field(default_factory=dict)
+    metric: Metric = Metric()
+    loss: Callable[[Tensor, Tensor], Tensor] = cross_entropy
+    per_example: Callable[[Tensor, Tensor], Tensor] = correct_per_example
+    input_dtype: torch.dtype = torch.float32
+    describe_data: Callable[[int], dict[str, Any]] | None = None
 
     def build_model(self, model: str, **model_args) -> nn.Module:
         if model not in self.models:
@@ -41,4 +76,4 @@ class Task:
         return self.models[model](**model_args)
 
     def example_input(self, batch_size: int = 1) -> torch.Tensor:
-        return torch.zeros(batch_size, *self.input_shape)
+        return torch.zeros(batch_size, *self.input_shape, dtype=self.input_dtype)

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 from torch import nn
 from torch.utils.data import TensorDataset
 
@@ -22,6 +20,9 @@ INPUT_SHAPE = (1, 8, 8)
 
 def load_splits(seed: int = 0) -> Splits:
     """Stratified 70/15/15 split with a fixed seed; pixels scaled to [0, 1]."""
+    from sklearn.datasets import load_digits  # imported here: validating a config needs no data
+    from sklearn.model_selection import train_test_split
+
     x, y = load_digits(return_X_y=True)
     x = (x.astype(np.float32) / 16.0).reshape(-1, *INPUT_SHAPE)
     y = y.astype(np.int64)

@@ -1,11 +1,13 @@
-"""``accelab`` command line: parse, load config, call one function.
+"""``accelab`` command line: parse, load config, call one command function.
 
-Exit codes: 0 ok, 1 the run itself failed, 2 usage/config error (before any Ray work).
+Exit codes: 0 ok, 1 the run itself failed, 2 usage/config error (before any Ray work and
+before any MLflow run, experiment or store is created).
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -17,80 +19,64 @@ EXAMPLES = """examples:
   accelab sweep configs/digits_sweep.yaml
   accelab report digits-sweep
   accelab train configs/digits.yaml train.epochs=3 scaling.num_workers=2
-  accelab compress configs/digits_compress.yaml --from runs:/<run_id> compression.quant.bits=8
+  accelab compress configs/digits_mlp.yaml --from runs:/<run_id> compression.quant.bits=8
   accelab validate configs/*.yaml
-"""
+
+Any config key can be overridden after the config file as dotted.key=value."""
+OVERRIDES_USAGE = "[key.sub=value ...]"
 
 
-def add_config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("config", help="experiment YAML file")
-    p.add_argument("overrides", nargs="*", metavar="key.sub=value", help="typed config overrides")
-
-
-def cmd_validate(args: argparse.Namespace) -> int:
+def load(args: argparse.Namespace):
     from accelab.config import load_config
 
-    problems: list[str] = []
-    for path in args.files:
-        try:
-            load_config(path, args.set or [])
-            print(f"ok: {path}")
-        except UsageError as exc:
-            problems += exc.messages
-    if problems:
-        raise UsageError(problems)
-    return 0
+    return load_config(args.config, args.overrides)
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    from accelab.config import load_config
+def cmd_validate(args: argparse.Namespace) -> None:
+    from accelab.commands.validate import validate
 
-    cfg = load_config(args.config, args.overrides)
-    from accelab.train import run_training
-
-    outcome = run_training(cfg, resume=args.resume_run or args.resume)
-    m = outcome.metrics
-    print(
-        f"done: test_accuracy={m.get('test_accuracy', float('nan')):.4f} "
-        f"MLflow run {outcome.mlflow_run_id}; checkpoint {outcome.checkpoint_path}"
-    )
-    return 0
+    files = [f for f in args.files if "=" not in f or os.path.exists(f)]
+    overrides = [f for f in args.files if f not in files]
+    validate(files, [*(args.set or []), *overrides])
 
 
-def cmd_compress(args: argparse.Namespace) -> int:
-    from accelab.config import load_config
+def cmd_train(args: argparse.Namespace) -> None:
+    cfg = load(args)
+    from accelab.commands.train import train
 
-    cfg = load_config(args.config, args.overrides)
-    from accelab.compress_run import run_compress
+    train(cfg, resume=args.resume_run or args.resume)
+
+
+def cmd_compress(args: argparse.Namespace) -> None:
+    cfg = load(args)
+    from accelab.commands.compress import run_compress
 
     run_compress(cfg, args.source)
-    return 0
 
 
-def cmd_sweep(args: argparse.Namespace) -> int:
-    from accelab.config import load_config
-
-    cfg = load_config(args.config, args.overrides)
-    from accelab.sweep.driver import run_sweep
+def cmd_sweep(args: argparse.Namespace) -> None:
+    cfg = load(args)
+    from accelab.commands.sweep import run_sweep
 
     run_sweep(cfg, resume=args.resume)
-    return 0
 
 
-def cmd_report(args: argparse.Namespace) -> int:
-    from mlflow.tracking import MlflowClient
+def cmd_report(args: argparse.Namespace) -> None:
+    from accelab.commands.report import report
 
-    from accelab.sweep.summary import find_parent, format_table, summarize
-    from accelab.tracking import resolve_tracking_uri
-
-    client = MlflowClient(resolve_tracking_uri(args.tracking_uri))
-    parent = find_parent(client, args.experiment, args.run)
-    print(f"sweep {parent.info.run_name} (MLflow run {parent.info.run_id}, {client.tracking_uri})")
-    print(format_table(summarize(client, parent)))
-    return 0
+    report(args.experiment, args.tracking_uri, args.run)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def config_parser(sub, name: str, help_text: str, func) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        name, help=help_text, usage=f"accelab {name} CONFIG {OVERRIDES_USAGE} [options]"
+    )
+    p.add_argument("config", help="experiment YAML file; then any dotted.key=value overrides")
+    p.set_defaults(func=func, overrides=[])
+    return p
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
     parser = argparse.ArgumentParser(
         prog="accelab",
         description="Make neural networks faster, measurably: DDP+AMP training (Ray Train), "
@@ -100,22 +86,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"accelab {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    subs: dict[str, argparse.ArgumentParser] = {}
 
-    p = sub.add_parser("train", help="train data-parallel with mixed precision (Ray Train)")
-    add_config_args(p)
+    p = subs["train"] = config_parser(
+        sub, "train", "train data-parallel with mixed precision (Ray Train)", cmd_train
+    )
     p.add_argument(
         "--resume",
         action="store_true",
         help="continue the newest unfinished run of this config from its last checkpoint",
     )
     p.add_argument("--resume-run", metavar="RAY_RUN", help="continue this Ray run (name) instead")
-    p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser(
-        "compress",
-        help="prune/quantize a trained model, optionally fine-tune (DDP), measure and log it",
-    )
-    add_config_args(p)
+    p = subs["compress"] = config_parser(
+        sub, "compress",
+        "prune/quantize a trained model, optionally fine-tune (DDP), measure and log it",
+        cmd_compress,
+    )  # fmt: skip
     p.add_argument(
         "--from",
         dest="source",
@@ -123,20 +110,20 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="CHECKPOINT",
         help="dense model: checkpoint dir, Ray Train run dir, or MLflow run (runs:/<run_id>)",
     )
-    p.set_defaults(func=cmd_compress)
 
-    p = sub.add_parser(
-        "sweep", help="search compression knobs with Ray Tune; end with a measured Pareto frontier"
-    )
-    add_config_args(p)
+    p = subs["sweep"] = config_parser(
+        sub, "sweep", "search compression knobs with Ray Tune; end with a measured Pareto frontier",
+        cmd_sweep,
+    )  # fmt: skip
     p.add_argument(
         "--resume",
         action="store_true",
         help="restore the newest interrupted sweep of this config: finished trials are kept",
     )
-    p.set_defaults(func=cmd_sweep)
 
-    p = sub.add_parser("report", help="print a sweep's frontier and recommendation from MLflow")
+    p = subs["report"] = sub.add_parser(
+        "report", help="print a sweep's frontier and recommendation from MLflow"
+    )
     p.add_argument("experiment", help="MLflow experiment name (the config's name)")
     p.add_argument(
         "--tracking-uri", default=None, help="MLflow tracking URI (default sqlite:///mlflow.db)"
@@ -144,16 +131,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", default=None, help="parent run id (default: the newest sweep)")
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("validate", help="check experiment files without running anything")
-    p.add_argument("files", nargs="+", help="experiment YAML files")
+    p = subs["validate"] = sub.add_parser(
+        "validate", help="check experiment files without running anything"
+    )
+    p.add_argument("files", nargs="+", help="experiment YAML files (and key.sub=value overrides)")
     p.add_argument("--set", action="append", metavar="key.sub=value", help="override (repeatable)")
     p.set_defaults(func=cmd_validate)
-    return parser
+    return parser, subs
 
 
-def run(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+def run(func: Callable[[argparse.Namespace], None], args: argparse.Namespace) -> int:
+    from accelab import started
+
     try:
-        return func(args)
+        func(args)
+        return 0
     except UsageError as exc:
         for line in exc.messages:
             print(f"accelab: error: {line}", file=sys.stderr)
@@ -166,26 +158,38 @@ def run(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> 
             raise
         first = (str(exc).strip().splitlines() or [""])[-1][:500]
         print(f"accelab: {args.command} failed: {type(exc).__name__}: {first}", file=sys.stderr)
-        print(
-            "accelab: the MLflow run holds what was recorded; Ray's logs are in "
-            "/tmp/ray/session_latest/logs; set ACCELAB_DEBUG=1 for the traceback",
-            file=sys.stderr,
-        )
+        for hint in [*started.hints(), "set ACCELAB_DEBUG=1 for the traceback"]:
+            print(f"accelab: {hint}", file=sys.stderr)
         return 1
+
+
+def quiet_logs() -> None:
+    """MLflow's store migrations and Ray's start-up chatter are not for the user."""
+    for name in ("alembic", "mlflow.store.db.utils", "mlflow.tracking.fluent"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    parser = build_parser()
-    # Overrides may also follow options (`--from X k=v`): collect them from the leftovers.
+    quiet_logs()
+    # User trainables named module:attr are found in the working directory (as with
+    # ``python -m``), on PYTHONPATH, or as installed packages; local Ray workers inherit it.
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (cwd, os.environ.get("PYTHONPATH")) if p)
+    parser, subs = build_parser()
+    # Overrides follow the config file (and may follow options): collect them from the leftovers.
     args, extra = parser.parse_known_args(argv)
-    bad = [a for a in extra if a.startswith("-") or "=" not in a]
-    if extra and (bad or not hasattr(args, "overrides")):
-        parser.error(f"unrecognized arguments: {' '.join(bad or extra)}")
-    if extra:
-        args.overrides = [*args.overrides, *extra]
-    code = run(args.func, args)
-    sys.exit(code)
+    bad = [a for a in extra if a.startswith("-")]
+    target = subs.get(args.command, parser)
+    if args.command == "validate" and extra and not bad:
+        args.files += extra
+    elif extra and (bad or not hasattr(args, "overrides")):
+        target.error(f"unrecognized arguments: {' '.join(extra)}")
+    elif extra:
+        args.overrides = list(extra)
+    sys.exit(run(args.func, args))
 
 
 if __name__ == "__main__":

@@ -20,3 +20,18 @@ class ConfigError(UsageError):
 
 class ResourceError(UsageError):
     """The requested workers can never be placed on the cluster."""
+
+
+def collect(*checks):
+    """Run every check; return their results, or raise one ``UsageError`` with all the
+    problems they found (so that the user fixes them in one pass)."""
+    results, problems = [], []
+    for check in checks:
+        try:
+            results.append(check())
+        except UsageError as exc:
+            results.append(None)
+            problems += exc.messages
+    if problems:
+        raise UsageError(problems)
+    return results

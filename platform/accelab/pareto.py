@@ -1,4 +1,9 @@
-"""Pareto frontier and recommendation over measured trials (pure logic, no I/O)."""
+"""Pareto frontier and recommendation over measured trials (pure logic, no I/O).
+
+``score`` is the task's test metric oriented so that higher is better (accuracy as is, a
+loss negated); ``selection_drop`` is the validation drop (> 0 = worse than the dense
+model): constraints and the recommendation use validation, the test split is reported.
+"""
 
 from __future__ import annotations
 
@@ -8,35 +13,38 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class TrialPoint:
-    """One compressed variant as the frontier sees it. ``latency_ms`` is None when the
-    variant has no real kernel (simulated): it has an accuracy but no speed."""
+    """One compressed variant as the frontier sees it. ``latency_ms`` and ``speedup`` are
+    None when the variant has no real kernel (simulated): it has a quality but no speed,
+    and its size is a computed one, so it stays off both frontiers."""
 
     trial_id: str
-    accuracy: float
+    score: float
     latency_ms: float | None
     size_mb: float
     simulated: bool = False
     backend: str = ""
     status: str = "ok"
     speedup: float | None = None  # vs the dense model measured alongside, in the same process
-    selection_drop: float | None = None  # validation accuracy drop: what constraints judge
+    selection_drop: float | None = None  # validation drop: what constraints judge
 
 
 def dominates(a: TrialPoint, b: TrialPoint, cost: str) -> bool:
-    """a is at least as good on accuracy and ``cost`` and strictly better on one."""
+    """a is at least as good on score and ``cost`` and strictly better on one."""
     ca, cb = getattr(a, cost), getattr(b, cost)
-    no_worse = a.accuracy >= b.accuracy and ca <= cb
-    return no_worse and (a.accuracy > b.accuracy or ca < cb)
+    no_worse = a.score >= b.score and ca <= cb
+    return no_worse and (a.score > b.score or ca < cb)
 
 
 def pareto_front(points: Sequence[TrialPoint], cost: str = "latency_ms") -> list[TrialPoint]:
-    """Non-dominated points on (max accuracy, min ``cost``), sorted by cost.
+    """Non-dominated measured points on (max score, min ``cost``), sorted by cost.
 
-    Points lacking the cost (simulated latency) or not ``ok`` are left out. Exact ties
-    are all kept: neither dominates the other."""
-    usable = [p for p in points if p.status == "ok" and getattr(p, cost) is not None]
+    Simulated points (no latency; a computed, not a real, size) and points that are not
+    ``ok`` are left out. Exact ties are all kept: neither dominates the other."""
+    usable = [
+        p for p in points if p.status == "ok" and not p.simulated and getattr(p, cost) is not None
+    ]
     front = [p for p in usable if not any(dominates(q, p, cost) for q in usable if q is not p)]
-    return sorted(front, key=lambda p: (getattr(p, cost), -p.accuracy, p.trial_id))
+    return sorted(front, key=lambda p: (getattr(p, cost), -p.score, p.trial_id))
 
 
 @dataclass(frozen=True)
@@ -46,15 +54,14 @@ class Constraints:
     max_size_mb: float | None = None
 
 
-def violations(p: TrialPoint, baseline_accuracy: float, c: Constraints) -> list[str]:
-    """Which constraints ``p`` breaks, in words (empty when it meets them all)."""
+def violations(p: TrialPoint, c: Constraints) -> list[str]:
+    """Which constraints ``p`` breaks, in words (empty when it meets them all). Quality is
+    judged on the validation drop only: a trial without one cannot qualify."""
     out = []
-    if p.selection_drop is not None:  # the test split is for reporting, not for choosing
-        drop, what = p.selection_drop, "validation accuracy drop"
-    else:
-        drop, what = baseline_accuracy - p.accuracy, "accuracy drop"
-    if drop > c.max_accuracy_drop + 1e-12:
-        out.append(f"{what} {drop:.4f} > {c.max_accuracy_drop}")
+    if p.selection_drop is None:
+        out.append("no validation drop recorded")
+    elif p.selection_drop > c.max_accuracy_drop + 1e-12:
+        out.append(f"validation drop {p.selection_drop:.4f} > {c.max_accuracy_drop}")
     if c.max_latency_ms is not None and (p.latency_ms is None or p.latency_ms > c.max_latency_ms):
         out.append(f"latency {p.latency_ms} ms > {c.max_latency_ms} ms")
     if c.max_size_mb is not None and p.size_mb > c.max_size_mb:
@@ -63,23 +70,22 @@ def violations(p: TrialPoint, baseline_accuracy: float, c: Constraints) -> list[
 
 
 def recommend(
-    points: Sequence[TrialPoint], baseline_accuracy: float, c: Constraints
+    points: Sequence[TrialPoint], c: Constraints, noise: float = 0.0
 ) -> TrialPoint | None:
-    """The fastest measured (not simulated) trial meeting every constraint; ties go to
-    higher accuracy, then smaller size, then trial id. None when nothing qualifies.
+    """The fastest measured trial meeting every constraint, where "faster" must beat the
+    noise floor: every qualifying trial whose speedup is within ``noise`` (relative, from
+    the sweep's A/A control) of the fastest counts as equally fast, and among those the
+    one with the smallest validation drop wins, then the smaller, then the faster.
 
-    "Fastest" is the highest speedup where trials carry one (each measured against the
-    dense model in its own process, so trials measured at noisier moments stay
-    comparable), else the lowest latency."""
+    "Fast" is the same-process speedup (each trial measured against the dense model in
+    its own process, so trials measured at noisier moments stay comparable)."""
     ok = [
         p
         for p in points
-        if p.status == "ok" and p.latency_ms is not None and not violations(p, baseline_accuracy, c)
+        if p.status == "ok" and not p.simulated and p.speedup is not None and not violations(p, c)
     ]
     if not ok:
         return None
-
-    def speed(p: TrialPoint) -> tuple[int, float]:
-        return (0, -p.speedup) if p.speedup is not None else (1, p.latency_ms)
-
-    return min(ok, key=lambda p: (speed(p), -p.accuracy, p.size_mb, p.trial_id))
+    fastest = max(p.speedup for p in ok)
+    tied = [p for p in ok if p.speedup * (1.0 + noise) >= fastest]
+    return min(tied, key=lambda p: (p.selection_drop, p.size_mb, -p.speedup, p.trial_id))

@@ -38,3 +38,9 @@ def init_ray(runtime_env: dict | None = None) -> None:
         runtime_env=runtime_env,
     )
     quiet_ray_logging()
+    from accelab import started
+
+    try:
+        started.ray_logs = f"{ray._private.worker._global_node.get_session_dir_path()}/logs"
+    except AttributeError:  # private API moved: fall back to the documented default
+        started.ray_logs = "/tmp/ray/session_latest/logs"

@@ -35,6 +35,14 @@ def resolve_tracking_uri(uri: str | None, cwd: str | None = None) -> str:
     return uri
 
 
+def tracking_store(uri: str | None, key: str = "tracking.uri", must_exist: bool = False) -> str:
+    """The resolved tracking URI, checked before anything runs (``UsageError`` naming ``key``).
+    ``must_exist``: a read-only use, which must find the store and never creates one."""
+    from accelab.store_check import check_tracking_uri
+
+    return check_tracking_uri(resolve_tracking_uri(uri), key, must_exist)
+
+
 def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in data.items():
@@ -50,7 +58,7 @@ def environment_tags() -> dict[str, str]:
     import ray
     import torch
 
-    from accelab.precision import cpu_model
+    from accelab.training.precision import cpu_model
 
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
     return {
@@ -84,6 +92,9 @@ def create_run(
     if parent_run_id:
         all_tags["mlflow.parentRunId"] = parent_run_id
     run = client.create_run(get_experiment_id(client, experiment), tags=all_tags, run_name=run_name)
+    from accelab import started
+
+    started.mlflow_runs.append((tracking_uri, run.info.run_id))
     flat = [Param(k, str(v)[:6000]) for k, v in flatten(params).items()]
     for i in range(0, len(flat), 100):
         client.log_batch(run.info.run_id, params=flat[i : i + 100])
@@ -114,3 +125,26 @@ def log_metrics_once(
     now = int(time.time() * 1000)
     client.log_batch(run_id, metrics=[Metric(k, v, now, step) for k, v in values.items()])
     return True
+
+
+ERROR_TAG = "accelab.error"
+
+
+def set_note_error(client: MlflowClient, run_id: str, text: str) -> None:
+    """Record why a run failed: a tag, and the run's description in the MLflow UI."""
+    client.set_tag(run_id, ERROR_TAG, text[:5000])
+    client.set_tag(run_id, "mlflow.note.content", f"**Failed:** `{text[:4000]}`")
+
+
+def ui_url(client: MlflowClient, run_id: str, base: str = "http://127.0.0.1:5000") -> str:
+    """The run's page in MLflow's model-training view (not the GenAI overview)."""
+    exp = client.get_run(run_id).info.experiment_id
+    return f"{base}/#/experiments/{exp}/runs/{run_id}?workflowType=machine_learning"
+
+
+def ui_hint(client: MlflowClient, run_id: str) -> str:
+    return (
+        f"review in the MLflow UI: accelab ui --tracking-uri {client.tracking_uri}"
+        f"  (or: mlflow ui --backend-store-uri {client.tracking_uri} --host 127.0.0.1)"
+        f"  then open {ui_url(client, run_id)}"
+    )

@@ -1,39 +1,40 @@
-"""One compression variant end to end, shared by ``accelab compress`` and sweep trials:
+"""One compression variant end to end, shared by ``accelab compress`` and sweep trials.
 
-dense weights -> baseline measured in this process -> compress -> (early constraint
-check) -> optional fine-tune on Ray Train (DDP, AMP) -> finalize -> measure -> MLflow.
+Read top to bottom in ``run_variant``: load the dense model, compress it, measure it next
+to the dense model (in this process), let the caller stop early, fine-tune on Ray Train
+(DDP, AMP) if asked, finalize (quantize/convert), measure again, log to MLflow.
 """
 
 from __future__ import annotations
 
 import copy
 import math
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlflow.tracking import MlflowClient
-from torch import nn
+from torch import Tensor, nn
 
-from accelab.checkpoint import MODEL_FILE, load_model_state
-from accelab.compress.deploy import save_deployable
+from accelab.backends import TORCH_FP32
 from accelab.compress.pipeline import (
     CompressionHooks,
     Deployable,
-    calibration_batches,
     compress_for_training,
     finalize,
+    prune_exclude,
 )
 from accelab.compress.prune import sparsity_report
 from accelab.config.schema import ExperimentConfig
-from accelab.measure import Measurement, compare, evaluate_accuracy, measure, measure_pair
+from accelab.measure import Comparison, Measurement, TorchRunner, drop, estimate, measure_pair
+from accelab.measure import per_example as score
 from accelab.registry import resolve_task
-from accelab.tracking import log_metrics_once
-from accelab.train_loop import LoopHooks, LoopSettings
+from accelab.stats import Estimate
+from accelab.training.checkpoint import MODEL_FILE, load_model_state
+from trainables.base import Splits, Task
 
 MB = 1024 * 1024
 FINETUNE_PREFIX = "finetune_"  # per-epoch fine-tuning metrics, apart from the final ones
+LOSS_WARN_RATIO = 2.0  # fine-tuned training loss this many times the dense model's: warn
 
 
 class StopVariant(Exception):
@@ -44,77 +45,113 @@ class StopVariant(Exception):
 class VariantResult:
     baseline: Measurement
     measurement: Measurement
-    metrics: dict[str, float]
+    comparison: Comparison
+    val_quality: Estimate  # the variant's metric on the validation split (for selection)
+    val_drop: Estimate  # paired against the dense model on the validation split
     deployable: Deployable
+    float_model: nn.Module  # before conversion to low-bit kernels (layer shapes, sparsity)
+    metrics: dict[str, float]
+    warnings: list[str]
 
 
-def measure_model(
-    model: nn.Module, cfg: ExperimentConfig, test_set, backend: str, simulated: bool
-) -> Measurement:
-    m = cfg.measure
-    return measure(
-        model, test_set, backend=backend, simulated=simulated, batch_size=m.batch_size,
-        threads=m.threads, warmup=m.warmup, repeats=m.repeats,
-    )  # fmt: skip
+@dataclass
+class Dense:
+    """The dense model and what every judgement of a variant compares against."""
+
+    model: nn.Module
+    task: Task
+    splits: Splits
+    val_values: Tensor  # the dense model's per-example metric on the validation split
+    train_loss: float
 
 
-def measure_against(
-    dense: nn.Module, d: Deployable, cfg: ExperimentConfig, test_set
-) -> tuple[Measurement, Measurement]:
-    """(baseline, variant) measured side by side in this process (see ``measure_pair``)."""
-    m = cfg.measure
-    return measure_pair(
-        dense, d.model, test_set, backend=d.backend, simulated=d.simulated, rounds=m.rounds,
-        batch_size=m.batch_size, threads=m.threads, warmup=m.warmup, repeats=m.repeats,
-    )  # fmt: skip
+def load_dense(cfg: ExperimentConfig, dense_dir: Path) -> Dense:
+    task = resolve_task(cfg.trainable.name)
+    splits = task.load_splits(cfg.trainable.data_seed)
+    model = task.build_model(cfg.trainable.model, **cfg.trainable.model_args)
+    model.load_state_dict(load_model_state(dense_dir / MODEL_FILE))
+    runner = TorchRunner(model.eval(), TORCH_FP32, threads=cfg.measure.threads)
+    return Dense(
+        model, task, splits, score(runner, splits.val, task), train_loss(runner, task, splits)
+    )
 
 
-def variant_metrics(
-    base: Measurement, m: Measurement, float_model: nn.Module, cfg: ExperimentConfig
-) -> dict[str, float]:
-    """The numbers a variant is judged by (MLflow metrics; n/a speeds left out)."""
-    cmp = compare(base, m)
-    out = {
-        "accuracy": m.accuracy,
-        "accuracy_drop": cmp["accuracy_drop"],
-        "latency_p50_ms": m.latency_p50_ms,
-        "latency_p95_ms": m.latency_p95_ms,
+def train_loss(runner: TorchRunner, task: Task, splits: Splits) -> float:
+    """The model's mean training loss (eval mode): the yardstick for a fine-tune's loss."""
+    x, y = splits.train.tensors
+    with runner.active():
+        return float(task.loss(runner(x).float(), y))
+
+
+def runner_for(d: Deployable, cfg: ExperimentConfig) -> TorchRunner:
+    return TorchRunner(d.model, d.backend, threads=cfg.measure.threads, simulated=d.simulated)
+
+
+def judge(dense: Dense, model: nn.Module, cfg: ExperimentConfig) -> VariantResult:
+    """Finalize ``model`` and measure it next to the dense model. Test numbers are
+    reported; validation numbers are what constraints and searches select on."""
+    d = finalize(model, cfg, dense.task)
+    base_runner = TorchRunner(dense.model, TORCH_FP32, threads=cfg.measure.threads)
+    runner = runner_for(d, cfg)
+    base, m, cmp = measure_pair(base_runner, runner, dense.splits.test, dense.task, cfg.measure)
+    val_values = score(runner, dense.splits.val, dense.task)
+    val_quality = estimate(val_values, dense.task.metric)
+    val_drop = drop(dense.val_values, val_values, dense.task.metric)
+    result = VariantResult(base, m, cmp, val_quality, val_drop, d, model, {}, [])
+    result.metrics = variant_metrics(result, dense, cfg)
+    return result
+
+
+def variant_metrics(r: VariantResult, dense: Dense, cfg: ExperimentConfig) -> dict[str, float]:
+    """The numbers a variant is judged by, as MLflow metrics (n/a speeds left out).
+    ``<metric>`` is the task's metric (``accuracy`` for digits)."""
+    name, base, m, cmp = dense.task.metric.name, r.baseline, r.measurement, r.comparison
+    out: dict[str, float | None] = {
+        **interval(name, m.quality), "n_test": m.quality.n,
+        **interval(f"{name}_drop", cmp.drop),
+        **interval(f"val_{name}", r.val_quality), "n_val": r.val_quality.n,
+        **interval(f"val_{name}_drop", r.val_drop),
+        f"baseline_{name}": base.quality.value,
+        f"baseline_val_{name}": estimate(dense.val_values, dense.task.metric).value,
+        "latency_p50_ms": m.latency_p50_ms, "latency_p95_ms": m.latency_p95_ms,
+        "latency_p50_ms_lo": min(m.latency.rounds_p50_ms) if m.latency else None,
+        "latency_p50_ms_hi": max(m.latency.rounds_p50_ms) if m.latency else None,
         "throughput_sps": m.throughput_sps,
-        "speedup": cmp["speedup"],
-        "size_mb": m.size_bytes / MB,
-        "size_ratio": cmp["size_ratio"],
-        "params": m.params,
-        "nonzero_params": m.nonzero_params,
-        "macs": m.macs,
-        "sparsity": sparsity_report(float_model)["sparsity"],
-        "bits": cfg.compression.quant.bits,
-        "simulated": float(m.simulated),
-        "threads": m.threads,
-        "baseline_accuracy": base.accuracy,
-        "baseline_latency_p50_ms": base.latency_p50_ms,
-        "baseline_size_mb": base.size_bytes / MB,
-    }
-    return {
-        k: float(v)
-        for k, v in out.items()
-        if v is not None and not (isinstance(v, float) and math.isnan(v))
-    }
+        "baseline_latency_p50_ms": base.latency_p50_ms, "baseline_latency_p95_ms": base.latency_p95_ms,
+        **(interval("speedup", cmp.speedup) if cmp.speedup else {}),
+        "rounds": cfg.measure.rounds,
+        "size_mb": m.size_bytes / MB, "baseline_size_mb": base.size_bytes / MB,
+        "size_ratio": cmp.size_ratio,
+        "packed_size_mb": m.packed_size_bytes / MB if m.packed_size_bytes else None,
+        "params": m.params, "nonzero_params": m.nonzero_params, "macs": m.macs,
+        # zeros among the weights this variant prunes (the output layer and exclude kept dense)
+        "sparsity": sparsity_report(r.float_model, prune_exclude(r.float_model, cfg))["sparsity"],
+        "overall_sparsity": sparsity_report(r.float_model)["sparsity"],
+        "bits": cfg.compression.quant.bits, "simulated": float(m.simulated),
+        "threads": m.threads, "batch_size": m.batch_size,
+    }  # fmt: skip
+    return {k: float(v) for k, v in out.items() if v is not None and not math.isnan(float(v))}
+
+
+def interval(name: str, e: Estimate) -> dict[str, float]:
+    return {name: e.value, f"{name}_lo": e.lo, f"{name}_hi": e.hi}
 
 
 def finetune(
     cfg: ExperimentConfig,
+    dense: Dense,
     dense_weights: Path,
     tracking_uri: str,
     run_id: str | None,
     ray_name: str,
     callbacks=None,
-):
-    """Fine-tune the compressed model with TorchTrainer (DDP, AMP); returns the fine-tuned state."""
-    from accelab.train import build_trainer
+) -> tuple[nn.Module, float | None]:
+    """Fine-tune the compressed model with TorchTrainer (DDP, AMP). Returns the fine-tuned
+    model (rebuilt here from the checkpoint) and its last epoch's training loss."""
+    from accelab.training.launcher import build_trainer
+    from accelab.training.loop import LoopHooks, LoopSettings
 
-    task = resolve_task(cfg.trainable.name)
-    n_train = len(task.load_splits(cfg.trainable.data_seed).train)
-    steps = math.ceil(n_train / cfg.scaling.num_workers / cfg.train.batch_size)
+    steps = math.ceil(len(dense.splits.train) / cfg.scaling.num_workers / cfg.train.batch_size)
     hooks = CompressionHooks(cfg.model_dump(mode="json"), str(dense_weights), steps_per_epoch=steps)
     settings = LoopSettings(
         config=cfg.model_dump(mode="json"),
@@ -122,12 +159,30 @@ def finetune(
         mlflow_run_id=run_id,
         hooks=LoopHooks(hooks.transform, hooks.after_step, hooks.extra_metrics),
         epochs=cfg.finetune.epochs,
-        lr=cfg.finetune.lr or cfg.train.lr / 10,
+        lr=cfg.finetune.lr,
         metric_prefix=FINETUNE_PREFIX,
+        schedule=cfg.finetune.schedule,
     )
     result = build_trainer(cfg, settings, ray_name, callbacks).fit()
     with result.checkpoint.as_directory() as ckpt:
-        return load_model_state(Path(ckpt) / MODEL_FILE), hooks
+        state = load_model_state(Path(ckpt) / MODEL_FILE)
+    task = dense.task
+    model = hooks.transform(task.build_model(cfg.trainable.model, **cfg.trainable.model_args), task)
+    model.load_state_dict(state)
+    return model, (result.metrics or {}).get(f"{FINETUNE_PREFIX}train_loss")
+
+
+def loss_warning(dense: Dense, model: nn.Module, cfg: ExperimentConfig) -> str | None:
+    """A fine-tune that ends far above the dense model's training loss has not recovered."""
+    loss = train_loss(TorchRunner(copy.deepcopy(model)), dense.task, dense.splits)
+    if loss <= LOSS_WARN_RATIO * dense.train_loss + 0.05:
+        return None
+    return (
+        f"fine-tuned training loss {loss:.3f} is far above the dense model's "
+        f"{dense.train_loss:.3f}: the model has not recovered; raise finetune.epochs "
+        f"(now {cfg.finetune.epochs}) or finetune.lr (now {cfg.finetune.lr:g}), or lower "
+        f"compression.prune.sparsity (now {cfg.compression.prune.sparsity:g})"
+    )
 
 
 def run_variant(
@@ -142,64 +197,20 @@ def run_variant(
 ) -> VariantResult:
     """Run one variant; ``on_compressed`` sees the measured model before any fine-tuning
     and may raise ``StopVariant``."""
-    task = resolve_task(cfg.trainable.name)
-    splits = task.load_splits(cfg.trainable.data_seed)
-    dense = task.build_model(cfg.trainable.model, **cfg.trainable.model_args)
-    dense.load_state_dict(load_model_state(dense_dir / MODEL_FILE))
-    dense.eval()
-    dense_val = evaluate_accuracy(dense, splits.val)
-
-    def judge(model: nn.Module, d: Deployable) -> VariantResult:
-        """Test accuracy is reported; selection (constraints, search) uses validation."""
-        baseline, m = measure_against(dense, d, cfg, splits.test)
-        metrics = variant_metrics(baseline, m, model, cfg)
-        metrics["val_accuracy"] = evaluate_accuracy(d.model, splits.val)
-        metrics["baseline_val_accuracy"] = dense_val
-        metrics["val_accuracy_drop"] = dense_val - metrics["val_accuracy"]
-        return VariantResult(baseline, m, metrics, d)
-
-    model = compress_for_training(copy.deepcopy(dense), cfg, task, calibration_batches(task, cfg))
-    pre_result = judge(model, finalize(copy.deepcopy(model), cfg))
+    dense = load_dense(cfg, dense_dir)
+    model = compress_for_training(copy.deepcopy(dense.model), cfg, dense.task)
+    result = judge(dense, model, cfg)
     if on_compressed:
-        on_compressed(pre_result)
-
+        on_compressed(result)
     if cfg.finetune.epochs > 0:
-        state, hooks = finetune(
-            cfg, dense_dir / MODEL_FILE, tracking_uri, run_id, ray_name, train_callbacks
+        model, _ = finetune(
+            cfg, dense, dense_dir / MODEL_FILE, tracking_uri, run_id, ray_name, train_callbacks
         )
-        model = hooks.transform(
-            task.build_model(cfg.trainable.model, **cfg.trainable.model_args), task
-        )
-        model.load_state_dict(state)
-        result = judge(model, finalize(copy.deepcopy(model), cfg))
-    else:
-        result = pre_result  # nothing changed since it was measured
+        result = judge(dense, model, cfg)
+        if warning := loss_warning(dense, model, cfg):
+            result.warnings.append(warning)
     if run_id:
-        log_variant(MlflowClient(tracking_uri), run_id, result, model, cfg)
+        from accelab.variant_log import log_variant
+
+        log_variant(tracking_uri, run_id, result, cfg)
     return result
-
-
-def log_variant(
-    client: MlflowClient,
-    run_id: str,
-    r: VariantResult,
-    float_model: nn.Module,
-    cfg: ExperimentConfig,
-) -> None:
-    """Final metrics (one row each, step 0 of the variant), tags, and the deployable model."""
-    log_metrics_once(client, run_id, 0, r.metrics)
-    client.set_tag(run_id, "accelab.backend", r.measurement.backend)
-    client.set_tag(run_id, "accelab.simulated", str(r.measurement.simulated).lower())
-    client.set_tag(run_id, "accelab.device", r.measurement.device)
-    with tempfile.TemporaryDirectory() as tmp:
-        q = cfg.compression.quant
-        save_deployable(
-            r.deployable,
-            Path(tmp, "deployable_model"),
-            cfg.trainable.model_dump(),
-            float_model,
-            q.bits,
-            q.activations,
-        )
-        client.log_artifacts(run_id, str(Path(tmp, "deployable_model")), "deployable_model")
-    client.set_tag(run_id, "accelab.status", "ok")  # last: "ok" means everything is recorded

@@ -16,11 +16,11 @@ from typing import Any
 
 from torch import nn
 
-from accelab.checkpoint import load_model_state, save_model
 from accelab.compress.pipeline import Deployable
 from accelab.compress.quant import FAKE_QUANT_TYPES, load_int8, prepare_fake_quant, save_int8
 from accelab.errors import UsageError
 from accelab.registry import resolve_task
+from accelab.training.checkpoint import load_model_state, save_model
 
 RECIPE = "deploy.json"
 

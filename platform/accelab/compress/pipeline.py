@@ -1,19 +1,26 @@
-"""One compression variant as model transforms: prune -> fake-quant (trainable form),
-then finalize -> the deployable model on a real kernel, or a simulated one.
+"""One compression variant as model transforms.
 
-Everything here is deterministic given the dense weights, so every DDP rank (and every
-restarted worker) derives the same compressed model and the same pruning masks.
+    compress_for_training: prune (structured, or one-shot unstructured), and for ``qat``
+                           wrap layers in fake quantization so fine-tuning sees it.
+    finalize:              for ``ptq`` quantize now (after any fine-tuning, in fp32),
+                           calibrating activations on training data; then convert to a
+                           real low-bit kernel where one exists, else keep it simulated.
+
+So ``ptq`` fine-tunes in fp32 and quantizes afterwards, ``qat`` fine-tunes through the
+fake quantizers. Everything is deterministic given the dense weights, so every DDP rank
+(and every restarted worker) derives the same compressed model and the same masks.
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
-from accelab.checkpoint import load_model_state, unwrap
+from accelab.backends import TORCH_FP32
 from accelab.compress.prune import (
     GradualPruner,
     apply_masks,
@@ -27,29 +34,46 @@ from accelab.compress.quant import (
     calibrate,
     convert_int8_dynamic,
     convert_torchao,
+    has_fake_quant,
     prepare_fake_quant,
     real_kernel_for,
+    strip_fake_quant,
 )
 from accelab.config.schema import ExperimentConfig
+from accelab.training.checkpoint import load_model_state, unwrap
 from trainables.base import Task
 
-DENSE_BACKEND = "fp32-dense"
+
+def output_layer(model: nn.Module) -> str:
+    """Name of the last Linear/Conv2d: the classifier/LM head, kept unless asked otherwise."""
+    return prunable_layers(model)[-1][0]
 
 
-def compress_for_training(
-    model: nn.Module, cfg: ExperimentConfig, task: Task, calib_data=None
-) -> nn.Module:
+def prune_exclude(model: nn.Module, cfg: ExperimentConfig) -> list[str]:
+    prune = cfg.compression.prune
+    keep = [] if prune.prune_output_layer else [output_layer(model)]
+    return list(dict.fromkeys([*prune.exclude, *keep]))
+
+
+def add_fake_quant(model: nn.Module, cfg: ExperimentConfig, task: Task) -> nn.Module:
+    """Wrap layers for ``quant.bits`` fake quantization; calibrate activations on training data."""
+    quant = cfg.compression.quant
+    model = prepare_fake_quant(model, quant.bits, quant.activations)
+    if quant.activations:
+        calibrate(model, calibration_batches(task, cfg), quant.calibration_batches)
+    return model
+
+
+def compress_for_training(model: nn.Module, cfg: ExperimentConfig, task: Task) -> nn.Module:
     """Apply the one-shot parts of ``cfg.compression`` in place: structured pruning,
-    unstructured pruning (unless on the cubic schedule), then fake quantization."""
+    unstructured pruning (unless on the cubic schedule), and fake quantization for QAT."""
     prune, quant = cfg.compression.prune, cfg.compression.quant
     if prune.method == "structured":
-        apply_structured(model, prune.sparsity, task.example_input(1), prune.exclude)
+        apply_structured(model, prune.sparsity, task.example_input(1), prune_exclude(model, cfg))
     elif prune.method == "unstructured" and prune.schedule == "oneshot":
-        apply_unstructured(model, prune.sparsity, prune.scope, prune.exclude)
-    if quant.bits < 32:
-        prepare_fake_quant(model, quant.bits, quant.activations)
-        if quant.activations and calib_data is not None:
-            calibrate(model, calib_data, quant.calibration_batches)
+        apply_unstructured(model, prune.sparsity, prune.scope, prune_exclude(model, cfg))
+    if quant.bits < 32 and quant.mode == "qat":
+        model = add_fake_quant(model, cfg, task)
     return model
 
 
@@ -74,17 +98,17 @@ class CompressionHooks:
     def transform(self, model: nn.Module, task: Task) -> nn.Module:
         cfg = ExperimentConfig.model_validate(self.config)
         model.load_state_dict(load_model_state(Path(self.dense_weights)))
-        calib = calibration_batches(task, cfg)
-        model = compress_for_training(model, cfg, task, calib)
+        exclude = prune_exclude(model, cfg)
+        model = compress_for_training(model, cfg, task)
         prune = cfg.compression.prune
         if prune.method == "unstructured" and prune.schedule == "cubic":
             total = max(1, self.steps_per_epoch * cfg.finetune.epochs)
             self.pruner = GradualPruner(
                 final_sparsity=prune.sparsity,
-                total_steps=int(total * 0.75),
+                total_steps=max(1, int(total * prune.ramp_fraction)),
                 frequency=max(1, self.steps_per_epoch // 4),
                 scope=prune.scope,
-                exclude=tuple(prune.exclude),
+                exclude=tuple(exclude),
             )
         elif prune.method == "unstructured":
             self.masks = zero_masks(model)
@@ -98,19 +122,18 @@ class CompressionHooks:
             apply_masks(unwrap(model), self.masks)
 
     def extra_metrics(self, model: nn.Module, epoch: int) -> dict[str, float]:
-        return {"sparsity": float(sparsity_report(unwrap(model))["sparsity"])}
+        cfg = ExperimentConfig.model_validate(self.config)
+        model = unwrap(model)
+        return {"sparsity": float(sparsity_report(model, prune_exclude(model, cfg))["sparsity"])}
 
 
-def calibration_batches(task: Task, cfg: ExperimentConfig) -> list[Tensor] | None:
-    """Training-split batches for activation observers (never the test split)."""
-    if not cfg.compression.quant.activations or cfg.compression.quant.bits == 32:
-        return None
+def calibration_batches(task: Task, cfg: ExperimentConfig) -> list[Tensor]:
+    """Training-split batches for activation observers and static quantization (never
+    the validation or test split)."""
     x = task.load_splits(cfg.trainable.data_seed).train.tensors[0]
     size = cfg.train.batch_size
-    return [
-        x[i : i + size]
-        for i in range(0, min(len(x), size * cfg.compression.quant.calibration_batches), size)
-    ]
+    limit = min(len(x), size * cfg.compression.quant.calibration_batches)
+    return [x[i : i + size] for i in range(0, limit, size)]
 
 
 @dataclass
@@ -121,19 +144,22 @@ class Deployable:
     kind: str  # fp32 | int8 | fake-quant | torchao
 
 
-def finalize(model: nn.Module, cfg: ExperimentConfig, device_type: str = "cpu") -> Deployable:
-    """The model as it would ship: real low-bit kernels where they exist, else simulated."""
-    model = unwrap(model).eval()
+def finalize(
+    model: nn.Module, cfg: ExperimentConfig, task: Task, device_type: str = "cpu"
+) -> Deployable:
+    """The model as it would ship: real low-bit kernels where they exist, else simulated.
+    ``ptq`` quantizes here, after any fine-tuning (the input model is not changed)."""
+    model = copy.deepcopy(unwrap(model)).eval()
     quant = cfg.compression.quant
     if quant.bits == 32:
-        return Deployable(model, DENSE_BACKEND, False, "fp32")
+        return Deployable(model, TORCH_FP32, False, "fp32")
     backend = real_kernel_for(quant.bits, device_type) if quant.real_kernel else None
-    if backend == "int8-x86":
-        return Deployable(convert_int8_dynamic(model), backend, False, "int8")
-    if backend and backend.startswith("torchao"):
-        from accelab.compress.quant import strip_fake_quant
-
+    if backend is not None and backend.startswith("torchao"):
         return Deployable(
             convert_torchao(strip_fake_quant(model), quant.bits), backend, False, "torchao"
         )
+    if backend is not None:  # quantizes the weights itself (a qat model's wrappers are stripped)
+        return Deployable(convert_int8_dynamic(model), backend, False, "int8")
+    if not has_fake_quant(model):  # ptq: quantize the fine-tuned fp32 weights now
+        model = add_fake_quant(model, cfg, task).eval()
     return Deployable(model, SIMULATED_BACKEND, True, "fake-quant")

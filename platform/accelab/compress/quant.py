@@ -21,12 +21,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
 
+from accelab.backends import SIMULATED, TORCH_INT8
 from accelab.compress.errors import CompressionError
 from accelab.compress.prune import check_layer_names, prunable_layers
 
 Observer = Literal["minmax", "moving_average"]
-INT8_CPU_BACKEND = "int8-x86"
-SIMULATED_BACKEND = "fake-quant (simulated)"
+INT8_CPU_BACKEND = TORCH_INT8
+SIMULATED_BACKEND = SIMULATED
 _EPS = 1e-12
 
 

@@ -1,37 +1,68 @@
-"""Cross-field checks that need more than one key, or the trainable itself."""
+"""Cross-field checks that need more than one key, or the trainable itself.
+
+Every sweep point goes through the same checks as a single config: each grid value,
+each choice, both ends of every range, and each hand-picked variant, combined, so that
+``accelab validate`` and the sweep's pre-flight catch a trial that would fail (or do
+nothing) before any baseline is trained.
+"""
 
 from __future__ import annotations
 
 import copy
+import itertools
+import json
 from typing import Any
 
+import torch
 from torch import nn
 
 from accelab.config.schema import ExperimentConfig
 from accelab.registry import UnknownTrainable, resolve_task
 
+MAX_POINTS = 2000  # a bigger sweep is checked one dimension at a time
 
-def model_errors(cfg: ExperimentConfig) -> list[str]:
-    """Trainable resolves, its model builds, and every named layer exists."""
+
+def build_on_meta(cfg: ExperimentConfig) -> nn.Module:
+    """Build the configured model without allocating weights (shapes only)."""
+    task = resolve_task(cfg.trainable.name)
+    with torch.device("meta"):
+        return task.build_model(cfg.trainable.model, **cfg.trainable.model_args)
+
+
+def model_errors(cfg: ExperimentConfig, cache: dict[str, Any] | None = None) -> list[str]:
+    """Trainable resolves, its model builds, and every named layer exists and keeps a channel."""
     try:
         task = resolve_task(cfg.trainable.name)
     except UnknownTrainable as exc:
         return [f"trainable.name: {exc}"]
     if cfg.trainable.model not in task.models:
         return [f"trainable.model: {cfg.trainable.model!r} not in {sorted(task.models)}"]
-    try:
-        model = task.build_model(cfg.trainable.model, **cfg.trainable.model_args)
-    except TypeError as exc:
-        return [f"trainable.model_args: {exc}"]
+    key = json.dumps(cfg.trainable.model_dump(), sort_keys=True, default=str)
+    cache = {} if cache is None else cache
+    if key not in cache:
+        try:
+            cache[key] = build_on_meta(cfg)
+        except Exception as exc:
+            cache[key] = (
+                f"trainable.model_args: building {cfg.trainable.name}/{cfg.trainable.model} with "
+                f"{cfg.trainable.model_args} raised {type(exc).__name__}: {exc}"
+            )
+    model = cache[key]
+    if isinstance(model, str):
+        return [model]
+    return layer_errors(model, cfg)
+
+
+def layer_errors(model: nn.Module, cfg: ExperimentConfig) -> list[str]:
     problems = []
     layers = {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear | nn.Conv2d)}
-    missing = [n for n in cfg.compression.prune.exclude if n not in layers]
+    prune = cfg.compression.prune
+    missing = [n for n in prune.exclude if n not in layers]
     if missing:
         problems.append(
             f"compression.prune.exclude: no such layer {missing}; layers are {sorted(layers)}"
         )
-    prune = cfg.compression.prune
-    if prune.method == "structured":
+    if prune.method == "structured" and layers:
         output_layer = list(layers)[-1]
         for name, layer in layers.items():
             if name == output_layer or name in prune.exclude:
@@ -50,9 +81,9 @@ def training_errors(cfg: ExperimentConfig) -> list[str]:
     prune, quant = cfg.compression.prune, cfg.compression.quant
     if quant.mode == "qat" and (quant.bits == 32 or cfg.finetune.epochs == 0):
         problems.append("compression.quant.mode: qat needs quant.bits < 32 and finetune.epochs > 0")
-    if prune.schedule == "cubic" and (prune.method == "none" or cfg.finetune.epochs == 0):
+    if prune.schedule == "cubic" and (prune.method != "unstructured" or cfg.finetune.epochs == 0):
         problems.append(
-            "compression.prune.schedule: cubic needs a prune.method and finetune.epochs > 0"
+            "compression.prune.schedule: cubic needs prune.method=unstructured and finetune.epochs > 0"
         )
     if prune.method != "none" and prune.sparsity == 0:
         problems.append("compression.prune.sparsity: must be > 0 when prune.method is set")
@@ -64,27 +95,66 @@ def training_errors(cfg: ExperimentConfig) -> list[str]:
     return problems
 
 
-def assignment_error(base: dict[str, Any], values: dict[str, Any]) -> str | None:
-    """Why setting ``values`` (dotted keys) on ``base`` gives an invalid config, or None."""
+def point_values(dist) -> list[Any]:
+    """The values of one search dimension worth checking: all listed, or both range ends."""
+    if dist.kind in ("grid", "choice"):
+        return list(getattr(dist, dist.kind))
+    low, high = getattr(dist, dist.kind)
+    return [low, high - 1 if dist.kind == "randint" else high]
+
+
+def sweep_points(cfg: ExperimentConfig) -> list[tuple[str, str, dict[str, Any]]]:
+    """(key, description, dotted assignments) of every point to check: each value of each
+    dimension alone, then the full product of the dimensions (unless too large). ``key``
+    names where the point comes from (``sweep.variants[i]`` or ``sweep.space.<key>``)."""
+    sweep = cfg.sweep
+    dims = [
+        [(f"sweep.space.{k}", f"{k}={v!r}", {k: v}) for v in point_values(d)]
+        for k, d in sweep.space.items()
+    ]
+    dims = [d for d in dims if d]
+    if sweep.variants:
+        dims.append([(f"sweep.variants[{i}]", "", dict(v)) for i, v in enumerate(sweep.variants)])
+    singles = [(p,) for d in dims for p in d]  # each value alone first: it names the culprit
+    size = 1
+    for d in dims:
+        size *= len(d)
+    combos = singles + (
+        list(itertools.product(*dims)) if len(dims) > 1 and size <= MAX_POINTS else []
+    )
+    points = []
+    for combo in combos:
+        key = next((k for k, _, _ in combo if k.startswith("sweep.variants")), combo[0][0])
+        where = ", ".join(text for _, text, _ in combo if text)
+        values: dict[str, Any] = {}
+        for _, _, assignment in combo:
+            values.update(assignment)
+        points.append((key, where, values))
+    return points
+
+
+def point_errors(base: dict[str, Any], values: dict[str, Any], cache: dict) -> list[str]:
+    """Why the config with ``values`` set is invalid (schema, then cross-field)."""
     from pydantic import ValidationError
 
-    from accelab.config.loader import format_validation_error, set_dotted
+    from accelab.config.loader import set_dotted, validation_problems
     from accelab.errors import ConfigError
 
-    trial = copy.deepcopy(base)
+    data = copy.deepcopy(base)
     try:
         for key, value in values.items():
-            set_dotted(trial, key.split("."), value)
-        ExperimentConfig.model_validate(trial)
+            set_dotted(data, key.split("."), value)
+        cfg = ExperimentConfig.model_validate(data)
     except ValidationError as exc:
-        return "; ".join(line.split(": ", 1)[1] for line in format_validation_error(exc, "x"))
+        return [f"{key}: {msg}" for key, msg in validation_problems(exc)]
     except ConfigError as exc:
-        return "; ".join(exc.messages)
-    return None
+        return list(exc.messages)
+    return training_errors(cfg) + model_errors(cfg, cache)
 
 
-def sweep_errors(cfg: ExperimentConfig) -> list[str]:
-    """Every searched key exists and every value it can take validates."""
+def sweep_errors(cfg: ExperimentConfig, known: tuple[str, ...] = ()) -> list[str]:
+    """Every searched key exists and every point of the sweep is a valid config. Problems
+    in ``known`` (already reported for the base config) are not repeated per point."""
     if cfg.sweep is None:
         return []
     problems = []
@@ -95,33 +165,34 @@ def sweep_errors(cfg: ExperimentConfig) -> list[str]:
         grids = [f"sweep.space.{k}" for k, d in sweep.space.items() if d.kind == "grid"]
         grids += ["sweep.variants"] if sweep.variants else []
         problems += [f"{g}: grids are not supported by search=optuna; use choice" for g in grids]
-    base = cfg.model_dump(exclude={"sweep"})
-    for key, dist in cfg.sweep.space.items():
-        if dist.kind in ("grid", "choice"):
-            values = list(getattr(dist, dist.kind))
-            if not values:
-                problems.append(f"sweep.space.{key}.{dist.kind}: empty list")
-        else:
+    for key, dist in sweep.space.items():
+        if dist.kind in ("grid", "choice") and not getattr(dist, dist.kind):
+            problems.append(f"sweep.space.{key}.{dist.kind}: empty list")
+        elif dist.kind not in ("grid", "choice"):
             low, high = getattr(dist, dist.kind)
             if not low < high:
                 problems.append(
                     f"sweep.space.{key}.{dist.kind}: low must be < high, got [{low}, {high}]"
                 )
-            values = [low, high - 1 if dist.kind == "randint" else high]
-        for value in values:
-            if why := assignment_error(base, {key: value}):
-                problems.append(f"sweep.space.{key}: value {value!r} is invalid: {why}")
-                break
-    for i, variant in enumerate(cfg.sweep.variants):
-        overlap = sorted(set(variant) & set(cfg.sweep.space))
+    for i, variant in enumerate(sweep.variants):
+        overlap = sorted(set(variant) & set(sweep.space))
         if overlap:
             problems.append(
                 f"sweep.variants[{i}]: {overlap} also in sweep.space; set each key in one place"
             )
-        elif why := assignment_error(base, variant):
-            problems.append(f"sweep.variants[{i}]: {why}")
+    if problems:
+        return problems
+    base = cfg.model_dump(exclude={"sweep"})
+    cache: dict[str, Any] = {}
+    seen: set[str] = set(known)
+    for key, where, values in sweep_points(cfg):
+        for why in point_errors(base, values, cache):
+            if why not in seen:  # one line per distinct problem, naming the first point with it
+                seen.add(why)
+                problems.append(f"{key}: {'at ' + where + ': ' if where else ''}{why}")
     return problems
 
 
 def semantic_errors(cfg: ExperimentConfig) -> list[str]:
-    return training_errors(cfg) + model_errors(cfg) + sweep_errors(cfg)
+    problems = training_errors(cfg) + model_errors(cfg)
+    return problems + sweep_errors(cfg, tuple(problems))

@@ -8,11 +8,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 PositiveInt = Annotated[int, Field(ge=1)]
 NonNegInt = Annotated[int, Field(ge=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]
+# Upper bounds where a typo (1e9 epochs, 10000 workers) would otherwise run for days.
+Epochs = Annotated[int, Field(ge=1, le=10_000)]
+BatchSize = Annotated[int, Field(ge=1, le=65_536)]
+Count = Annotated[int, Field(ge=1, le=100_000)]
+LearningRate = Annotated[float, Field(gt=0, le=10)]
 
 
 class Section(BaseModel):
@@ -27,25 +32,31 @@ class TrainableConfig(Section):
 
 
 class TrainConfig(Section):
-    epochs: PositiveInt = 10
-    batch_size: PositiveInt = Field(64, description="Per-worker batch size.")
-    lr: PositiveFloat = 1e-3
+    epochs: Epochs = 10
+    batch_size: BatchSize = Field(64, description="Per-worker batch size.")
+    lr: LearningRate = 1e-3
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
     momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
     weight_decay: Annotated[float, Field(ge=0)] = 0.0
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto",
-        description="auto: bf16 on CUDA with bf16 / CPUs with AMX or avx512_bf16, else fp32.",
+        description="auto: time a few training steps of this model on this device in each "
+        "precision and keep the fastest that trains stably (cached per model and device).",
+    )
+    schedule: Literal["constant", "cosine"] = Field(
+        "constant", description="Learning-rate schedule over all training steps."
     )
     seed: int = 0
 
 
 class ScalingSection(Section):
-    num_workers: PositiveInt = Field(2, description="DDP workers (Ray Train).")
+    num_workers: Annotated[int, Field(ge=1, le=4096)] = Field(
+        2, description="DDP workers (Ray Train)."
+    )
     use_gpu: bool = False
-    cpus_per_worker: PositiveFloat = 1.0
-    gpus_per_worker: Annotated[float, Field(ge=0)] = 1.0
-    threads_per_worker: PositiveInt | Literal["auto"] = Field(
+    cpus_per_worker: Annotated[float, Field(gt=0, le=1024)] = 1.0
+    gpus_per_worker: Annotated[float, Field(ge=0, le=64)] = 1.0
+    threads_per_worker: Annotated[int, Field(ge=1, le=1024)] | Literal["auto"] = Field(
         "auto", description="torch intra-op threads per worker; auto = cpus_per_worker."
     )
     placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
@@ -60,10 +71,10 @@ class RunSection(Section):
         "./accelab_results",
         description="Checkpoints and Ray results (shared storage on a cluster).",
     )
-    max_failures: Annotated[int, Field(ge=-1)] = Field(
+    max_failures: Annotated[int, Field(ge=-1, le=1000)] = Field(
         1, description="Worker-group restarts; -1 = forever."
     )
-    checkpoints_to_keep: PositiveInt = 2
+    checkpoints_to_keep: Annotated[int, Field(ge=1, le=1000)] = 2
 
 
 class TrackingConfig(Section):
@@ -93,15 +104,27 @@ class PruneConfig(Section):
     schedule: Literal["oneshot", "cubic"] = Field(
         "oneshot", description="cubic: Zhu & Gupta gradual pruning during fine-tuning."
     )
+    ramp_fraction: Annotated[float, Field(gt=0, le=1)] = Field(
+        0.5,
+        description="cubic: the schedule reaches the target sparsity after this fraction of "
+        "the fine-tuning steps; the rest are recovery at the final sparsity.",
+    )
+    prune_output_layer: bool = Field(
+        False,
+        description="unstructured: also prune the output layer (structured pruning never "
+        "removes its outputs). Off: its few weights matter most per weight.",
+    )
 
 
 class QuantConfig(Section):
     bits: Literal[2, 3, 4, 5, 6, 7, 8, 32] = Field(32, description="32 = no quantization.")
     mode: Literal["ptq", "qat"] = Field("ptq", description="qat needs finetune.epochs > 0.")
     activations: bool = False
-    calibration_batches: PositiveInt = 8
+    calibration_batches: Annotated[int, Field(ge=1, le=10_000)] = Field(
+        8, description="Training-split batches for activation ranges / static quantization."
+    )
     real_kernel: bool = Field(
-        True, description="Run on a real low-bit kernel where one exists (int8-x86 on CPU)."
+        True, description="Run on a real low-bit kernel where one exists (torch-int8-x86 on CPU)."
     )
 
 
@@ -111,17 +134,26 @@ class CompressionConfig(Section):
 
 
 class FinetuneConfig(Section):
-    epochs: NonNegInt = 0
-    lr: PositiveFloat | None = Field(None, description="Default: train.lr / 10.")
+    epochs: Annotated[int, Field(ge=0, le=10_000)] = 0
+    lr: LearningRate = Field(
+        2e-3, description="Peak fine-tuning learning rate (see schedule); measured on digits."
+    )
+    schedule: Literal["constant", "cosine"] = Field(
+        "cosine", description="cosine: decays to zero over the fine-tune (recovers best)."
+    )
 
 
 class MeasureConfig(Section):
-    batch_size: PositiveInt = 64
-    threads: PositiveInt = Field(1, description="torch intra-op threads while measuring latency.")
-    warmup: PositiveInt = Field(10, description="Untimed runs before timing (real kernels warm).")
-    repeats: PositiveInt = 50
-    rounds: PositiveInt = Field(
-        3, description="Alternating baseline/variant rounds; medians over rounds are reported."
+    batch_size: BatchSize = 64
+    threads: Annotated[int, Field(ge=1, le=1024)] = Field(
+        1, description="Intra-op threads while measuring latency."
+    )
+    warmup: Count = Field(10, description="Untimed runs before timing (real kernels warm).")
+    repeats: Count = Field(50, description="Timed runs per round.")
+    rounds: Annotated[int, Field(ge=1, le=1000)] = Field(
+        5,
+        description="Alternating baseline/variant rounds: the speedup is the median of the "
+        "per-round ratios, shown with their min-max.",
     )
 
 
@@ -156,8 +188,8 @@ class Constraints(Section):
 
 class SweepConfig(Section):
     search: Literal["grid", "random", "optuna"] = "grid"
-    num_samples: PositiveInt = Field(1, description="grid: repeats of the grid; else trials.")
-    max_concurrent_trials: PositiveInt = 1
+    num_samples: Count = Field(1, description="grid: repeats of the grid; else trials.")
+    max_concurrent_trials: Annotated[int, Field(ge=1, le=1024)] = 1
     scheduler: Literal["none", "asha"] = "none"
     space: dict[str, Distribution] = Field(default_factory=dict)
     variants: list[dict[str, Any]] = Field(
@@ -183,6 +215,13 @@ class ExperimentConfig(Section):
     finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
     measure: MeasureConfig = Field(default_factory=MeasureConfig)
     sweep: SweepConfig | None = None
+    _sources: Any = PrivateAttr(default=None)  # where each key came from (set by load_config)
+
+    def labelled(self, key: str) -> str:
+        """``key`` prefixed with where its value came from (the file or an override), so
+        that an error found after loading still names it."""
+        source = self._sources.of(key) if self._sources is not None else None
+        return f"{source}: {key}" if source else key
 
     @property
     def run_name(self) -> str:

@@ -10,7 +10,7 @@ from ray.tune import Callback
 
 def knobs(config: dict[str, Any]) -> str:
     from accelab.sweep.space import assignments
-    from accelab.sweep.summary import short
+    from accelab.sweep.table import short
 
     return " ".join(
         f"{k.split('.')[-1]}={short(str(v))}" for k, v in sorted(assignments(config).items())
@@ -19,21 +19,16 @@ def knobs(config: dict[str, Any]) -> str:
 
 class SweepProgress(Callback):
     """Prints one line when a trial starts and one when it ends, with the best so far:
-    the fastest measured trial within the accuracy constraint."""
+    the fastest measured trial within the quality constraint (on validation)."""
 
     def __init__(
         self,
         total: int,
-        baseline_accuracy: float,
+        metric: str,
         max_drop: float,
         echo: Callable[[str], None] = print,
     ):
-        self.total, self.baseline, self.max_drop, self.echo = (
-            total,
-            baseline_accuracy,
-            max_drop,
-            echo,
-        )
+        self.total, self.metric, self.max_drop, self.echo = total, metric, max_drop, echo
         self.done: set[str] = set()
         self.running: set[str] = set()
         self.last: dict[str, dict[str, Any]] = {}
@@ -50,22 +45,29 @@ class SweepProgress(Callback):
         if "status" in result:
             self.last[trial.trial_id] = result
 
+    def describe(self, trial_id: str, r: dict[str, Any]) -> str:
+        m = self.metric
+        speed = "n/a (simulated)"
+        if "speedup" in r:
+            speed = (
+                f"{r['speedup']:.2f}x ({r.get('speedup_lo', 0):.2f}-{r.get('speedup_hi', 0):.2f})"
+            )
+            if r[f"val_{m}_drop"] <= self.max_drop and (
+                self.best is None or r["speedup"] > self.best[0]
+            ):
+                self.best = (r["speedup"], trial_id)
+        return (
+            f"{m} {r[m]:.4f} (drop {r[f'{m}_drop'] * 100:+.2f} [{r[f'{m}_drop_lo'] * 100:+.2f},"
+            f"{r[f'{m}_drop_hi'] * 100:+.2f}]) speedup {speed} size {r['size_ratio']:.2f}x "
+            f"[{r['backend']}]"
+        )
+
     def _finish(self, trial, outcome: str) -> None:
         self.running.discard(trial.trial_id)
         self.done.add(trial.trial_id)
         r = self.last.get(trial.trial_id, {})
         if r.get("status") == "ok" and r.get("stage") == "final":
-            speed = f"{r['speedup']:.2f}x" if "speedup" in r else "n/a (simulated)"
-            outcome = (
-                f"acc {r['accuracy']:.4f} ({-r['accuracy_drop'] * 100:+.2f} pts) "
-                f"speedup {speed} size {r['size_ratio']:.2f}x [{r['backend']}]"
-            )
-            if (
-                "speedup" in r
-                and r["val_accuracy_drop"] <= self.max_drop
-                and (self.best is None or r["speedup"] > self.best[0])
-            ):
-                self.best = (r["speedup"], trial.trial_id)
+            outcome = self.describe(trial.trial_id, r)
         elif r.get("status", "ok") != "ok":
             outcome = r["status"]
         best = f" | best so far: {self.best[1]} {self.best[0]:.2f}x" if self.best else ""

@@ -6,10 +6,15 @@ from typing import Any
 
 from accelab.config.schema import Distribution, SweepConfig
 
-# Objectives for multi-objective search: measured accuracy up, latency down.
-OBJECTIVES = ("val_accuracy", "search_latency_ms")  # validation: the test split is not for search
-MODES = ("max", "min")
+# Objectives for multi-objective search: validation quality (the test split is not for
+# search) and measured latency of the compressed model.
+SEARCH_QUALITY = "search_quality"
+OBJECTIVES = (SEARCH_QUALITY, "search_latency_ms")
 VARIANT_KEY = "variant"
+
+
+def quality_mode(higher_is_better: bool) -> str:
+    return "max" if higher_is_better else "min"
 
 
 def tune_domain(dist: Distribution) -> Any:
@@ -44,7 +49,7 @@ def assignments(values: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def search_alg(sweep: SweepConfig, seed: int):
+def search_alg(sweep: SweepConfig, seed: int, higher_is_better: bool = True):
     """Tune's variant generator (grid, or seeded random sampling) or Optuna's
     multi-objective search (NSGA-II over accuracy and measured latency)."""
     if sweep.search != "optuna":
@@ -61,20 +66,22 @@ def search_alg(sweep: SweepConfig, seed: int):
     from ray.tune.search import ConcurrencyLimiter
 
     searcher = OptunaSearch(
-        metric=list(OBJECTIVES), mode=list(MODES), sampler=optuna.samplers.NSGAIISampler(seed=seed)
+        metric=list(OBJECTIVES),
+        mode=[quality_mode(higher_is_better), "min"],
+        sampler=optuna.samplers.NSGAIISampler(seed=seed),
     )
     return ConcurrencyLimiter(searcher, max_concurrent=sweep.max_concurrent_trials)
 
 
-def scheduler(sweep: SweepConfig, max_epochs: int):
-    """ASHA on validation accuracy: cuts fine-tuning trials that lag their rung."""
+def scheduler(sweep: SweepConfig, max_epochs: int, higher_is_better: bool = True):
+    """ASHA on validation quality: cuts fine-tuning trials that lag their rung."""
     if sweep.scheduler != "asha":
         return None
     from ray.tune.schedulers import ASHAScheduler
 
     return ASHAScheduler(
-        metric="finetune_val_accuracy",
-        mode="max",
+        metric=SEARCH_QUALITY,
+        mode=quality_mode(higher_is_better),
         time_attr="training_iteration",
         max_t=max(2, max_epochs + 2),
         grace_period=1,

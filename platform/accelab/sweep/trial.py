@@ -16,11 +16,11 @@ from typing import Any
 from accelab.config.loader import set_dotted
 from accelab.config.schema import ExperimentConfig
 from accelab.pareto import Constraints, TrialPoint, violations
-from accelab.sweep.space import assignments
+from accelab.sweep.space import SEARCH_QUALITY, assignments
 from accelab.variant import MB, StopVariant, VariantResult
+from accelab.variant_log import STATUS_TAG
 
 TRIAL_TAG = "accelab.trial_id"
-STATUS_TAG = "accelab.status"
 
 
 @dataclass(frozen=True)
@@ -32,11 +32,11 @@ class SweepContext:
     tracking_uri: str
     parent_run_id: str
     sweep_name: str
-    baseline_accuracy: float
+    metric: str = "accuracy"
 
 
-def trial_config(ctx: SweepContext, values: dict[str, Any]) -> ExperimentConfig:
-    data = copy.deepcopy({k: v for k, v in ctx.base_config.items() if k != "sweep"})
+def trial_config(base_config: dict[str, Any], values: dict[str, Any]) -> ExperimentConfig:
+    data = copy.deepcopy({k: v for k, v in base_config.items() if k != "sweep"})
     for key, value in assignments(values).items():
         set_dotted(data, key.split("."), value)
     return ExperimentConfig.model_validate(data)
@@ -49,7 +49,7 @@ def child_run(
     from mlflow.entities import Param
     from mlflow.tracking import MlflowClient
 
-    from accelab.train import start_mlflow_run
+    from accelab.runs import start_mlflow_run, variant_name
 
     client = MlflowClient(ctx.tracking_uri)
     parent = client.get_run(ctx.parent_run_id)
@@ -60,8 +60,10 @@ def child_run(
     if found:
         return found[0].info.run_id, found[0].data.tags.get(STATUS_TAG, "running")
     tags = {TRIAL_TAG: trial_id, STATUS_TAG: "running"}
-    name = f"{ctx.sweep_name}-{trial_id}"
-    run_id = start_mlflow_run(cfg, ctx.tracking_uri, name, "trial", ctx.parent_run_id, tags)
+    ray_name = f"{ctx.sweep_name}-{trial_id}"
+    run_id = start_mlflow_run(
+        cfg, ctx.tracking_uri, ray_name, "trial", ctx.parent_run_id, tags, variant_name(cfg)
+    )
     searched = assignments(values)
     client.log_batch(run_id, params=[Param(f"searched.{k}", str(v)) for k, v in searched.items()])
     return run_id, "running"
@@ -69,35 +71,26 @@ def child_run(
 
 def early_stop_reason(pre: VariantResult, cfg: ExperimentConfig, c: Constraints) -> str | None:
     """Latency and size are final once compressed: a trial that already breaks them is
-    not worth fine-tuning. Accuracy is judged only at the end."""
+    not worth fine-tuning. Quality is judged only at the end."""
     m = pre.measurement
-    point = TrialPoint(
-        "pre",
-        float("inf"),
-        None if m.simulated else m.latency_p50_ms,
-        m.size_bytes / MB,
-        m.simulated,
-    )
-    broken = [v for v in violations(point, 0.0, c) if not v.startswith("accuracy")]
     if m.simulated and c.max_latency_ms is not None:
-        broken = [
-            f"latency n/a (simulated, no real {cfg.compression.quant.bits}-bit kernel) with max_latency_ms set"
-        ]
-    if not broken:
-        return None
-    return "stopped before fine-tuning: " + "; ".join(broken)
+        bits = cfg.compression.quant.bits
+        return f"stopped before fine-tuning: latency n/a (simulated, no real {bits}-bit kernel) with max_latency_ms set"
+    point = TrialPoint("pre", 0.0, m.latency_p50_ms, m.size_bytes / MB, selection_drop=0.0)
+    broken = violations(point, c)
+    return "stopped before fine-tuning: " + "; ".join(broken) if broken else None
 
 
 def tune_metrics(
-    metrics: dict[str, float], backend: str, status: str, stage: str
+    metrics: dict[str, float], metric: str, backend: str, status: str, stage: str
 ) -> dict[str, Any]:
     """What Tune sees (searcher, scheduler, progress line); MLflow keeps the full record.
 
-    ``val_accuracy`` is the compressed model's validation accuracy (ASHA's signal; the
-    test split is never used for selection)."""
+    ``search_quality`` is the compressed model's validation metric (the test split is
+    never used for selection)."""
     return {
         **metrics,
-        "finetune_val_accuracy": metrics["val_accuracy"],
+        SEARCH_QUALITY: metrics[f"val_{metric}"],
         # Optuna needs a number for every trial: a simulated variant runs on float kernels here.
         "search_latency_ms": metrics.get("latency_p50_ms", metrics.get("baseline_latency_p50_ms")),
         "backend": backend,
@@ -106,18 +99,38 @@ def tune_metrics(
     }
 
 
-def stage_report_callback(carry: dict[str, Any]):
+def stage_report_callback(carry: dict[str, Any], metric: str):
     """Ray Train -> Tune per-epoch results, each carrying the trial's latest measured
-    values (accuracy, latency of the compressed model): searchers and schedulers need
-    their metrics in every result, and these are the numbers known at that point."""
+    values (quality, latency of the compressed model) and the epoch's validation metric as
+    ``search_quality``: searchers and schedulers need their metrics in every result."""
     from ray.tune.integration.ray_train import TuneReportCallback
+
+    from accelab.variant import FINETUNE_PREFIX
 
     class StageReportCallback(TuneReportCallback):
         def after_report(self, run_context, metrics, checkpoint):
-            merged = [{**carry, **m, "stage": "finetuning"} for m in metrics]
+            merged = [
+                {
+                    **carry,
+                    **m,
+                    SEARCH_QUALITY: m[f"{FINETUNE_PREFIX}val_{metric}"],
+                    "stage": "finetuning",
+                }
+                for m in metrics
+            ]
             super().after_report(run_context, merged, checkpoint)
 
     return StageReportCallback()
+
+
+def record_stop(client, run_id: str, pre: VariantResult, reason: str) -> None:
+    from accelab.tracking import log_metrics_once
+    from accelab.variant_log import log_variant_tags
+
+    log_metrics_once(client, run_id, 0, pre.metrics)
+    log_variant_tags(client, run_id, pre)
+    client.set_tag(run_id, STATUS_TAG, reason)
+    client.set_terminated(run_id, "KILLED")
 
 
 def sweep_trial(config: dict[str, Any], ctx: SweepContext) -> None:
@@ -125,30 +138,26 @@ def sweep_trial(config: dict[str, Any], ctx: SweepContext) -> None:
     from mlflow.tracking import MlflowClient
     from ray import tune
 
-    from accelab.tracking import log_metrics_once
     from accelab.variant import run_variant
 
     trial_id = tune.get_context().get_trial_id()
-    cfg = trial_config(ctx, config)
+    cfg = trial_config(ctx.base_config, config)
     run_id, status = child_run(ctx, cfg, trial_id, config)
     client = MlflowClient(ctx.tracking_uri)
     if status == "ok":  # finished before an interrupted sweep saved its state: don't redo it
         done = client.get_run(run_id).data
-        tune.report(tune_metrics(done.metrics, done.tags.get("accelab.backend", ""), "ok", "final"))
+        backend = done.tags.get("accelab.backend", "")
+        tune.report(tune_metrics(done.metrics, ctx.metric, backend, "ok", "final"))
         return
     constraints = Constraints(**ctx.base_config["sweep"]["constraints"])
     carry: dict[str, Any] = {}  # filled before the TorchTrainer (and this callback) is built
-    callback = stage_report_callback(carry)
 
     def on_compressed(pre: VariantResult) -> None:
         reason = early_stop_reason(pre, cfg, constraints)
-        metrics = tune_metrics(pre.metrics, pre.measurement.backend, reason or "ok", "compressed")
+        backend = pre.measurement.backend
+        metrics = tune_metrics(pre.metrics, ctx.metric, backend, reason or "ok", "compressed")
         if reason:
-            log_metrics_once(client, run_id, 0, pre.metrics)
-            client.set_tag(run_id, "accelab.backend", pre.measurement.backend)
-            client.set_tag(run_id, "accelab.simulated", str(pre.measurement.simulated).lower())
-            client.set_tag(run_id, STATUS_TAG, reason)
-            client.set_terminated(run_id, "KILLED")
+            record_stop(client, run_id, pre, reason)
             tune.report(metrics)
             raise StopVariant(reason)
         if cfg.finetune.epochs > 0:
@@ -159,7 +168,7 @@ def sweep_trial(config: dict[str, Any], ctx: SweepContext) -> None:
         result = run_variant(
             cfg, Path(ctx.dense_dir), tracking_uri=ctx.tracking_uri, run_id=run_id,
             ray_name=f"{ctx.sweep_name}-{trial_id}", on_compressed=on_compressed,
-            train_callbacks=[callback],
+            train_callbacks=[stage_report_callback(carry, ctx.metric)],
         )  # fmt: skip
     except StopVariant:
         return
@@ -168,4 +177,5 @@ def sweep_trial(config: dict[str, Any], ctx: SweepContext) -> None:
         client.set_terminated(run_id, "FAILED")
         raise
     client.set_terminated(run_id, "FINISHED")
-    tune.report(tune_metrics(result.metrics, result.measurement.backend, "ok", "final"))
+    backend = result.measurement.backend
+    tune.report(tune_metrics(result.metrics, ctx.metric, backend, "ok", "final"))

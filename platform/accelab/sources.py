@@ -1,4 +1,7 @@
-"""Where a dense model comes from: a checkpoint dir, a Ray Train run dir, or an MLflow run."""
+"""Where a dense model comes from: a checkpoint dir, a Ray Train run dir, or an MLflow run.
+
+``prepare_source`` resolves and checks it before any Ray work or MLflow run (errors exit 2).
+"""
 
 from __future__ import annotations
 
@@ -9,9 +12,9 @@ from typing import Any
 
 import yaml
 
-from accelab.checkpoint import META_FILE, MODEL_FILE, read_meta
 from accelab.config.schema import ExperimentConfig
 from accelab.errors import UsageError
+from accelab.training.checkpoint import META_FILE, MODEL_FILE, read_meta
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
@@ -24,7 +27,9 @@ def from_mlflow(run_id: str, tracking_uri: str, cache_root: Path) -> Path:
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri)
+    from accelab.tracking import tracking_store
+
+    client = MlflowClient(tracking_store(tracking_uri, f"--from runs:/{run_id}", must_exist=True))
     try:
         client.get_run(run_id)
     except MlflowException:
@@ -83,3 +88,38 @@ def check_same_trainable(directory: Path, cfg: ExperimentConfig) -> dict[str, An
             f"{ {k: want[k] for k in keys} } (trainable.*)"
         )
     return got
+
+
+def prepare_source(cfg: ExperimentConfig, source: str, tracking_uri: str) -> Path:
+    """The dense model's local checkpoint directory, checked against ``cfg``."""
+    from accelab.runs import storage_path
+
+    cache = (
+        Path(storage_path(cfg)) / "baselines"
+        if "://" not in cfg.run.storage_path
+        else Path(".accelab_cache").resolve()
+    )
+    dense_dir = resolve_dense_source(source, tracking_uri, cache)
+    check_same_trainable(dense_dir, cfg)
+    check_weights(dense_dir, cfg)
+    return dense_dir
+
+
+def check_weights(directory: Path, cfg: ExperimentConfig) -> None:
+    """The weights load into the configured model (right names and shapes), now rather
+    than after an MLflow run was created."""
+    from accelab.registry import resolve_task
+    from accelab.training.checkpoint import load_model_state
+
+    state = load_model_state(directory / MODEL_FILE)
+    model = resolve_task(cfg.trainable.name).build_model(
+        cfg.trainable.model, **cfg.trainable.model_args
+    )
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        lines = [line.strip() for line in str(exc).strip().splitlines()]
+        first = next((line for line in lines[1:] if line), lines[0])
+        raise UsageError(
+            f"{directory / MODEL_FILE}: does not fit the configured model ({first})"
+        ) from None

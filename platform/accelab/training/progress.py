@@ -8,18 +8,23 @@ from collections.abc import Callable
 
 from mlflow.tracking import MlflowClient
 
-COLUMNS = (
-    ("train_loss", "loss {:.4f}"),
-    ("val_accuracy", "val_acc {:.4f}"),
-    ("samples_per_s", "{:,.0f} samples/s"),
-    ("epoch_s", "{:.2f} s"),
-    ("test_accuracy", "test_acc {:.4f}"),
-)
+
+def columns(metric: str) -> tuple[tuple[str, str], ...]:
+    short = "acc" if metric == "accuracy" else metric
+    return (
+        ("train_loss", "loss {:.4f}"),
+        (f"val_{metric}", f"val_{short} {{:.4f}}"),
+        ("samples_per_s", "{:,.0f} samples/s"),
+        ("epoch_s", "{:.2f} s"),
+        (f"test_{metric}", f"test_{short} {{:.4f}}"),
+    )
 
 
-def format_epoch(step: int, epochs: int, values: dict[str, float], prefix: str = "") -> str:
+def format_epoch(
+    step: int, epochs: int, values: dict[str, float], prefix: str = "", metric: str = "accuracy"
+) -> str:
     parts = [f"epoch {step + 1}/{epochs}"]
-    parts += [fmt.format(values[prefix + k]) for k, fmt in COLUMNS if prefix + k in values]
+    parts += [fmt.format(values[prefix + k]) for k, fmt in columns(metric) if prefix + k in values]
     return "  ".join(parts)
 
 
@@ -34,14 +39,14 @@ class EpochProgress:
         echo: Callable[[str], None] = print,
         prefix: str = "",
         interval_s: float = 1.0,
+        metric: str = "accuracy",
     ):
         self.client = MlflowClient(tracking_uri)
         self.run_id, self.epochs, self.echo, self.prefix = run_id, epochs, echo, prefix
-        self.interval_s = interval_s
+        self.interval_s, self.metric = interval_s, metric
+        self.key = f"{prefix}val_{metric}"
         # A resumed run already has epochs and restarts recorded: report only what is new.
-        self.printed = {
-            m.step for m in self.client.get_metric_history(run_id, prefix + "val_accuracy")
-        }
+        self.printed = {m.step for m in self.client.get_metric_history(run_id, self.key)}
         self.restarts = self.client.get_run(run_id).data.tags.get("accelab.restarts", "0")
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name="accelab-progress")
@@ -51,8 +56,7 @@ class EpochProgress:
         if restarts != self.restarts:
             self.restarts = restarts
             self.echo(f"resumed from the last checkpoint (restart {restarts})")
-        key = self.prefix + "val_accuracy"
-        steps = sorted({m.step for m in self.client.get_metric_history(self.run_id, key)})
+        steps = sorted({m.step for m in self.client.get_metric_history(self.run_id, self.key)})
         new = [s for s in steps if s not in self.printed]
         if not new:
             return
@@ -62,7 +66,7 @@ class EpochProgress:
                 if m.step in by_step:
                     by_step[m.step][name] = m.value
         for step in new:
-            self.echo(format_epoch(step, self.epochs, by_step[step], self.prefix))
+            self.echo(format_epoch(step, self.epochs, by_step[step], self.prefix, self.metric))
             self.printed.add(step)
 
     def _run(self) -> None:

@@ -39,7 +39,10 @@ def save_model(model: nn.Module, path: Path) -> None:
 def load_model_state(path: Path) -> dict[str, torch.Tensor]:
     if not Path(path).is_file():
         raise UsageError(f"{path}: model weights not found")
-    return load_file(str(path))
+    try:
+        return load_file(str(path))
+    except Exception as exc:  # safetensors raises its own error types for truncated/bad files
+        raise UsageError(f"{path}: not a readable safetensors file ({exc})") from None
 
 
 def rng_state() -> dict[str, Any]:
@@ -77,7 +80,13 @@ def read_meta(directory: Path) -> dict[str, Any]:
     path = Path(directory) / META_FILE
     if not path.is_file():
         raise UsageError(f"{directory}: not an accelab checkpoint (no {META_FILE})")
-    return json.loads(path.read_text())
+    try:
+        meta = json.loads(path.read_text())
+    except (ValueError, OSError) as exc:
+        raise UsageError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(meta, dict):
+        raise UsageError(f"{path}: expected a JSON object, got {type(meta).__name__}")
+    return meta
 
 
 def load_checkpoint(

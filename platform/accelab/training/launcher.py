@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from accelab.config.schema import ExperimentConfig
-from accelab.errors import UsageError
-from accelab.train_loop import LoopHooks, LoopSettings, train_loop_per_worker
-
-KIND_TAG = "accelab.kind"
-RAY_RUN_TAG = "accelab.ray_run"
-BASE_TAG = "accelab.run_base"
+from accelab.errors import collect
+from accelab.runs import find_resumable, mark_failed, new_ray_name, start_mlflow_run, storage_path
+from accelab.training.loop import LoopHooks, LoopSettings, train_loop_per_worker
 
 
 @dataclass
@@ -26,59 +21,8 @@ class TrainOutcome:
     storage_path: str
 
 
-def storage_path(cfg: ExperimentConfig) -> str:
-    path = cfg.run.storage_path
-    return path if "://" in path else str(Path(path).expanduser().resolve())
-
-
 def _entry(config: dict[str, Any]) -> None:
     train_loop_per_worker(config["settings"])
-
-
-def find_resumable(
-    tracking_uri: str, cfg: ExperimentConfig, name: str | None, kind: str = "train"
-) -> tuple[str, str]:
-    """(mlflow run id, Ray run name) of the ``kind`` run to resume: ``name`` or the newest."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri)
-    exp = client.get_experiment_by_name(cfg.mlflow_experiment)
-    query = f"tags.`{KIND_TAG}` = '{kind}' and attributes.status != 'FINISHED' and " + (
-        f"tags.`{RAY_RUN_TAG}` = '{name}'" if name else f"tags.`{BASE_TAG}` = '{cfg.run_name}'"
-    )
-    runs = (
-        client.search_runs([exp.experiment_id], query, max_results=1, order_by=["start_time DESC"])
-        if exp
-        else []
-    )
-    if not runs:
-        what = f"run {name!r}" if name else f"a run of {cfg.run_name!r}"
-        raise UsageError(
-            f"--resume: no unfinished MLflow record of {what} in experiment {cfg.mlflow_experiment!r}"
-        )
-    return runs[0].info.run_id, runs[0].data.tags[RAY_RUN_TAG]
-
-
-def start_mlflow_run(
-    cfg: ExperimentConfig,
-    tracking_uri: str,
-    ray_name: str,
-    kind: str,
-    parent: str | None = None,
-    tags: dict[str, str] | None = None,
-) -> str:
-    """Create the run with every identifying tag at once (a crash leaves no untagged run)."""
-    from accelab.tracking import create_run, environment_tags
-
-    tags = {
-        KIND_TAG: kind,
-        RAY_RUN_TAG: ray_name,
-        BASE_TAG: cfg.run_name,
-        **environment_tags(),
-        **(tags or {}),
-    }
-    dump = cfg.model_dump(mode="json")
-    return create_run(tracking_uri, cfg.mlflow_experiment, ray_name, dump, tags, dump, parent)
 
 
 def build_trainer(
@@ -87,7 +31,7 @@ def build_trainer(
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from accelab.resources import bundle
+    from accelab.training.resources import bundle
 
     return TorchTrainer(
         _entry,
@@ -115,6 +59,7 @@ def run_training(
     hooks: LoopHooks | None = None,
     echo: Callable[[str], None] = print,
     parent_run_id: str | None = None,
+    display_name: str | None = None,
 ) -> TrainOutcome:
     """Train ``cfg`` data-parallel with Ray Train; one MLflow run per training.
 
@@ -123,14 +68,16 @@ def run_training(
     """
     from mlflow.tracking import MlflowClient
 
-    from accelab import resources
-    from accelab.progress import EpochProgress
-    from accelab.ray_session import init_ray, will_start_local_ray
-    from accelab.tracking import resolve_tracking_uri
+    from accelab.ray_session import init_ray
+    from accelab.registry import resolve_task
+    from accelab.tracking import tracking_store
+    from accelab.training import resources
+    from accelab.training.progress import EpochProgress
 
-    tracking_uri = resolve_tracking_uri(cfg.tracking.uri)
-    if will_start_local_ray():
-        resources.check_placement(cfg, resources.local_nodes(), "this machine")
+    tracking_uri, _ = collect(
+        lambda: tracking_store(cfg.tracking.uri, cfg.labelled("tracking.uri")),
+        lambda: resources.check_before_ray(cfg),
+    )
     if resume:
         run_id, ray_name = find_resumable(
             tracking_uri, cfg, resume if isinstance(resume, str) else None
@@ -139,8 +86,10 @@ def run_training(
     init_ray()
     resources.check_placement(cfg, resources.cluster_nodes(), "the Ray cluster")
     if not resume:
-        ray_name = f"{cfg.run_name}-{time.strftime('%Y%m%d-%H%M%S')}"
-        run_id = start_mlflow_run(cfg, tracking_uri, ray_name, "train", parent_run_id)
+        ray_name = new_ray_name(cfg)
+        run_id = start_mlflow_run(
+            cfg, tracking_uri, ray_name, "train", parent_run_id, display_name=display_name
+        )
     settings = LoopSettings(
         config=cfg.model_dump(mode="json"),
         tracking_uri=tracking_uri,
@@ -153,14 +102,15 @@ def run_training(
         f"training {cfg.trainable.name}/{cfg.trainable.model} on {cfg.scaling.num_workers} worker(s), "
         f"precision={cfg.train.precision}, {cfg.train.epochs} epochs -> MLflow run {run_id}"
     )
-    client = MlflowClient(tracking_uri)
     trainer = build_trainer(cfg, settings, ray_name)
     try:
-        with EpochProgress(tracking_uri, run_id, cfg.train.epochs, echo):
+        metric = resolve_task(cfg.trainable.name).metric.name
+        with EpochProgress(tracking_uri, run_id, cfg.train.epochs, echo, metric=metric):
             result = trainer.fit()
-    except BaseException:
-        client.set_terminated(run_id, "FAILED")
+    except BaseException as exc:
+        mark_failed(tracking_uri, run_id, exc)
         raise
+    client = MlflowClient(tracking_uri)
     client.set_terminated(run_id, "FINISHED")
     tags = client.get_run(run_id).data.tags
     echo(f"precision: {tags.get('accelab.precision')} ({tags.get('accelab.precision_reason')})")

@@ -47,10 +47,18 @@ def check_placement(
         )
     if not ok:
         raise ResourceError(
-            f"scaling.num_workers: {n} workers x {{{need}}} ({strategy}) can never fit {where} "
+            f"{cfg.labelled('scaling.num_workers')}: {n} workers x {{{need}}} ({strategy}) can never fit {where} "
             f"({len(nodes)} node(s), total {have}); lower scaling.num_workers or "
             f"scaling.cpus_per_worker, or set scaling.autoscaling=true on an autoscaling cluster"
         )
+
+
+def check_before_ray(cfg: ExperimentConfig, workers: int | None = None) -> None:
+    """Before ``ray.init`` starts a local Ray: the request must fit this machine."""
+    from accelab.ray_session import will_start_local_ray
+
+    if will_start_local_ray():
+        check_placement(cfg, local_nodes(), "this machine", workers)
 
 
 def local_nodes() -> list[dict[str, float]]:

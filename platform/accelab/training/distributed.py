@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 import torch
 import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Subset, TensorDataset
 
-from accelab.checkpoint import unwrap
-from accelab.precision import Precision
+from accelab.training.checkpoint import unwrap
+from accelab.training.precision import Precision
+from trainables.base import Task
 
 
 def is_distributed() -> bool:
@@ -22,31 +26,43 @@ def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
     return tensor.tolist()
 
 
+def broadcast_object(obj: Any, src: int = 0) -> Any:
+    """``obj`` as held by rank ``src``, on every rank (itself when not distributed)."""
+    if not is_distributed():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
 @torch.no_grad()
-def sharded_accuracy(
+def sharded_metric(
     model: nn.Module,
     dataset: TensorDataset,
+    task: Task,
     rank: int,
     world: int,
     device: torch.device,
     precision: Precision,
     batch_size: int = 256,
 ) -> float:
-    """Exact accuracy over the whole dataset: each rank scores indices rank::world (no
-    padding, unlike DistributedSampler), then counts are summed across ranks."""
+    """The task's metric over the whole dataset: each rank scores indices rank::world (no
+    padding, unlike DistributedSampler), then sums and counts are added across ranks."""
     was_training = model.training
     model.eval()
     shard = Subset(dataset, range(rank, len(dataset), world))
-    correct = total = 0
+    total = count = 0.0
     for x, y in DataLoader(shard, batch_size=batch_size):
         x, y = x.to(device), y.to(device)
         with precision.autocast(device):
             logits = model(x)
-        correct += int((logits.argmax(1) == y).sum())
-        total += len(y)
+        values = task.per_example(logits.float(), y)
+        total += float(values.sum())
+        count += len(values)
     model.train(was_training)
-    correct, total = all_reduce_sum([correct, total], device)
-    return correct / max(total, 1)
+    total, count = all_reduce_sum([total, count], device)
+    mean = total / max(count, 1)
+    return math.exp(mean) if task.metric.transform == "exp" else mean
 
 
 @torch.no_grad()

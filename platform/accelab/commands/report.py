@@ -1,0 +1,23 @@
+"""``accelab report``: a sweep's table, frontier and recommendation from MLflow alone."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+
+def report(
+    experiment: str,
+    tracking_uri: str | None,
+    run_id: str | None,
+    echo: Callable[[str], None] = print,
+) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from accelab.sweep.summary import find_parent, summarize
+    from accelab.sweep.table import format_table
+    from accelab.tracking import tracking_store
+
+    client = MlflowClient(tracking_store(tracking_uri, "--tracking-uri", must_exist=True))
+    parent = find_parent(client, experiment, run_id)
+    echo(f"sweep {parent.info.run_name} (MLflow run {parent.info.run_id}, {client.tracking_uri})")
+    echo(format_table(summarize(client, parent)))

@@ -1,0 +1,176 @@
+"""``accelab sweep``: baseline once, Tune over the compression knobs, then the frontier.
+
+parent MLflow run (kind=sweep)
+  baseline training run (child, kind=train)   unless sweep.baseline_from is given
+  one child run per trial (kind=trial)
+-> A/A control, pareto.csv, pareto.png, recommendation, recommended_model/ on the parent
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable
+
+from mlflow.tracking import MlflowClient
+
+from accelab.config.schema import ExperimentConfig
+from accelab.errors import UsageError, collect
+from accelab.sweep.summary import MetricInfo, SweepSummary
+
+
+def total_trials(cfg: ExperimentConfig) -> int:
+    grids = [len(d.grid) for d in cfg.sweep.space.values() if d.kind == "grid"]
+    return cfg.sweep.num_samples * math.prod(grids) * max(1, len(cfg.sweep.variants))
+
+
+def max_finetune_epochs(cfg: ExperimentConfig) -> int:
+    """The most fine-tuning epochs any trial can ask for (base, space or variants)."""
+    epochs = [cfg.finetune.epochs] + [int(v.get("finetune.epochs", 0)) for v in cfg.sweep.variants]
+    d = cfg.sweep.space.get("finetune.epochs")
+    if d is not None:
+        values = getattr(d, d.kind)
+        epochs += [int(v) for v in values] if d.kind in ("grid", "choice") else [int(values[1])]
+    return max(epochs)
+
+
+def check_resources(cfg: ExperimentConfig, nodes: list[dict[str, float]], where: str) -> None:
+    from accelab.training.resources import check_placement
+
+    if max_finetune_epochs(cfg) > 0:
+        check_placement(cfg, nodes, where)
+    threads = cfg.measure.threads
+    if not any(n.get("CPU", 0) >= threads for n in nodes):
+        raise UsageError(
+            f"{cfg.labelled('measure.threads')}: {threads} threads per trial exceed every node of {where}"
+        )
+
+
+def trial_resources(base: dict, threads: int):
+    """Post-training trials hold ``threads`` CPUs while measuring; fine-tuning trials hold
+    none themselves, their TorchTrainer workers reserve the CPUs."""
+    from ray import tune
+
+    from accelab.sweep.trial import trial_config
+
+    def resources(config: dict) -> tune.PlacementGroupFactory:
+        if trial_config(base, config).finetune.epochs > 0:
+            return tune.PlacementGroupFactory([{"CPU": 0, "memory": 1}])
+        return tune.PlacementGroupFactory([{"CPU": threads}])
+
+    return resources
+
+
+def build_tuner(cfg: ExperimentConfig, ctx, restore_path: str | None, echo, metric: MetricInfo):
+    from ray import tune
+
+    from accelab.runs import storage_path
+    from accelab.sweep.progress import SweepProgress
+    from accelab.sweep.space import param_space, scheduler, search_alg
+    from accelab.sweep.trial import sweep_trial
+
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"  # with verbose=0: no Tune banner; SweepProgress prints
+    trainable = tune.with_resources(
+        tune.with_parameters(sweep_trial, ctx=ctx),
+        trial_resources(ctx.base_config, cfg.measure.threads),
+    )
+    if restore_path and tune.Tuner.can_restore(restore_path):
+        return tune.Tuner.restore(
+            restore_path, trainable, resume_unfinished=True, resume_errored=True
+        )
+    progress = SweepProgress(
+        total_trials(cfg), metric.name, cfg.sweep.constraints.max_accuracy_drop, echo
+    )
+    higher = metric.higher_is_better
+    return tune.Tuner(
+        trainable,
+        param_space=param_space(cfg.sweep),
+        tune_config=tune.TuneConfig(
+            search_alg=search_alg(cfg.sweep, cfg.train.seed, higher),
+            scheduler=scheduler(cfg.sweep, max_finetune_epochs(cfg), higher),
+            num_samples=cfg.sweep.num_samples,
+            max_concurrent_trials=cfg.sweep.max_concurrent_trials,
+        ),
+        run_config=tune.RunConfig(
+            name=ctx.sweep_name,  # on --resume before Tune saved anything: same name, fresh start
+            storage_path=storage_path(cfg),
+            callbacks=[progress],
+            verbose=0,
+        ),
+    )
+
+
+def run_sweep(
+    cfg: ExperimentConfig, *, resume: bool = False, echo: Callable[[str], None] = print
+) -> SweepSummary:
+    from accelab.ray_session import init_ray, will_start_local_ray
+    from accelab.registry import resolve_task
+    from accelab.runs import find_resumable, new_ray_name, start_mlflow_run, storage_path
+    from accelab.sweep.baseline import aa_control, obtain_baseline
+    from accelab.sweep.finish import finish
+    from accelab.sweep.trial import SweepContext
+    from accelab.tracking import tracking_store
+    from accelab.training import resources
+
+    if cfg.sweep is None:
+        raise UsageError("sweep: this config has no sweep section (see configs/digits_sweep.yaml)")
+    # Trials run in Tune's per-trial working directories: hand them absolute paths.
+    cfg = cfg.model_copy(
+        update={"run": cfg.run.model_copy(update={"storage_path": storage_path(cfg)})}
+    )
+    from accelab.sources import prepare_source
+
+    task = resolve_task(cfg.trainable.name)
+    metric = MetricInfo(
+        task.metric.name, task.metric.higher_is_better, task.metric.transform == "exp"
+    )
+    tracking_uri, _ = collect(
+        lambda: tracking_store(cfg.tracking.uri, cfg.labelled("tracking.uri")),
+        lambda: (
+            check_resources(cfg, resources.local_nodes(), "this machine")
+            if will_start_local_ray()
+            else None
+        ),
+    )
+    if cfg.sweep.baseline_from:
+        prepare_source(cfg, cfg.sweep.baseline_from, tracking_uri)
+    restore_path = None
+    if resume:
+        parent_id, sweep_name = find_resumable(tracking_uri, cfg, None, kind="sweep")
+        restore_path = f"{storage_path(cfg).rstrip('/')}/{sweep_name}"  # also s3://, gs://
+        echo(f"resuming sweep {sweep_name} (MLflow parent run {parent_id})")
+    init_ray()
+    check_resources(cfg, resources.cluster_nodes(), "the Ray cluster")
+    if not resume:
+        sweep_name = new_ray_name(cfg, "sweep")
+        parent_id = start_mlflow_run(cfg, tracking_uri, sweep_name, "sweep", tags=metric.to_tags())
+    client = MlflowClient(tracking_uri)
+    echo(
+        f"sweep {sweep_name}: {total_trials(cfg)} trial(s), search={cfg.sweep.search} -> MLflow parent run {parent_id}"
+    )
+    dense = obtain_baseline(cfg, tracking_uri, parent_id, echo)
+    aa = aa_control(cfg, dense, tracking_uri, parent_id)
+    echo(
+        f"A/A control (dense vs itself, {cfg.measure.rounds} rounds): {aa['aa_speedup']:.2f}x "
+        f"({aa['aa_speedup_lo']:.2f}-{aa['aa_speedup_hi']:.2f}): noise floor {aa['noise_floor']:.1%}"
+    )
+    ctx = SweepContext(
+        cfg.model_dump(mode="json"), str(dense), tracking_uri, parent_id, sweep_name, metric.name
+    )
+    tuner = build_tuner(cfg, ctx, restore_path, echo, metric)
+    try:
+        grid = tuner.fit()
+    except BaseException:
+        client.set_terminated(parent_id, "KILLED")
+        raise
+    finished = sum(1 for r in grid if r.error is None) if grid else 0
+    summary = finish(client, parent_id, echo)
+    if len(grid) < total_trials(cfg) or finished < len(grid):
+        echo(
+            f"{len(grid) - finished} trial(s) errored or were interrupted; continue with: accelab sweep ... --resume"
+        )
+    client.set_terminated(parent_id, "FINISHED")
+    from accelab.tracking import ui_hint
+
+    echo(ui_hint(client, parent_id))
+    return summary

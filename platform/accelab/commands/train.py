@@ -1,0 +1,20 @@
+"""``accelab train``: data-parallel training with mixed precision on Ray Train."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from accelab.config.schema import ExperimentConfig
+
+
+def train(cfg: ExperimentConfig, resume: bool | str, echo: Callable[[str], None] = print) -> None:
+    from accelab.registry import resolve_task
+    from accelab.training.launcher import run_training
+
+    outcome = run_training(cfg, resume=resume, echo=echo)
+    metric = resolve_task(cfg.trainable.name).metric.name
+    value = outcome.metrics.get(f"test_{metric}", float("nan"))
+    echo(
+        f"done: test_{metric}={value:.4f} MLflow run {outcome.mlflow_run_id}; "
+        f"checkpoint {outcome.checkpoint_path}"
+    )

@@ -1,0 +1,64 @@
+"""A runner is a model on a backend, ready to run batches: what latency and quality are
+measured on. Every runner names its backend, device and thread count.
+
+Backend names are in ``accelab.backends``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+from torch import Tensor, nn
+
+from accelab.backends import SIMULATED, TORCH_FP32, TORCH_INT8
+
+__all__ = ["SIMULATED", "TORCH_FP32", "TORCH_INT8", "Runner", "TorchRunner", "sync"]
+
+
+class Runner(Protocol):
+    backend: str
+    device: str
+    threads: int
+    simulated: bool
+
+    def active(self) -> contextlib.AbstractContextManager: ...
+
+    def __call__(self, x: Tensor) -> Tensor: ...
+
+
+@dataclass
+class TorchRunner:
+    """A torch module in eval mode under ``inference_mode`` on ``threads`` intra-op threads
+    (set only while ``active``, then restored)."""
+
+    model: nn.Module
+    backend: str = TORCH_FP32
+    device: str = "cpu"
+    threads: int = 1
+    simulated: bool = False
+
+    def __post_init__(self) -> None:
+        self.model = self.model.to(self.device).eval()
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[None]:
+        previous = torch.get_num_threads()
+        torch.set_num_threads(self.threads)
+        try:
+            with torch.inference_mode():
+                yield
+        finally:
+            torch.set_num_threads(previous)
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return self.model(x.to(self.device))
+
+
+def sync(device: str) -> None:
+    """Wait for queued GPU work, so that a timer measures the kernels, not their launch."""
+    if device.startswith("cuda"):
+        torch.cuda.synchronize(device)

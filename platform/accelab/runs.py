@@ -1,0 +1,111 @@
+"""Run bookkeeping shared by the commands: where results go, how an MLflow run is created
+and tagged, and how an interrupted run is found again for ``--resume``.
+
+Tags written on every run:
+    accelab.kind       train | compress | sweep | trial
+    accelab.ray_run    the Ray Train / Tune run name (its directory under storage_path)
+    accelab.run_base   the config's run name (what --resume looks for)
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from accelab.config.schema import ExperimentConfig
+from accelab.errors import UsageError
+
+KIND_TAG = "accelab.kind"
+RAY_RUN_TAG = "accelab.ray_run"
+BASE_TAG = "accelab.run_base"
+
+
+def storage_path(cfg: ExperimentConfig) -> str:
+    """``run.storage_path`` made absolute (trials and workers run in other directories);
+    URIs (s3://, gs://, ...) pass through."""
+    path = cfg.run.storage_path
+    return path if "://" in path else str(Path(path).expanduser().resolve())
+
+
+def new_ray_name(cfg: ExperimentConfig, kind: str = "") -> str:
+    """A fresh, sortable Ray run name: ``<run name>[-<kind>]-YYYYmmdd-HHMMSS``."""
+    middle = f"-{kind}" if kind else ""
+    return f"{cfg.run_name}{middle}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def find_resumable(
+    tracking_uri: str, cfg: ExperimentConfig, name: str | None, kind: str = "train"
+) -> tuple[str, str]:
+    """(MLflow run id, Ray run name) of the ``kind`` run to resume: ``name`` or the newest
+    unfinished one of this config."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name(cfg.mlflow_experiment)
+    query = f"tags.`{KIND_TAG}` = '{kind}' and attributes.status != 'FINISHED' and " + (
+        f"tags.`{RAY_RUN_TAG}` = '{name}'" if name else f"tags.`{BASE_TAG}` = '{cfg.run_name}'"
+    )
+    runs = (
+        client.search_runs([exp.experiment_id], query, max_results=1, order_by=["start_time DESC"])
+        if exp
+        else []
+    )
+    if not runs:
+        what = f"run {name!r}" if name else f"a run of {cfg.run_name!r}"
+        raise UsageError(
+            f"--resume: no unfinished MLflow record of {what} in experiment {cfg.mlflow_experiment!r}"
+        )
+    return runs[0].info.run_id, runs[0].data.tags[RAY_RUN_TAG]
+
+
+def start_mlflow_run(
+    cfg: ExperimentConfig,
+    tracking_uri: str,
+    ray_name: str,
+    kind: str,
+    parent: str | None = None,
+    tags: dict[str, str] | None = None,
+    display_name: str | None = None,
+) -> str:
+    """Create the run with every identifying tag at once (a crash leaves no untagged run).
+    ``display_name`` is what the MLflow UI lists (default: the Ray run name)."""
+    from accelab.tracking import create_run, environment_tags
+
+    tags = {
+        KIND_TAG: kind,
+        RAY_RUN_TAG: ray_name,
+        BASE_TAG: cfg.run_name,
+        **environment_tags(),
+        **(tags or {}),
+    }
+    dump = cfg.model_dump(mode="json")
+    return create_run(
+        tracking_uri, cfg.mlflow_experiment, display_name or ray_name, dump, tags, dump, parent
+    )
+
+
+def mark_failed(tracking_uri: str, run_id: str, exc: BaseException) -> None:
+    """End ``run_id`` as FAILED (KILLED on Ctrl-C) with the error text on the run."""
+    from mlflow.tracking import MlflowClient
+
+    from accelab.tracking import set_note_error
+
+    client = MlflowClient(tracking_uri)
+    interrupted = isinstance(exc, KeyboardInterrupt)
+    text = "interrupted" if interrupted else f"{type(exc).__name__}: {exc}"
+    set_note_error(client, run_id, text)
+    client.set_terminated(run_id, "KILLED" if interrupted else "FAILED")
+
+
+def variant_name(cfg: ExperimentConfig) -> str:
+    """A short name that says what a compression variant is, e.g. ``structured-0.5+int8-ft2``
+    (MLflow's run lists cut names at ~35 characters)."""
+    p, q, epochs = cfg.compression.prune, cfg.compression.quant, cfg.finetune.epochs
+    name = "dense" if p.method == "none" else f"{p.method}-{p.sparsity:g}"
+    if p.method == "unstructured" and p.schedule == "cubic":
+        name += "-cubic"
+    if q.bits < 32:
+        name += f"+int{q.bits}" + ("-qat" if q.mode == "qat" else "")
+    if epochs:
+        name += f"-ft{epochs}"
+    return name

@@ -1,0 +1,42 @@
+"""The end of a sweep: frontier, recommendation and artifacts on the parent run."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+
+from accelab.sweep.summary import SweepSummary
+
+
+def finish(client: MlflowClient, parent_id: str, echo: Callable[[str], None]) -> SweepSummary:
+    """Summarize the trials, log pareto.csv/png and the recommended model, print the table."""
+    from accelab.sweep.plot import plot_pareto
+    from accelab.sweep.summary import summarize
+    from accelab.sweep.table import format_table, recommendation_line, write_csv
+    from accelab.tracking import log_metrics_once
+
+    parent = client.get_run(parent_id)
+    s = summarize(client, parent)
+    with tempfile.TemporaryDirectory() as tmp:
+        write_csv(s, Path(tmp, "pareto.csv"))
+        plot_pareto(s, Path(tmp, "pareto.png"), parent.info.run_name)
+        client.log_artifact(parent_id, str(Path(tmp, "pareto.csv")))
+        client.log_artifact(parent_id, str(Path(tmp, "pareto.png")))
+        if s.recommended:
+            r = s.recommended
+            local = client.download_artifacts(r["run_id"], "deployable_model", tmp)
+            client.log_artifacts(parent_id, local, "recommended_model")
+            client.set_tag(parent_id, "accelab.recommended_trial", r["trial_id"])
+            client.set_tag(parent_id, "accelab.recommended_run_id", r["run_id"])
+            # step = trials summarized: a resumed sweep's new summary is a new row, not skipped
+            log_metrics_once(client, parent_id, len(s.rows), {
+                "recommended_speedup": r["speedup"], "recommended_quality": r["q"],
+                "recommended_drop": r["q_drop"], "recommended_size_ratio": r["size_ratio"],
+            })  # fmt: skip
+    client.set_tag(parent_id, "accelab.recommendation", recommendation_line(s))
+    client.set_tag(parent_id, "accelab.trials", str(len(s.rows)))
+    echo(format_table(s))
+    return s

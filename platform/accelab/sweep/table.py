@@ -1,0 +1,140 @@
+"""The sweep's table, recommendation line and ``pareto.csv`` (from a ``SweepSummary``).
+
+Every number with a spread shows it: the quality drop with its paired 95% interval, the
+speedup with its per-round [min-max]. Each row's speedup is against the baseline latency
+in its own ``base ms`` column (measured alongside it), not against the header's A/A one.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+from accelab.sweep.summary import QUALITY_METRICS, SweepSummary
+
+
+def short(value: str) -> str:
+    """'0.47440675196366233' -> '0.4744' for display; other values unchanged."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return value
+    return value if number.is_integer() or len(value) <= 6 else f"{number:.4g}"
+
+
+def _fmt(value: Any, spec: str = ".4f") -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return format(value, spec)
+    return str(value)
+
+
+def drop_unit(s: SweepSummary) -> tuple[float, str]:
+    """Drops print as points (x100) for a proportion and as percent for a relative drop."""
+    return (100.0, "%") if s.metric.relative_drop else (100.0, "pts")
+
+
+def fmt_drop(s: SweepSummary, value, lo=None, hi=None) -> str:
+    if value is None:
+        return "n/a"
+    scale, _ = drop_unit(s)
+    text = f"{value * scale:+.2f}"
+    if lo is not None and hi is not None:
+        text += f" [{lo * scale:+.2f},{hi * scale:+.2f}]"
+    return text
+
+
+def fmt_speedup(r: dict[str, Any]) -> str:
+    if r["simulated"]:
+        return "n/a (simulated)"
+    if r["speedup"] is None:
+        return "n/a"
+    text = f"{r['speedup']:.2f}x"
+    if r.get("speedup_lo") is not None and r.get("speedup_hi") is not None:
+        text += f" ({r['speedup_lo']:.2f}-{r['speedup_hi']:.2f})"
+    return text
+
+
+def mark(r: dict[str, Any]) -> str:
+    if r["recommended"]:
+        return "*"
+    return "F" if r["on_front"] else ("S" if r["on_size_front"] else "")
+
+
+def header_lines(s: SweepSummary) -> list[str]:
+    b, name = s.baseline, s.metric.name
+    lines = [
+        f"baseline (dense torch-fp32): test {name} {_fmt(b.get(name))} "
+        f"[{_fmt(b.get(f'{name}_lo'))}, {_fmt(b.get(f'{name}_hi'))}] on "
+        f"{int(b.get('n_test', 0))} examples, p50 {_fmt(b.get('latency_p50_ms'), '.3f')} ms "
+        f"(A/A control), size {_fmt(b.get('size_mb'), '.3f')} MB"
+    ]
+    if "aa_speedup" in b:
+        lines.append(
+            f"noise floor: the dense model timed against itself read {b['aa_speedup']:.2f}x "
+            f"({b.get('aa_speedup_lo', 0):.2f}-{b.get('aa_speedup_hi', 0):.2f}); speedups within "
+            f"{s.noise:.0%} of each other count as a tie"
+        )
+    return lines
+
+
+def format_table(s: SweepSummary) -> str:
+    """The frontier table and the recommendation, as printed at the end of a sweep."""
+    scale_unit = drop_unit(s)[1]
+    head = ["trial", *(k.split(".")[-1] for k in s.searched), "backend", s.metric.name[:8],
+            f"drop {scale_unit} [95% CI]", "val drop", "p50 ms", "base ms", "speedup (min-max)",
+            "size MB", "packed MB", "front", "status"]  # fmt: skip
+    lines = []
+    for r in s.rows:
+        lines.append([
+            r["trial_id"], *(short(str(r.get(k, ""))) for k in s.searched), r["backend"],
+            _fmt(r["q"]), fmt_drop(s, r["q_drop"], r["q_drop_lo"], r["q_drop_hi"]),
+            fmt_drop(s, r["val_q_drop"]), _fmt(r["latency_p50_ms"], ".3f"),
+            _fmt(r["baseline_latency_p50_ms"], ".3f"), fmt_speedup(r), _fmt(r["size_mb"], ".3f"),
+            _fmt(r["packed_size_mb"], ".3f") if r["simulated"] else "", mark(r), r["status"][:40],
+        ])  # fmt: skip
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *lines, strict=True)]
+    out = [
+        "  ".join(str(x).ljust(w) for x, w in zip(row, widths, strict=True)).rstrip()
+        for row in [head, *lines]
+    ]
+    return "\n".join(
+        [
+            *header_lines(s),
+            *out,
+            "front: * recommended, F quality-vs-latency frontier, S quality-vs-size frontier "
+            "(measured trials only; simulated sizes are computed, shown as packed MB)",
+            recommendation_line(s),
+        ]
+    )
+
+
+def recommendation_line(s: SweepSummary) -> str:
+    r, c = s.recommended, s.constraints
+    if r is None:
+        limits = f"max_accuracy_drop={c.max_accuracy_drop}"
+        limits += f", max_latency_ms={c.max_latency_ms}" if c.max_latency_ms else ""
+        limits += f", max_size_mb={c.max_size_mb}" if c.max_size_mb else ""
+        return f"recommendation: none - no measured trial meets {limits} (on validation)"
+    knobs = ", ".join(f"{k}={short(str(r.get(k)))}" for k in s.searched)
+    _, unit = drop_unit(s)
+    return (
+        f"recommendation: trial {r['trial_id']} ({knobs}; {r['backend']}): "
+        f"{fmt_speedup(r)} faster than dense fp32, {s.metric.name} {r['q']:.4f} "
+        f"(test drop {fmt_drop(s, r['q_drop'], r['q_drop_lo'], r['q_drop_hi'])} {unit}; chosen on "
+        f"validation drop {fmt_drop(s, r['val_q_drop'])} {unit}), size {r['size_ratio']:.2f}x; "
+        f"MLflow run {r['run_id']}"
+    )
+
+
+def write_csv(s: SweepSummary, path: Path) -> None:
+    """Every column of every row; quality columns under the metric's own name."""
+    rename = {k.format(m="q"): k.format(m=s.metric.name) for k in QUALITY_METRICS}
+    rows = [{rename.get(k, k): v for k, v in row.items()} for row in s.rows]
+    keys = list(dict.fromkeys(k for row in rows for k in row)) or ["trial_id"]
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=keys, restval="")
+        writer.writeheader()
+        writer.writerows(rows)
