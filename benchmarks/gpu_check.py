@@ -20,11 +20,11 @@ import math
 import time
 
 import torch
+from accelab.precision import resolve_precision
 from torch import nn
 
 from accelab.compress.prune import apply_structured
 from accelab.measure import measure
-from accelab.precision import resolve_precision
 from trainables.digits import TASK
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from accelab.training.checkpoint import load_checkpoint, rng_state, save_checkpoint
 from accelab.errors import UsageError
+from accelab.training.checkpoint import load_checkpoint, rng_state, save_checkpoint
 from trainables.digits import TASK
 
 

@@ -178,10 +178,15 @@ CASES: dict[str, Case] = {
         "{compression.prune.method: structured, compression.prune.sparsity: 0.9995}, "
         "{compression.prune.schedule: cubic, finetune.epochs: 2}]"],
         ["override 'sweep.variants=[{compression.prune.method: unstructured, ...': sweep.variants[0]: "
-         "compression.prune.sparsity: must be > 0",
-         "sweep.variants[1]: compression.quant.mode: qat needs",
-         "sweep.variants[2]: compression.prune.sparsity: 0.9995 would remove every channel",
-         "sweep.variants[3]: compression.prune.schedule: cubic needs prune.method=unstructured"]),
+         "at compression.quant.bits=32: compression.prune.sparsity: must be > 0",
+         "sweep.variants[1]: at compression.quant.bits=32: compression.quant.mode: qat needs",
+         "sweep.variants[2]: at compression.quant.bits=32: compression.prune.sparsity: 0.9995 would remove every channel",
+         "sweep.variants[3]: at compression.quant.bits=32: compression.prune.schedule: cubic needs prune.method=unstructured"]),
+    "sweep_choices_combine_before_judging": Case(["validate", SWEEP, "sweep.variants=[]", "sweep.search=optuna",
+        "sweep.space={compression.prune.method: {choice: [structured]}, compression.prune.sparsity: {uniform: [0.0, 0.6]}}"],
+        ["sweep.space.compression.prune.sparsity: at compression.prune.sparsity=0.0, compression.prune.method='structured': "
+         "compression.prune.sparsity: must be > 0"],
+        not_expected=["at compression.prune.method='structured':"]),
     "sweep_measure_threads_too_many": Case(["sweep", SWEEP, "measure.threads=64"],
         ["measure.threads: 64 threads per trial exceed every node of this machine"]),
 }  # fmt: skip

@@ -16,13 +16,13 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from accelab.training.checkpoint import MODEL_FILE, load_model_state, save_checkpoint
 from accelab.compress.deploy import RECIPE, load_deployable
 from accelab.compress.pipeline import compress_for_training
 from accelab.config import load_config
 from accelab.measure import count_macs
-from tests.helpers_torch import accuracy as evaluate_accuracy
+from accelab.training.checkpoint import MODEL_FILE, load_model_state, save_checkpoint
 from tests.conftest import CONFIGS, run_cli
+from tests.helpers_torch import accuracy as evaluate_accuracy
 from tests.helpers_torch import trained_mlp
 from trainables.digits import TASK
 
@@ -244,7 +244,8 @@ def test_qat_int8_with_pruning_on_two_ddp_workers(checkpoints, store, tmp_path):
     proc = run_cli(
         "compress", MLP, "--from", str(checkpoints["mlp"]), *store["overrides"], HIDDEN,
         "compression.prune.method=unstructured", "compression.prune.sparsity=0.5",
-        "compression.prune.schedule=cubic", "compression.quant.bits=8", "compression.quant.mode=qat",
+        "compression.prune.schedule=cubic", "compression.prune.ramp_fraction=1.0",
+        "compression.quant.bits=8", "compression.quant.mode=qat",
         "finetune.epochs=2", "scaling.num_workers=2", "measure.repeats=10", "measure.warmup=3",
         cwd=tmp_path,
     )  # fmt: skip

@@ -14,10 +14,10 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from accelab.training.checkpoint import save_checkpoint
 from accelab.compress.deploy import load_deployable
-from tests.helpers_torch import accuracy as evaluate_accuracy
+from accelab.training.checkpoint import save_checkpoint
 from tests.conftest import CONFIGS, REPO, run_cli
+from tests.helpers_torch import accuracy as evaluate_accuracy
 from tests.helpers_torch import trained_mlp
 from trainables.digits import TASK
 
@@ -69,8 +69,9 @@ def test_small_sweep_records_frontier_and_a_reloadable_recommendation(
         {"compression.prune.method": "unstructured", "compression.prune.sparsity": 0.5, "compression.quant.bits": 8},
         {"compression.prune.method": "structured", "compression.prune.sparsity": 0.5},
         {"compression.quant.bits": 4},
+        # on a 256-wide MLP int8 is slower than fp32 here: the fine-tuned fp32 one should win
         {"compression.prune.method": "structured", "compression.prune.sparsity": 0.5,
-         "compression.quant.bits": 8, "finetune.epochs": 1},
+         "finetune.epochs": 1},
     ]  # fmt: skip
     path = sweep_yaml(tmp_path, "small-sweep", variants)
     proc = run_cli(

@@ -8,9 +8,9 @@ from mlflow.tracking import MlflowClient
 from safetensors.torch import load_file
 
 from accelab.config import load_config
-from tests.helpers_torch import accuracy as evaluate_accuracy
 from accelab.training.launcher import run_training
 from tests.conftest import CONFIGS
+from tests.helpers_torch import accuracy as evaluate_accuracy
 from trainables.digits import TASK
 
 

@@ -67,6 +67,12 @@ def cmd_report(args: argparse.Namespace) -> None:
     report(args.experiment, args.tracking_uri, args.run)
 
 
+def cmd_sync(args: argparse.Namespace) -> None:
+    from accelab.commands.sync import sync
+
+    sync(args.path, args.tracking_uri)
+
+
 def config_parser(sub, name: str, help_text: str, func) -> argparse.ArgumentParser:
     p = sub.add_parser(
         name, help=help_text, usage=f"accelab {name} CONFIG {OVERRIDES_USAGE} [options]"
@@ -130,6 +136,13 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     )
     p.add_argument("--run", default=None, help="parent run id (default: the newest sweep)")
     p.set_defaults(func=cmd_report)
+
+    p = subs["sync"] = sub.add_parser(
+        "sync", help="record in MLflow what a training's checkpoint holds but MLflow missed"
+    )
+    p.add_argument("path", help="checkpoint directory, or a Ray Train run directory (latest)")
+    p.add_argument("--tracking-uri", default=None, help="default: the URI the run was logged to")
+    p.set_defaults(func=cmd_sync)
 
     p = subs["validate"] = sub.add_parser(
         "validate", help="check experiment files without running anything"

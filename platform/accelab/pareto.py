@@ -73,16 +73,24 @@ def recommend(
     points: Sequence[TrialPoint], c: Constraints, noise: float = 0.0
 ) -> TrialPoint | None:
     """The fastest measured trial meeting every constraint, where "faster" must beat the
-    noise floor: every qualifying trial whose speedup is within ``noise`` (relative, from
-    the sweep's A/A control) of the fastest counts as equally fast, and among those the
-    one with the smallest validation drop wins, then the smaller, then the faster.
+    noise floor (relative, from the sweep's A/A control):
+
+    - a trial qualifies only if it is faster than the dense model by more than the floor
+      (a 1.03x trial with a 5% floor is not measurably faster than not compressing);
+    - every qualifying trial whose speedup is within the floor of the fastest counts as
+      equally fast, and among those the smallest validation drop wins, then the smaller
+      size, then the higher speedup.
 
     "Fast" is the same-process speedup (each trial measured against the dense model in
     its own process, so trials measured at noisier moments stay comparable)."""
     ok = [
         p
         for p in points
-        if p.status == "ok" and not p.simulated and p.speedup is not None and not violations(p, c)
+        if p.status == "ok"
+        and not p.simulated
+        and p.speedup is not None
+        and p.speedup > 1.0 + noise
+        and not violations(p, c)
     ]
     if not ok:
         return None

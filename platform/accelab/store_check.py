@@ -109,3 +109,29 @@ def check_tracking_uri(uri: str, key: str = "tracking.uri", must_exist: bool = F
             "http(s)://server, or a postgresql/mysql database URI"
         )
     return uri
+
+
+def check_shared_stores(cfg, tracking_uri: str, storage: str, nodes: int) -> None:
+    """On a multi-node cluster every worker and trial must reach the tracking store and
+    the results storage: a file on the driver's disk will not do (exit 2, before any run)."""
+    if nodes <= 1:
+        return
+    problems = []
+    if tracking_uri.startswith(("sqlite:", "file:")):
+        problems.append(
+            f"{cfg.labelled('tracking.uri')}: {tracking_uri} is a file on this node, but the "
+            f"cluster has {nodes} nodes whose workers and trials log too; point tracking.uri (or "
+            "MLFLOW_TRACKING_URI) at the MLflow server on the head, e.g. http://<head private "
+            "IP>:5000 (cluster.yaml starts one)"
+        )
+    shared = [str(Path(p).expanduser().resolve()) for p in cfg.cluster.shared_paths]
+    if "://" not in storage and not any(
+        storage == p or storage.startswith(p.rstrip("/") + "/") for p in shared
+    ):
+        problems.append(
+            f"{cfg.labelled('run.storage_path')}: {storage} is on this node's disk, but the "
+            f"cluster has {nodes} nodes that write checkpoints; use s3://... or gs://... (or "
+            "ACCELAB_STORAGE_PATH), or list a mount every node shares under cluster.shared_paths"
+        )
+    if problems:
+        raise UsageError(problems)

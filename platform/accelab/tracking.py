@@ -23,9 +23,11 @@ TAG_PREFIX = "accelab."
 
 
 def resolve_tracking_uri(uri: str | None, cwd: str | None = None) -> str:
-    """MLflow's default store (``sqlite:///mlflow.db``) made absolute, so Ray workers with
-    another working directory write to the same file. Remote URIs pass through."""
+    """The configured URI, else ``$MLFLOW_TRACKING_URI``, else MLflow's default store
+    (``sqlite:///mlflow.db``), made absolute so that Ray workers with another working
+    directory write to the same file. Remote URIs pass through."""
     cwd = cwd or os.getcwd()
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or None
     if uri is None:
         return f"sqlite:///{Path(cwd, DEFAULT_DB).resolve()}"
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
@@ -148,3 +150,18 @@ def ui_hint(client: MlflowClient, run_id: str) -> str:
         f"  (or: mlflow ui --backend-store-uri {client.tracking_uri} --host 127.0.0.1)"
         f"  then open {ui_url(client, run_id)}"
     )
+
+
+def client_env() -> dict[str, str]:
+    """The driver's MLflow client settings (``MLFLOW_*``: server credentials, TLS, S3
+    endpoint), handed to Ray workers and trials, which may run on other nodes."""
+    return {k: v for k, v in os.environ.items() if k.startswith("MLFLOW_")}
+
+
+def apply_client_env(env: dict[str, str]) -> None:
+    """Use ``env`` in this (worker) process, with short HTTP retries: a worker must keep
+    training while a tracking server is away, not wait minutes per call (the driver
+    records what a worker could not, from the checkpoint, when the server is back)."""
+    os.environ.update(env)
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")

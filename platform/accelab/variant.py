@@ -148,6 +148,7 @@ def finetune(
 ) -> tuple[nn.Module, float | None]:
     """Fine-tune the compressed model with TorchTrainer (DDP, AMP). Returns the fine-tuned
     model (rebuilt here from the checkpoint) and its last epoch's training loss."""
+    from accelab.tracking import client_env
     from accelab.training.launcher import build_trainer
     from accelab.training.loop import LoopHooks, LoopSettings
 
@@ -162,6 +163,7 @@ def finetune(
         lr=cfg.finetune.lr,
         metric_prefix=FINETUNE_PREFIX,
         schedule=cfg.finetune.schedule,
+        mlflow_env=client_env(),
     )
     result = build_trainer(cfg, settings, ray_name, callbacks).fit()
     with result.checkpoint.as_directory() as ckpt:

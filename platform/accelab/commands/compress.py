@@ -21,6 +21,7 @@ def run_compress(
     from accelab.sources import prepare_source
     from accelab.tracking import tracking_store
     from accelab.training import resources
+    from accelab.training.launcher import joined
     from accelab.training.progress import EpochProgress
     from accelab.variant import run_variant
 
@@ -30,8 +31,8 @@ def run_compress(
         lambda: resources.check_before_ray(cfg) if cfg.finetune.epochs > 0 else None,
     )
     if cfg.finetune.epochs > 0:
-        init_ray()
-        resources.check_placement(cfg, resources.cluster_nodes(), "the Ray cluster")
+        init_ray(cfg)
+        joined(cfg, tracking_uri, echo)
     name = new_ray_name(cfg, "compress")
     display = f"compress-{variant_name(cfg)}"
     run_id = start_mlflow_run(cfg, tracking_uri, name, "compress", display_name=display)

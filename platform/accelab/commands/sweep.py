@@ -34,13 +34,17 @@ def max_finetune_epochs(cfg: ExperimentConfig) -> int:
     return max(epochs)
 
 
-def check_resources(cfg: ExperimentConfig, nodes: list[dict[str, float]], where: str) -> None:
+def check_resources(
+    cfg: ExperimentConfig, nodes: list[dict[str, float]], where: str, potential=None, echo=print
+) -> None:
     from accelab.training.resources import check_placement
 
-    if max_finetune_epochs(cfg) > 0:
-        check_placement(cfg, nodes, where)
+    if max_finetune_epochs(cfg) > 0 and (
+        note := check_placement(cfg, nodes, where, None, potential)
+    ):
+        echo(note)
     threads = cfg.measure.threads
-    if not any(n.get("CPU", 0) >= threads for n in nodes):
+    if not any(n.get("CPU", 0) >= threads for n in nodes + (potential or [])):
         raise UsageError(
             f"{cfg.labelled('measure.threads')}: {threads} threads per trial exceed every node of {where}"
         )
@@ -61,7 +65,9 @@ def trial_resources(base: dict, threads: int):
     return resources
 
 
-def build_tuner(cfg: ExperimentConfig, ctx, restore_path: str | None, echo, metric: MetricInfo):
+def build_tuner(
+    cfg: ExperimentConfig, ctx, restore_path: str | None, echo, metric: MetricInfo, noise: float
+):
     from ray import tune
 
     from accelab.runs import storage_path
@@ -79,7 +85,7 @@ def build_tuner(cfg: ExperimentConfig, ctx, restore_path: str | None, echo, metr
             restore_path, trainable, resume_unfinished=True, resume_errored=True
         )
     progress = SweepProgress(
-        total_trials(cfg), metric.name, cfg.sweep.constraints.max_accuracy_drop, echo
+        total_trials(cfg), metric.name, cfg.sweep.constraints.max_accuracy_drop, noise, echo
     )
     higher = metric.higher_is_better
     return tune.Tuner(
@@ -106,10 +112,11 @@ def run_sweep(
     from accelab.ray_session import init_ray, will_start_local_ray
     from accelab.registry import resolve_task
     from accelab.runs import find_resumable, new_ray_name, start_mlflow_run, storage_path
+    from accelab.store_check import check_shared_stores
     from accelab.sweep.baseline import aa_control, obtain_baseline
     from accelab.sweep.finish import finish
     from accelab.sweep.trial import SweepContext
-    from accelab.tracking import tracking_store
+    from accelab.tracking import client_env, tracking_store
     from accelab.training import resources
 
     if cfg.sweep is None:
@@ -128,7 +135,7 @@ def run_sweep(
         lambda: tracking_store(cfg.tracking.uri, cfg.labelled("tracking.uri")),
         lambda: (
             check_resources(cfg, resources.local_nodes(), "this machine")
-            if will_start_local_ray()
+            if will_start_local_ray(cfg)
             else None
         ),
     )
@@ -139,8 +146,14 @@ def run_sweep(
         parent_id, sweep_name = find_resumable(tracking_uri, cfg, None, kind="sweep")
         restore_path = f"{storage_path(cfg).rstrip('/')}/{sweep_name}"  # also s3://, gs://
         echo(f"resuming sweep {sweep_name} (MLflow parent run {parent_id})")
-    init_ray()
-    check_resources(cfg, resources.cluster_nodes(), "the Ray cluster")
+    init_ray(cfg)
+    nodes = resources.cluster_nodes()
+    collect(
+        lambda: check_resources(
+            cfg, nodes, "the Ray cluster", resources.autoscalable_nodes(cfg), echo
+        ),
+        lambda: check_shared_stores(cfg, tracking_uri, storage_path(cfg), len(nodes)),
+    )
     if not resume:
         sweep_name = new_ray_name(cfg, "sweep")
         parent_id = start_mlflow_run(cfg, tracking_uri, sweep_name, "sweep", tags=metric.to_tags())
@@ -155,9 +168,10 @@ def run_sweep(
         f"({aa['aa_speedup_lo']:.2f}-{aa['aa_speedup_hi']:.2f}): noise floor {aa['noise_floor']:.1%}"
     )
     ctx = SweepContext(
-        cfg.model_dump(mode="json"), str(dense), tracking_uri, parent_id, sweep_name, metric.name
-    )
-    tuner = build_tuner(cfg, ctx, restore_path, echo, metric)
+        cfg.model_dump(mode="json"), str(dense), tracking_uri, parent_id, sweep_name, metric.name,
+        client_env(),
+    )  # fmt: skip
+    tuner = build_tuner(cfg, ctx, restore_path, echo, metric, aa["noise_floor"])
     try:
         grid = tuner.fit()
     except BaseException:

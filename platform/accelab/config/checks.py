@@ -103,34 +103,37 @@ def point_values(dist) -> list[Any]:
     return [low, high - 1 if dist.kind == "randint" else high]
 
 
-def sweep_points(cfg: ExperimentConfig) -> list[tuple[str, str, dict[str, Any]]]:
-    """(key, description, dotted assignments) of every point to check: each value of each
-    dimension alone, then the full product of the dimensions (unless too large). ``key``
-    names where the point comes from (``sweep.variants[i]`` or ``sweep.space.<key>``)."""
+def sweep_points(cfg: ExperimentConfig) -> list[list[tuple[str, str, dict[str, Any]]]]:
+    """Every point to check, each a list of (key, description, assignment) per dimension:
+    the full product of the dimensions, or, when that is too large, one dimension varied at
+    a time around the first point. ``key`` names where an assignment comes from
+    (``sweep.space.<key>`` or ``sweep.variants[i]``)."""
     sweep = cfg.sweep
     dims = [
         [(f"sweep.space.{k}", f"{k}={v!r}", {k: v}) for v in point_values(d)]
         for k, d in sweep.space.items()
     ]
-    dims = [d for d in dims if d]
     if sweep.variants:
         dims.append([(f"sweep.variants[{i}]", "", dict(v)) for i, v in enumerate(sweep.variants)])
-    singles = [(p,) for d in dims for p in d]  # each value alone first: it names the culprit
+    dims = [d for d in dims if d]
     size = 1
     for d in dims:
         size *= len(d)
-    combos = singles + (
-        list(itertools.product(*dims)) if len(dims) > 1 and size <= MAX_POINTS else []
-    )
-    points = []
-    for combo in combos:
-        key = next((k for k, _, _ in combo if k.startswith("sweep.variants")), combo[0][0])
-        where = ", ".join(text for _, text, _ in combo if text)
-        values: dict[str, Any] = {}
-        for _, _, assignment in combo:
-            values.update(assignment)
-        points.append((key, where, values))
-    return points
+    if size <= MAX_POINTS:
+        return [list(combo) for combo in itertools.product(*dims)]
+    first = [d[0] for d in dims]
+    return [[*first[:i], p, *first[i + 1 :]] for i, d in enumerate(dims) for p in d]
+
+
+def culprit(combo: list[tuple[str, str, dict[str, Any]]], why: str) -> tuple[str, str]:
+    """(key, description) of the point for a problem: the dimension that sets the key the
+    problem is about, else the variant, else the first dimension; the rest is context."""
+    key = why.split(":", 1)[0]
+    blamed = next((c for c in combo if any(k == key for k in c[2])), None)
+    blamed = blamed or next((c for c in combo if c[0].startswith("sweep.variants")), combo[0])
+    where = ", ".join(text for k, text, _ in combo if text and k != blamed[0])
+    own = blamed[1]
+    return blamed[0], ", ".join(t for t in (own, where) if t)
 
 
 def point_errors(base: dict[str, Any], values: dict[str, Any], cache: dict) -> list[str]:
@@ -185,10 +188,14 @@ def sweep_errors(cfg: ExperimentConfig, known: tuple[str, ...] = ()) -> list[str
     base = cfg.model_dump(exclude={"sweep"})
     cache: dict[str, Any] = {}
     seen: set[str] = set(known)
-    for key, where, values in sweep_points(cfg):
+    for combo in sweep_points(cfg):
+        values: dict[str, Any] = {}
+        for _, _, assignment in combo:
+            values.update(assignment)
         for why in point_errors(base, values, cache):
             if why not in seen:  # one line per distinct problem, naming the first point with it
                 seen.add(why)
+                key, where = culprit(combo, why)
                 problems.append(f"{key}: {'at ' + where + ': ' if where else ''}{why}")
     return problems
 

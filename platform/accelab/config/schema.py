@@ -6,6 +6,7 @@ Every section forbids unknown keys; field descriptions double as documentation
 
 from __future__ import annotations
 
+import os
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
@@ -65,11 +66,16 @@ class ScalingSection(Section):
     )
 
 
+def default_storage_path() -> str:
+    return os.environ.get("ACCELAB_STORAGE_PATH") or "./accelab_results"
+
+
 class RunSection(Section):
     name: str | None = Field(None, description="Ray Train run name; default: experiment name.")
     storage_path: str = Field(
-        "./accelab_results",
-        description="Checkpoints and Ray results (shared storage on a cluster).",
+        default_factory=default_storage_path,
+        description="Checkpoints and Ray results: a URI every node can reach on a cluster "
+        "(s3://, gs://, or a shared mount). Default: $ACCELAB_STORAGE_PATH, else ./accelab_results.",
     )
     max_failures: Annotated[int, Field(ge=-1, le=1000)] = Field(
         1, description="Worker-group restarts; -1 = forever."
@@ -78,8 +84,32 @@ class RunSection(Section):
 
 
 class TrackingConfig(Section):
-    uri: str | None = Field(None, description="MLflow tracking URI; default sqlite:///mlflow.db.")
+    uri: str | None = Field(
+        None,
+        description="MLflow tracking URI; default $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db "
+        "in the working directory. On a multi-node cluster: the head's MLflow server.",
+    )
     experiment: str | None = Field(None, description="MLflow experiment; default: experiment name.")
+
+
+class ClusterSection(Section):
+    """Where Ray runs: a local Ray (default) or an existing cluster."""
+
+    address: str | None = Field(
+        None,
+        description="Ray cluster to join (auto, host:port, ray://...); default $RAY_ADDRESS, "
+        "else start a local Ray.",
+    )
+    node_types_file: str | None = Field(
+        None,
+        description="Autoscaler config listing the node types the cluster can add (default: "
+        "~/ray_bootstrap_config.yaml when present, as on a `ray up` head node).",
+    )
+    shared_paths: list[str] = Field(
+        default_factory=list,
+        description="Local folders every node mounts (NFS): a run.storage_path under one is "
+        "accepted on a multi-node cluster.",
+    )
 
 
 class FaultsConfig(Section):
@@ -89,6 +119,9 @@ class FaultsConfig(Section):
         None, description="Raise once at the start of this epoch (>= 1, after a checkpoint exists)."
     )
     fail_rank: NonNegInt = 0
+    step_delay_s: Annotated[float, Field(ge=0, le=60)] = Field(
+        0.0, description="Sleep after every optimizer step: slows epochs down for chaos tests."
+    )
     inf_grad_at_step: NonNegInt | None = Field(
         None, description="Set one gradient to inf at this optimizer step (tests fp16 skipping)."
     )
@@ -211,6 +244,7 @@ class ExperimentConfig(Section):
     run: RunSection = Field(default_factory=RunSection)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     faults: FaultsConfig = Field(default_factory=FaultsConfig)
+    cluster: ClusterSection = Field(default_factory=ClusterSection)
     compression: CompressionConfig = Field(default_factory=CompressionConfig)
     finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
     measure: MeasureConfig = Field(default_factory=MeasureConfig)

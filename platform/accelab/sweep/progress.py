@@ -19,16 +19,19 @@ def knobs(config: dict[str, Any]) -> str:
 
 class SweepProgress(Callback):
     """Prints one line when a trial starts and one when it ends, with the best so far:
-    the fastest measured trial within the quality constraint (on validation)."""
+    the fastest measured trial within the quality constraint (on validation) that is
+    faster than the dense model by more than the noise floor."""
 
     def __init__(
         self,
         total: int,
         metric: str,
         max_drop: float,
+        noise: float = 0.0,
         echo: Callable[[str], None] = print,
     ):
         self.total, self.metric, self.max_drop, self.echo = total, metric, max_drop, echo
+        self.noise = noise
         self.done: set[str] = set()
         self.running: set[str] = set()
         self.last: dict[str, dict[str, Any]] = {}

@@ -117,7 +117,10 @@ def recommendation_line(s: SweepSummary) -> str:
         limits = f"max_accuracy_drop={c.max_accuracy_drop}"
         limits += f", max_latency_ms={c.max_latency_ms}" if c.max_latency_ms else ""
         limits += f", max_size_mb={c.max_size_mb}" if c.max_size_mb else ""
-        return f"recommendation: none - no measured trial meets {limits} (on validation)"
+        return (
+            f"recommendation: none - no measured trial meets {limits} (on validation) while "
+            f"being faster than the dense model by more than the {s.noise:.0%} noise floor"
+        )
     knobs = ", ".join(f"{k}={short(str(r.get(k)))}" for k in s.searched)
     _, unit = drop_unit(s)
     return (

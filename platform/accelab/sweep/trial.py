@@ -9,7 +9,7 @@ run, found again by trial id when a resumed sweep re-runs an unfinished trial.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ class SweepContext:
     parent_run_id: str
     sweep_name: str
     metric: str = "accuracy"
+    mlflow_env: dict[str, str] = field(default_factory=dict)  # the driver's MLFLOW_* settings
 
 
 def trial_config(base_config: dict[str, Any], values: dict[str, Any]) -> ExperimentConfig:
@@ -138,8 +139,10 @@ def sweep_trial(config: dict[str, Any], ctx: SweepContext) -> None:
     from mlflow.tracking import MlflowClient
     from ray import tune
 
+    from accelab.tracking import apply_client_env
     from accelab.variant import run_variant
 
+    apply_client_env(ctx.mlflow_env)  # trials may run on other nodes than the driver
     trial_id = tune.get_context().get_trial_id()
     cfg = trial_config(ctx.base_config, config)
     run_id, status = child_run(ctx, cfg, trial_id, config)

@@ -9,6 +9,7 @@ around the forward pass, a ``GradScaler`` (enabled for fp16 only) around backwar
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,6 +38,7 @@ class EpochContext:
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
     after_step: Callable[[nn.Module, int], Any] | None = None
     inf_grad_at_step: int | None = None  # fault injection: GradScaler must skip this step
+    step_delay_s: float = 0.0  # fault injection: slow every step down (chaos tests)
     state: dict[str, Any] = field(default_factory=lambda: {"step": 0, "skipped_steps": 0})
 
     def __post_init__(self) -> None:
@@ -76,6 +78,8 @@ def train_one_epoch(ctx: EpochContext) -> tuple[float, int]:
         state["step"] += 1
         if ctx.after_step is not None:
             ctx.after_step(model, state["step"])
+        if ctx.step_delay_s:
+            time.sleep(ctx.step_delay_s)
         total_loss += float(loss.detach()) * len(y)
         samples += len(y)
     return total_loss / max(samples, 1), samples

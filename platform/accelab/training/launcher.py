@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from accelab.config.schema import ExperimentConfig
@@ -52,6 +55,19 @@ def build_trainer(
     )
 
 
+def joined(cfg: ExperimentConfig, tracking_uri: str, echo: Callable[[str], None]) -> None:
+    """Checks once Ray is up: the request fits the cluster (or its autoscaler), and on
+    several nodes the tracking store and results storage are ones every node reaches."""
+    from accelab.store_check import check_shared_stores
+    from accelab.training import resources
+
+    nodes = len(resources.cluster_nodes())
+    collect(
+        lambda: resources.check_cluster(cfg, echo),
+        lambda: check_shared_stores(cfg, tracking_uri, storage_path(cfg), nodes),
+    )
+
+
 def run_training(
     cfg: ExperimentConfig,
     *,
@@ -66,11 +82,9 @@ def run_training(
     ``resume=True`` continues the newest run of ``cfg.run_name`` (``resume="<ray run>"``
     a named one) from its last checkpoint, in the same MLflow run.
     """
-    from mlflow.tracking import MlflowClient
-
     from accelab.ray_session import init_ray
     from accelab.registry import resolve_task
-    from accelab.tracking import tracking_store
+    from accelab.tracking import client_env, tracking_store
     from accelab.training import resources
     from accelab.training.progress import EpochProgress
 
@@ -83,8 +97,8 @@ def run_training(
             tracking_uri, cfg, resume if isinstance(resume, str) else None
         )
         echo(f"resuming Ray run {ray_name} (MLflow run {run_id})")
-    init_ray()
-    resources.check_placement(cfg, resources.cluster_nodes(), "the Ray cluster")
+    init_ray(cfg)
+    joined(cfg, tracking_uri, echo)
     if not resume:
         ray_name = new_ray_name(cfg)
         run_id = start_mlflow_run(
@@ -97,6 +111,8 @@ def run_training(
         hooks=hooks or LoopHooks(),
         epochs=cfg.train.epochs,
         lr=cfg.train.lr,
+        schedule=cfg.train.schedule,
+        mlflow_env=client_env(),
     )
     echo(
         f"training {cfg.trainable.name}/{cfg.trainable.model} on {cfg.scaling.num_workers} worker(s), "
@@ -108,12 +124,10 @@ def run_training(
         with EpochProgress(tracking_uri, run_id, cfg.train.epochs, echo, metric=metric):
             result = trainer.fit()
     except BaseException as exc:
-        mark_failed(tracking_uri, run_id, exc)
+        with contextlib.suppress(Exception):  # never hide the training error behind MLflow's
+            mark_failed(tracking_uri, run_id, exc)
         raise
-    client = MlflowClient(tracking_uri)
-    client.set_terminated(run_id, "FINISHED")
-    tags = client.get_run(run_id).data.tags
-    echo(f"precision: {tags.get('accelab.precision')} ({tags.get('accelab.precision_reason')})")
+    record_finished(result, tracking_uri, run_id, echo)
     return TrainOutcome(
         mlflow_run_id=run_id,
         ray_run_name=ray_name,
@@ -121,3 +135,32 @@ def run_training(
         checkpoint_path=result.checkpoint.path if result.checkpoint else None,
         storage_path=storage_path(cfg),
     )
+
+
+def record_finished(result, tracking_uri: str, run_id: str, echo: Callable[[str], None]) -> None:
+    """Complete the MLflow record from the final checkpoint (what workers could not write
+    while the tracking server was away), then mark the run FINISHED."""
+    from mlflow.tracking import MlflowClient
+
+    from accelab.training.sync import sync_checkpoint, with_retry
+
+    client = MlflowClient(tracking_uri)
+    grace = float(os.environ.get("ACCELAB_MLFLOW_GRACE_S", "60"))
+    try:
+        with result.checkpoint.as_directory() as ckpt:
+            synced = with_retry(lambda: sync_checkpoint(Path(ckpt), tracking_uri), grace)
+        with_retry(lambda: client.set_terminated(run_id, "FINISHED"), grace)
+        tags = with_retry(lambda: client.get_run(run_id).data.tags, grace)
+    except Exception as exc:
+        echo(
+            f"warning: MLflow at {tracking_uri} is unreachable ({type(exc).__name__}); training "
+            f"finished but its record is incomplete. When the server is back: accelab sync "
+            f"{result.checkpoint.path}"
+        )
+        return
+    if synced.written_steps:
+        echo(
+            f"note: the tracking server was unreachable during training; epochs "
+            f"{[s + 1 for s in synced.written_steps]} were recorded afterwards from the checkpoint"
+        )
+    echo(f"precision: {tags.get('accelab.precision')} ({tags.get('accelab.precision_reason')})")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,7 @@ class LoopSettings:
     lr: float
     metric_prefix: str = ""
     schedule: str = "constant"
+    mlflow_env: dict[str, str] = field(default_factory=dict)  # MLFLOW_* of the driver
 
 
 def worker_threads(cfg: ExperimentConfig) -> int:
@@ -91,7 +92,7 @@ def train_loop_per_worker(settings: LoopSettings) -> None:
         model = settings.hooks.transform_model(model, task)
     splits = task.load_splits(cfg.trainable.data_seed)
     precision = agree_on_precision(cfg, device, model, task, splits, rank)
-    tracker = Tracker(settings.tracking_uri, settings.mlflow_run_id, rank)
+    tracker = Tracker(settings.tracking_uri, settings.mlflow_run_id, rank, settings.mlflow_env)
     model = ray.train.torch.prepare_model(model)
     loader = ray.train.torch.prepare_data_loader(
         DataLoader(splits.train, batch_size=cfg.train.batch_size, shuffle=True)
@@ -104,6 +105,7 @@ def train_loop_per_worker(settings: LoopSettings) -> None:
         model, loader, optimizer, task.loss, precision, device,
         scheduler=build_scheduler(optimizer, settings.schedule, settings.epochs * len(loader)),
         after_step=settings.hooks.after_step, inf_grad_at_step=cfg.faults.inf_grad_at_step,
+        step_delay_s=cfg.faults.step_delay_s,
         state={"epoch": -1, "step": 0, "skipped_steps": 0, "restarts": 0},
     )  # fmt: skip
     w = Worker(cfg, settings, task, rank, world, ctx, splits, [])
@@ -209,7 +211,16 @@ def report(w: Worker, metrics: dict[str, Any], epoch: int) -> None:
             }
             if ctx.scheduler is not None:
                 train_state["scheduler"] = ctx.scheduler.state_dict()
-            meta = {"epoch": epoch, "history": w.history, "trainable": w.cfg.trainable.model_dump()}
+            meta = {
+                "epoch": epoch,
+                "epochs": w.settings.epochs,
+                "history": w.history,
+                "trainable": w.cfg.trainable.model_dump(),
+                "mlflow": {
+                    "tracking_uri": w.settings.tracking_uri,
+                    "run_id": w.settings.mlflow_run_id,
+                },
+            }
             save_checkpoint(Path(tmp), ctx.model, train_state, meta)
             checkpoint = ray.train.Checkpoint.from_directory(tmp)
         ray.train.report({**metrics, "epoch": epoch}, checkpoint=checkpoint)

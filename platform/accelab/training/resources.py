@@ -1,11 +1,22 @@
-"""Fail fast when the requested workers can never be placed (Ray would wait forever)."""
+"""Fail fast when the requested workers can never be placed (Ray would wait forever).
+
+The nodes considered are those alive now plus, on an autoscaling cluster, every node the
+autoscaler may add: the node types of its config (``cluster.node_types_file``, by default
+the ``~/ray_bootstrap_config.yaml`` that ``ray up`` leaves on the head), up to each type's
+``max_workers`` and the cluster's global ``max_workers``.
+"""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
+
+import yaml
 
 from accelab.config.schema import ExperimentConfig
-from accelab.errors import ResourceError
+from accelab.errors import ResourceError, UsageError
+
+BOOTSTRAP_CONFIG = "~/ray_bootstrap_config.yaml"
 
 
 def bundle(cfg: ExperimentConfig) -> dict[str, float]:
@@ -21,43 +32,53 @@ def fits(bundle_: dict[str, float], node: dict[str, float]) -> bool:
     return all(node.get(k, 0.0) >= v for k, v in bundle_.items())
 
 
-def check_placement(
-    cfg: ExperimentConfig, nodes: list[dict[str, float]], where: str, workers: int | None = None
-) -> None:
-    """Raise ``ResourceError`` naming ``scaling.*`` if ``workers`` bundles can never fit ``nodes``.
+def placeable(b: dict[str, float], nodes: list[dict[str, float]], n: int, strategy: str) -> bool:
+    """Whether ``n`` bundles ``b`` fit ``nodes`` (greedy per strategy: PACK/SPREAD fill any
+    node; STRICT_PACK needs one node for all; STRICT_SPREAD one node each)."""
+    if strategy == "STRICT_PACK":
+        return any(all(node.get(k, 0.0) >= v * n for k, v in b.items()) for node in nodes)
+    if strategy == "STRICT_SPREAD":
+        return sum(fits(b, node) for node in nodes) >= n
+    per_node = (min(int(node.get(k, 0.0) // v) for k, v in b.items() if v > 0) for node in nodes)
+    return sum(per_node) >= n
 
-    Placement is simulated greedily per strategy (PACK/SPREAD fill any node; STRICT_PACK
-    needs one node for all; STRICT_SPREAD one node each)."""
+
+def check_placement(
+    cfg: ExperimentConfig,
+    nodes: list[dict[str, float]],
+    where: str,
+    workers: int | None = None,
+    potential: list[dict[str, float]] | None = None,
+) -> str | None:
+    """Raise ``ResourceError`` naming ``scaling.*`` if ``workers`` bundles can never fit
+    ``nodes`` plus the ``potential`` nodes an autoscaler may add. Returns a note when the
+    request needs the autoscaler (it fits only with added nodes), else None."""
     if cfg.scaling.autoscaling:
-        return
+        return None
     n = workers or cfg.scaling.num_workers
     b = bundle(cfg)
+    strategy = cfg.scaling.placement_strategy
+    if placeable(b, nodes, n, strategy):
+        return None
+    if potential and placeable(b, nodes + potential, n, strategy):
+        return f"{n} workers x {b} fit only once the autoscaler adds nodes: waiting for it"
     need = ", ".join(f"{k}={v:g}" for k, v in b.items())
     total = {k: sum(node.get(k, 0.0) for node in nodes) for k in b}
     have = ", ".join(f"{k}={v:g}" for k, v in total.items())
-    strategy = cfg.scaling.placement_strategy
-    if strategy == "STRICT_PACK":
-        ok = any(all(node.get(k, 0.0) >= v * n for k, v in b.items()) for node in nodes)
-    elif strategy == "STRICT_SPREAD":
-        ok = sum(fits(b, node) for node in nodes) >= n
-    else:
-        ok = (
-            sum(min(int(node.get(k, 0.0) // v) for k, v in b.items() if v > 0) for node in nodes)
-            >= n
-        )
-    if not ok:
-        raise ResourceError(
-            f"{cfg.labelled('scaling.num_workers')}: {n} workers x {{{need}}} ({strategy}) can never fit {where} "
-            f"({len(nodes)} node(s), total {have}); lower scaling.num_workers or "
-            f"scaling.cpus_per_worker, or set scaling.autoscaling=true on an autoscaling cluster"
-        )
+    grow = f" or any of its {len(potential)} autoscalable node(s)" if potential else ""
+    raise ResourceError(
+        f"{cfg.labelled('scaling.num_workers')}: {n} workers x {{{need}}} ({strategy}) can never "
+        f"fit {where} ({len(nodes)} node(s), total {have}){grow}; lower scaling.num_workers or "
+        "scaling.cpus_per_worker, or set scaling.autoscaling=true if the cluster can grow "
+        "in ways accelab cannot see"
+    )
 
 
 def check_before_ray(cfg: ExperimentConfig, workers: int | None = None) -> None:
     """Before ``ray.init`` starts a local Ray: the request must fit this machine."""
     from accelab.ray_session import will_start_local_ray
 
-    if will_start_local_ray():
+    if will_start_local_ray(cfg):
         check_placement(cfg, local_nodes(), "this machine", workers)
 
 
@@ -72,3 +93,37 @@ def cluster_nodes() -> list[dict[str, float]]:
     import ray
 
     return [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+
+
+def autoscalable_nodes(cfg: ExperimentConfig) -> list[dict[str, float]]:
+    """Nodes the autoscaler may still add, from its node types (empty when unknown)."""
+    path = cfg.cluster.node_types_file or BOOTSTRAP_CONFIG
+    file = Path(path).expanduser()
+    if not file.is_file():
+        if cfg.cluster.node_types_file:
+            raise UsageError(f"{cfg.labelled('cluster.node_types_file')}: no such file {file}")
+        return []
+    try:
+        data = yaml.safe_load(file.read_text()) or {}
+        types = data.get("available_node_types") or {}
+        head = data.get("head_node_type")
+        budget = int(data.get("max_workers", 10**6))
+    except (yaml.YAMLError, AttributeError, ValueError, TypeError) as exc:
+        raise UsageError(f"{file}: not a Ray cluster config ({exc})") from None
+    out: list[dict[str, float]] = []
+    for name, spec in types.items():
+        if name == head or not isinstance(spec, dict):
+            continue
+        resources = {k: float(v) for k, v in (spec.get("resources") or {}).items()}
+        out += [resources] * max(0, int(spec.get("max_workers", 0)))
+    return out[:budget]
+
+
+def check_cluster(cfg: ExperimentConfig, echo=print, workers: int | None = None) -> None:
+    """After joining Ray: the request fits the live nodes (or the autoscaler can add what
+    is missing)."""
+    note = check_placement(
+        cfg, cluster_nodes(), "the Ray cluster", workers, potential=autoscalable_nodes(cfg)
+    )
+    if note:
+        echo(note)

@@ -1,0 +1,40 @@
+"""``accelab sync``: complete a run's MLflow record from its checkpoint (after the
+tracking server was unreachable until the end of a training)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from accelab.errors import UsageError
+
+
+def sync(path: str, tracking_uri: str | None, echo: Callable[[str], None] = print) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from accelab.sources import latest_checkpoint
+    from accelab.store_check import check_tracking_uri
+    from accelab.training.checkpoint import META_FILE, read_meta
+    from accelab.training.sync import sync_checkpoint
+
+    directory = Path(path).expanduser().resolve()
+    if not directory.is_dir():
+        raise UsageError(f"{path}: no such checkpoint or Ray run directory")
+    if not (directory / META_FILE).is_file():
+        directory = latest_checkpoint(directory) or directory
+    meta = read_meta(directory)
+    uri = tracking_uri or (meta.get("mlflow") or {}).get("tracking_uri")
+    if uri:
+        check_tracking_uri(uri, "--tracking-uri" if tracking_uri else f"{directory}/meta.json")
+    result = sync_checkpoint(directory, uri)
+    finished = meta.get("epoch") == meta.get("epochs", 0) - 1
+    client = MlflowClient(result.tracking_uri)
+    if finished and client.get_run(result.run_id).info.status != "FINISHED":
+        client.set_terminated(result.run_id, "FINISHED")
+    steps = [s + 1 for s in result.written_steps]
+    echo(
+        f"synced {directory} -> MLflow run {result.run_id} ({result.tracking_uri}): "
+        f"{'epochs ' + str(steps) if steps else 'no missing epochs'}"
+        f"{', model uploaded' if result.model_uploaded else ''}"
+        f"{', run marked FINISHED' if finished else ''}"
+    )
