@@ -7,6 +7,10 @@ the case where pruning and int8 kernels pay off on a CPU.
 
 from __future__ import annotations
 
+import contextlib
+import os
+from pathlib import Path
+
 import numpy as np
 import torch
 from torch import nn
@@ -18,8 +22,7 @@ NUM_CLASSES = 10
 INPUT_SHAPE = (1, 8, 8)
 
 
-def load_splits(seed: int = 0) -> Splits:
-    """Stratified 70/15/15 split with a fixed seed; pixels scaled to [0, 1]."""
+def _split(seed: int) -> dict[str, np.ndarray]:
     from sklearn.datasets import load_digits  # imported here: validating a config needs no data
     from sklearn.model_selection import train_test_split
 
@@ -32,11 +35,37 @@ def load_splits(seed: int = 0) -> Splits:
     x_val, x_test, y_val, y_test = train_test_split(
         x_rest, y_rest, test_size=0.50, random_state=seed, stratify=y_rest
     )
+    return {"x_train": x_train, "y_train": y_train, "x_val": x_val, "y_val": y_val,
+            "x_test": x_test, "y_test": y_test}  # fmt: skip
 
-    def dataset(a: np.ndarray, b: np.ndarray) -> TensorDataset:
-        return TensorDataset(torch.from_numpy(a), torch.from_numpy(b))
 
-    return Splits(dataset(x_train, y_train), dataset(x_val, y_val), dataset(x_test, y_test))
+def _cached_split(seed: int) -> dict[str, np.ndarray]:
+    """The split, computed once per seed and scikit-learn version and cached as .npz
+    (importing scikit-learn costs ~2 s in every new Ray worker)."""
+    import importlib.metadata
+
+    version = importlib.metadata.version("scikit-learn")
+    root = Path(os.environ.get("ACCELAB_CACHE_DIR") or Path.home() / ".cache" / "accelab")
+    path = root / f"digits-split-seed{seed}-sklearn{version}.npz"
+    with contextlib.suppress(OSError, ValueError, KeyError), np.load(path) as cached:
+        return {k: cached[k] for k in cached.files}
+    arrays = _split(seed)
+    with contextlib.suppress(OSError):
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
+        np.savez(tmp, **arrays)
+        tmp.replace(path)  # atomic: concurrent workers never read half a file
+    return arrays
+
+
+def load_splits(seed: int = 0) -> Splits:
+    """Stratified 70/15/15 split with a fixed seed; pixels scaled to [0, 1]."""
+    a = _cached_split(seed)
+
+    def dataset(split: str) -> TensorDataset:
+        return TensorDataset(torch.from_numpy(a[f"x_{split}"]), torch.from_numpy(a[f"y_{split}"]))
+
+    return Splits(dataset("train"), dataset("val"), dataset("test"))
 
 
 class SimpleModel(nn.Module):

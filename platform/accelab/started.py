@@ -3,6 +3,10 @@ the MLflow runs it created and the Ray session it started or joined."""
 
 from __future__ import annotations
 
+import time
+
+t0 = time.time()  # when accelab was first imported in this process (~process start)
+
 mlflow_runs: list[tuple[str, str]] = []  # (tracking URI, run id), in creation order
 ray_logs: str | None = None  # the Ray session's log directory, once Ray is up
 

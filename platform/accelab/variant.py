@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,7 @@ from accelab.measure import Comparison, Measurement, TorchRunner, drop, estimate
 from accelab.measure import per_example as score
 from accelab.registry import resolve_task
 from accelab.stats import Estimate
-from accelab.training.checkpoint import MODEL_FILE, load_model_state
+from accelab.training.checkpoint import MODEL_FILE, load_model_state, read_meta
 from trainables.base import Splits, Task
 
 MB = 1024 * 1024
@@ -147,7 +148,7 @@ def finetune(
     callbacks=None,
 ) -> tuple[nn.Module, float | None]:
     """Fine-tune the compressed model with TorchTrainer (DDP, AMP). Returns the fine-tuned
-    model (rebuilt here from the checkpoint) and its last epoch's training loss."""
+    model (rebuilt here from the checkpoint) and the seconds its training loop took."""
     from accelab.tracking import client_env
     from accelab.training.launcher import build_trainer
     from accelab.training.loop import LoopHooks, LoopSettings
@@ -168,10 +169,11 @@ def finetune(
     result = build_trainer(cfg, settings, ray_name, callbacks).fit()
     with result.checkpoint.as_directory() as ckpt:
         state = load_model_state(Path(ckpt) / MODEL_FILE)
+        history = read_meta(Path(ckpt))["history"]
     task = dense.task
     model = hooks.transform(task.build_model(cfg.trainable.model, **cfg.trainable.model_args), task)
     model.load_state_dict(state)
-    return model, (result.metrics or {}).get(f"{FINETUNE_PREFIX}train_loss")
+    return model, sum(row["metrics"][f"{FINETUNE_PREFIX}epoch_s"] for row in history)
 
 
 def loss_warning(dense: Dense, model: nn.Module, cfg: ExperimentConfig) -> str | None:
@@ -200,17 +202,22 @@ def run_variant(
     """Run one variant; ``on_compressed`` sees the measured model before any fine-tuning
     and may raise ``StopVariant``."""
     dense = load_dense(cfg, dense_dir)
+    start = time.perf_counter()
     model = compress_for_training(copy.deepcopy(dense.model), cfg, dense.task)
     result = judge(dense, model, cfg)
+    compute = time.perf_counter() - start  # this variant's own work, without start-ups
     if on_compressed:
         on_compressed(result)
     if cfg.finetune.epochs > 0:
-        model, _ = finetune(
+        model, loop_s = finetune(
             cfg, dense, dense_dir / MODEL_FILE, tracking_uri, run_id, ray_name, train_callbacks
         )
+        start = time.perf_counter()
         result = judge(dense, model, cfg)
+        compute += loop_s + time.perf_counter() - start
         if warning := loss_warning(dense, model, cfg):
             result.warnings.append(warning)
+    result.metrics["compute_s"] = compute
     if run_id:
         from accelab.variant_log import log_variant
 

@@ -8,6 +8,7 @@ than that are a tie), and its baseline numbers head the table.
 from __future__ import annotations
 
 import copy
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -49,6 +50,7 @@ def aa_control(cfg: ExperimentConfig, dense_dir: Path, tracking_uri: str, parent
     """Measure the dense model against itself; log baseline numbers and the noise floor."""
     from accelab.tracking import log_metrics_once
 
+    start = time.perf_counter()
     dense = load_dense(cfg, dense_dir)
     threads = cfg.measure.threads
     a = TorchRunner(dense.model, TORCH_FP32, threads=threads)
@@ -63,6 +65,7 @@ def aa_control(cfg: ExperimentConfig, dense_dir: Path, tracking_uri: str, parent
         "baseline_size_mb": base.size_bytes / MB,
         **{f"aa_{k}": v for k, v in interval("speedup", cmp.speedup).items()},
         "noise_floor": noise_floor(cmp.speedup),
+        "aa_compute_s": time.perf_counter() - start,
     }
     log_metrics_once(MlflowClient(tracking_uri), parent_id, 0, metrics)
     return metrics

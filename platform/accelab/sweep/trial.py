@@ -60,7 +60,10 @@ def child_run(
     found = client.search_runs([parent.info.experiment_id], query, max_results=1)
     if found:
         return found[0].info.run_id, found[0].data.tags.get(STATUS_TAG, "running")
-    tags = {TRIAL_TAG: trial_id, STATUS_TAG: "running"}
+    import ray
+
+    node = ray.get_runtime_context().get_node_id()
+    tags = {TRIAL_TAG: trial_id, STATUS_TAG: "running", "accelab.ray_node": node}
     ray_name = f"{ctx.sweep_name}-{trial_id}"
     run_id = start_mlflow_run(
         cfg, ctx.tracking_uri, ray_name, "trial", ctx.parent_run_id, tags, variant_name(cfg)

@@ -4,14 +4,23 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from accelab import started
 from accelab.config.schema import ExperimentConfig
 from accelab.errors import collect
-from accelab.runs import find_resumable, mark_failed, new_ray_name, start_mlflow_run, storage_path
+from accelab.runs import (
+    create_while,
+    find_resumable,
+    mark_failed,
+    new_ray_name,
+    start_mlflow_run,
+    storage_path,
+)
 from accelab.training.loop import LoopHooks, LoopSettings, train_loop_per_worker
 
 
@@ -82,7 +91,7 @@ def run_training(
     ``resume=True`` continues the newest run of ``cfg.run_name`` (``resume="<ray run>"``
     a named one) from its last checkpoint, in the same MLflow run.
     """
-    from accelab.ray_session import init_ray
+    from accelab.ray_session import init_ray, will_start_local_ray
     from accelab.registry import resolve_task
     from accelab.tracking import client_env, tracking_store
     from accelab.training import resources
@@ -97,13 +106,26 @@ def run_training(
             tracking_uri, cfg, resume if isinstance(resume, str) else None
         )
         echo(f"resuming Ray run {ray_name} (MLflow run {run_id})")
-    init_ray(cfg)
-    joined(cfg, tracking_uri, echo)
-    if not resume:
+    if resume:
+        init_ray(cfg)
+        joined(cfg, tracking_uri, echo)
+    else:
         ray_name = new_ray_name(cfg)
-        run_id = start_mlflow_run(
-            cfg, tracking_uri, ray_name, "train", parent_run_id, display_name=display_name
-        )
+
+        def create() -> str:
+            return start_mlflow_run(
+                cfg, tracking_uri, ray_name, "train", parent_run_id, display_name=display_name
+            )
+
+        def start_ray() -> None:
+            init_ray(cfg)
+            joined(cfg, tracking_uri, echo)
+
+        if will_start_local_ray(cfg):  # everything was checked before Ray: overlap the two
+            run_id = create_while(create, start_ray, tracking_uri)
+        else:  # on a cluster the cluster is checked first, then anything is recorded
+            start_ray()
+            run_id = create()
     settings = LoopSettings(
         config=cfg.model_dump(mode="json"),
         tracking_uri=tracking_uri,
@@ -119,6 +141,7 @@ def run_training(
         f"precision={cfg.train.precision}, {cfg.train.epochs} epochs -> MLflow run {run_id}"
     )
     trainer = build_trainer(cfg, settings, ray_name)
+    fit_start = time.time()
     try:
         metric = resolve_task(cfg.trainable.name).metric.name
         with EpochProgress(tracking_uri, run_id, cfg.train.epochs, echo, metric=metric):
@@ -127,7 +150,8 @@ def run_training(
         with contextlib.suppress(Exception):  # never hide the training error behind MLflow's
             mark_failed(tracking_uri, run_id, exc)
         raise
-    record_finished(result, tracking_uri, run_id, echo)
+    timeline = {"overhead_before_fit_s": fit_start - started.t0, "fit_s": time.time() - fit_start}
+    record_finished(result, tracking_uri, run_id, echo, timeline)
     return TrainOutcome(
         mlflow_run_id=run_id,
         ray_run_name=ray_name,
@@ -137,11 +161,14 @@ def run_training(
     )
 
 
-def record_finished(result, tracking_uri: str, run_id: str, echo: Callable[[str], None]) -> None:
+def record_finished(
+    result, tracking_uri: str, run_id: str, echo: Callable[[str], None], timeline: dict
+) -> None:
     """Complete the MLflow record from the final checkpoint (what workers could not write
     while the tracking server was away), then mark the run FINISHED."""
     from mlflow.tracking import MlflowClient
 
+    from accelab.tracking import log_metrics_once
     from accelab.training.sync import sync_checkpoint, with_retry
 
     client = MlflowClient(tracking_uri)
@@ -149,6 +176,8 @@ def record_finished(result, tracking_uri: str, run_id: str, echo: Callable[[str]
     try:
         with result.checkpoint.as_directory() as ckpt:
             synced = with_retry(lambda: sync_checkpoint(Path(ckpt), tracking_uri), grace)
+        # where the wall time went, next to the loop's own epoch_s (see benchmarks/overhead.py)
+        with_retry(lambda: log_metrics_once(client, run_id, 0, timeline), grace)
         with_retry(lambda: client.set_terminated(run_id, "FINISHED"), grace)
         tags = with_retry(lambda: client.get_run(run_id).data.tags, grace)
     except Exception as exc:

@@ -24,7 +24,12 @@ from torch.utils.data import DataLoader
 from accelab.config.schema import ExperimentConfig
 from accelab.registry import resolve_task
 from accelab.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from accelab.training.distributed import broadcast_object, replica_max_abs_diff, sharded_metric
+from accelab.training.distributed import (
+    broadcast_object,
+    gather_objects,
+    replica_max_abs_diff,
+    sharded_metric,
+)
 from accelab.training.epoch import EpochContext, build_optimizer, build_scheduler, train_one_epoch
 from accelab.training.precision import Precision, resolve_precision
 from accelab.training.tracker import Tracker
@@ -83,6 +88,7 @@ def train_loop_per_worker(settings: LoopSettings) -> None:
     cfg = ExperimentConfig.model_validate(settings.config)
     train_ctx = ray.train.get_context()
     rank, world = train_ctx.get_world_rank(), train_ctx.get_world_size()
+    tracker = Tracker(settings.tracking_uri, settings.mlflow_run_id, rank, settings.mlflow_env)
     torch.set_num_threads(worker_threads(cfg))
     torch.manual_seed(cfg.train.seed)
     device = ray.train.torch.get_device()
@@ -92,7 +98,6 @@ def train_loop_per_worker(settings: LoopSettings) -> None:
         model = settings.hooks.transform_model(model, task)
     splits = task.load_splits(cfg.trainable.data_seed)
     precision = agree_on_precision(cfg, device, model, task, splits, rank)
-    tracker = Tracker(settings.tracking_uri, settings.mlflow_run_id, rank, settings.mlflow_env)
     model = ray.train.torch.prepare_model(model)
     loader = ray.train.torch.prepare_data_loader(
         DataLoader(splits.train, batch_size=cfg.train.batch_size, shuffle=True)
@@ -121,6 +126,10 @@ def train_loop_per_worker(settings: LoopSettings) -> None:
             "accelab.threads_per_worker": str(torch.get_num_threads()),
             "accelab.backend_device": str(device),
             "accelab.restarts": str(ctx.state["restarts"]),
+            # the Ray node of each rank, in rank order: where this (re)started group runs
+            "accelab.worker_nodes": ",".join(
+                gather_objects(ray.get_runtime_context().get_node_id())
+            ),
         }
     )
     for epoch in range(ctx.state["epoch"] + 1, settings.epochs):

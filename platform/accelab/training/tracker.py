@@ -7,7 +7,9 @@ checkpoint's history, from which the driver (or ``accelab sync``) records it lat
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -17,19 +19,40 @@ from accelab.training.checkpoint import save_model
 
 
 class Tracker:
+    """Created first thing on every rank; rank 0 connects to MLflow in a background thread
+    (importing MLflow and opening the store takes seconds) while the rest of the worker
+    sets up DDP, and waits for it only when it first writes."""
+
     def __init__(self, tracking_uri: str, run_id: str | None, rank: int, env: dict[str, str]):
         self.run_id = run_id if rank == 0 else None
-        self.client = None
+        self._client = None
         self.pending: list[tuple[int, dict[str, Any]]] = []
         self.pending_tags: dict[str, str] = {}
         self.failures = 0
+        self._connect = None
         if self.run_id:
-            from mlflow.tracking import MlflowClient
+            self._connect = threading.Thread(
+                target=self._open, args=(tracking_uri, env), daemon=True, name="accelab-mlflow"
+            )
+            self._connect.start()
 
-            from accelab.tracking import apply_client_env
+    def _open(self, tracking_uri: str, env: dict[str, str]) -> None:
+        from mlflow.tracking import MlflowClient
 
-            apply_client_env(env)
-            self.client = MlflowClient(tracking_uri)
+        from accelab.tracking import apply_client_env
+
+        apply_client_env(env)
+        client = MlflowClient(tracking_uri)
+        with contextlib.suppress(Exception):  # open the store now (it may be down: fine)
+            client.get_run(self.run_id)
+        self._client = client
+
+    @property
+    def client(self):
+        if self._connect is not None:
+            self._connect.join()
+            self._connect = None
+        return self._client
 
     def _try(self, write) -> bool:
         try:
