@@ -30,7 +30,8 @@ MLP = str(CONFIGS / "digits_mlp.yaml")  # structured 0.5, bits 32, finetune.epoc
 HIDDEN = "trainable.model_args.hidden=[256,256]"
 TRAINABLE = {"name": "digits", "model": "mlp", "model_args": {"hidden": [256, 256]}, "data_seed": 0}
 # Post-training: no fine-tuning (so no Ray), a short latency measurement.
-POST = [HIDDEN, "finetune.epochs=0", "measure.repeats=10", "measure.warmup=3"]
+TORCH_ONLY = "measure.targets=[{runtime: torch}]"  # ONNX Runtime targets: tests/test_export.py
+POST = [HIDDEN, "finetune.epochs=0", "measure.repeats=10", "measure.warmup=3", TORCH_ONLY]
 MISSING_RUN = "0123456789abcdef0123456789abcdef"
 
 
@@ -246,7 +247,7 @@ def test_qat_int8_with_pruning_on_two_ddp_workers(checkpoints, store, tmp_path):
         "compression.prune.method=unstructured", "compression.prune.sparsity=0.5",
         "compression.prune.schedule=cubic", "compression.prune.ramp_fraction=1.0",
         "compression.quant.bits=8", "compression.quant.mode=qat",
-        "finetune.epochs=2", "scaling.num_workers=2", "measure.repeats=10", "measure.warmup=3",
+        "finetune.epochs=2", "scaling.num_workers=2", "measure.repeats=10", "measure.warmup=3", TORCH_ONLY,
         cwd=tmp_path,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from accelab.backends import backend_for
 from accelab.compress import (
     CompressionError,
     FakeQuantConv2d,
@@ -20,7 +21,6 @@ from accelab.compress import (
     fake_quant_report,
     load_int8,
     prepare_fake_quant,
-    real_kernel_for,
     save_int8,
 )
 from accelab.compress.quant import convert_torchao, fake_quant_weight
@@ -119,13 +119,20 @@ def test_moving_average_observer_calibrates(trained):
     assert fake_quant_report(quantized)["activations_calibrated"] is True
 
 
-def test_real_kernel_for():
-    assert real_kernel_for(8, "cpu") == "torch-int8-x86"
-    assert real_kernel_for(4, "cpu") is None
-    assert real_kernel_for(2, "cpu") is None
-    assert real_kernel_for(8, "cuda") == "torchao-int8"
-    assert real_kernel_for(4, "cuda") == "torchao-int4"
-    assert real_kernel_for(2, "cuda") is None
+def test_backend_for_each_runtime_bit_width_and_scheme():
+    assert backend_for("torch", 32, "dynamic") == "torch-fp32"
+    assert backend_for("torch", 8, "dynamic") == "torch-int8-x86"
+    assert backend_for("torch", 8, "static") == "torch-int8-x86-static"
+    assert backend_for("onnxruntime", 32, "dynamic") == "ort-fp32"
+    assert backend_for("onnxruntime", 8, "dynamic") == "ort-int8-dynamic"
+    assert backend_for("onnxruntime", 8, "static") == "ort-int8-static"
+    assert (
+        backend_for("torch", 4, "dynamic") is None
+        and backend_for("onnxruntime", 2, "static") is None
+    )
+    assert backend_for("torch", 8, "dynamic", "cuda") == "torchao-int8"
+    assert backend_for("torch", 4, "dynamic", "cuda") == "torchao-int4"
+    assert backend_for("torch", 2, "dynamic", "cuda") is None
 
 
 @pytest.mark.skipif(importlib.util.find_spec("torchao") is not None, reason="torchao installed")

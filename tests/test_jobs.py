@@ -96,7 +96,8 @@ def test_train_compress_and_sweep_run_as_ray_jobs(head: Head, tmp_path: Path):
     client_dir = tmp_path / "elsewhere"  # the client is not in the repository
     client_dir.mkdir()
     db = tmp_path / "mlflow.db"
-    store = [f"tracking.uri=sqlite:///{db}", f"run.storage_path={tmp_path / 'results'}"]
+    store = [f"tracking.uri=sqlite:///{db}", f"run.storage_path={tmp_path / 'results'}",
+             "measure.targets=[{runtime: torch}]"]  # fmt: skip
 
     code, lines = head.submit("python", "-m", "accelab", "train", "configs/digits.yaml",
                               "train.epochs=2", *store, cwd=client_dir)  # fmt: skip

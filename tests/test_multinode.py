@@ -207,7 +207,7 @@ def test_sweep_trials_run_on_worker_nodes_and_survive_a_killed_driver(
     cfg.update(name="mn-sweep")
     cfg["train"]["epochs"] = 2
     cfg["trainable"]["model_args"]["hidden"] = [128, 128]
-    cfg["measure"].update(repeats=10, warmup=3, rounds=2)
+    cfg["measure"].update(repeats=10, warmup=3, rounds=2, targets=[{"runtime": "torch"}])
     cfg["sweep"]["variants"] = [{"compression.prune.method": "none"},
                                 {"compression.prune.method": "structured", "compression.prune.sparsity": 0.5,
                                  "finetune.epochs": 1}]  # fmt: skip

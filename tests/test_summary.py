@@ -101,9 +101,11 @@ def test_each_row_shows_the_baseline_its_speedup_was_computed_against(sweep):
     table = format_table(client and summarize(client, parent))
     t2 = next(line for line in table.splitlines() if line.startswith("t2"))
     assert "1.000" in t2 and "2.400" in t2 and "2.40x (2.28-2.52)" in t2
-    assert "p50 2.000 ms (A/A control)" in table.splitlines()[0]
-    assert "noise floor" in table.splitlines()[1] and "4%" in table.splitlines()[1]
-    header = table.splitlines()[2]
+    lines = table.splitlines()
+    assert lines[0].startswith("target: torch")
+    assert "p50 2.000 ms (A/A control)" in lines[1]
+    assert "noise floor" in lines[2] and "4%" in lines[2]
+    header = lines[3]
     assert "base ms" in header and "drop pts [95% CI]" in header and "packed MB" in header
 
 

@@ -41,11 +41,13 @@ def dense_checkpoint(tmp_path_factory) -> Path:
     return directory
 
 
-def sweep_yaml(tmp_path: Path, name: str, variants: list[dict], **sweep) -> Path:
+def sweep_yaml(
+    tmp_path: Path, name: str, variants: list[dict], targets=({"runtime": "torch"},), **sweep
+) -> Path:
     cfg = yaml.safe_load((CONFIGS / "digits_sweep.yaml").read_text())
     cfg["name"] = name
     cfg["trainable"]["model_args"]["hidden"] = HIDDEN
-    cfg["measure"].update(repeats=20, warmup=5, rounds=3)
+    cfg["measure"].update(repeats=20, warmup=5, rounds=3, targets=list(targets))
     cfg["sweep"].update({"space": {}, "variants": variants, **sweep})
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -73,7 +75,8 @@ def test_small_sweep_records_frontier_and_a_reloadable_recommendation(
         {"compression.prune.method": "structured", "compression.prune.sparsity": 0.5,
          "finetune.epochs": 1},
     ]  # fmt: skip
-    path = sweep_yaml(tmp_path, "small-sweep", variants)
+    targets = ({"runtime": "torch"}, {"runtime": "onnxruntime", "batch_size": 1})
+    path = sweep_yaml(tmp_path, "small-sweep", variants, targets)
     proc = run_cli(
         "sweep",
         str(path),
@@ -83,7 +86,8 @@ def test_small_sweep_records_frontier_and_a_reloadable_recommendation(
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
-    assert "[ 6/6 done, 0 running]" in out and "recommendation: trial" in out
+    assert "[ 6/6 done, 0 running]" in out and "recommendation for torch, batch 64: trial" in out
+    assert "target onnxruntime, batch 1: noise floor" in out  # every target gets its frontier
     assert "mlflow ui --backend-store-uri" in out
     assert "Traceback" not in proc.stderr
 
@@ -120,6 +124,10 @@ def test_small_sweep_records_frontier_and_a_reloadable_recommendation(
     rec = client.get_run(rec_id)
     assert rec.data.metrics["val_accuracy_drop"] <= 0.01 and rec.data.metrics["speedup"] > 1.0
     assert parent.data.metrics["noise_floor"] >= 0.0 and "aa_speedup" in parent.data.metrics
+    assert "noise_floor.ort_b1" in parent.data.metrics  # an A/A control per target
+    assert parent.data.tags["accelab.recommendation.ort_b1"].startswith("recommendation for onnxruntime")
+    ort = [t for t in trials if "speedup_vs_torch.ort_b1" in t.data.metrics]
+    assert len(ort) == 5  # every trial with a real kernel was measured on ONNX Runtime too
     model = load_deployable(local / "recommended_model")
     assert evaluate_accuracy(model, TASK.load_splits(0).test) == pytest.approx(
         rec.data.metrics["accuracy"], abs=1e-9
@@ -128,7 +136,7 @@ def test_small_sweep_records_frontier_and_a_reloadable_recommendation(
     # A teammate sees the same recommendation from MLflow alone.
     report = run_cli("report", "small-sweep", "--tracking-uri", store["tracking_uri"], cwd=tmp_path)
     assert report.returncode == 0, report.stderr
-    rec_line = next(line for line in out.splitlines() if line.startswith("recommendation:"))
+    rec_line = next(line for line in out.splitlines() if line.startswith("recommendation for"))
     assert rec_line in report.stdout
 
 
@@ -154,7 +162,7 @@ def test_trial_breaking_max_latency_is_stopped_before_finetuning(tmp_path, store
         k.startswith("finetune_") for k in trial.data.metrics
     )  # no training compute spent
     assert "latency_p50_ms" in trial.data.metrics  # but what was measured is recorded
-    assert "recommendation: none" in proc.stdout
+    assert "recommendation for torch, batch 64: none" in proc.stdout
 
 
 @pytest.mark.ray

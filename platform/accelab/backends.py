@@ -8,10 +8,31 @@ from __future__ import annotations
 
 TORCH_FP32 = "torch-fp32"  # dense torch kernels (zeroed weights are still multiplied)
 TORCH_INT8 = "torch-int8-x86"  # torch's x86 int8 kernels: dynamic quantization of Linear layers
+TORCH_INT8_STATIC = "torch-int8-x86-static"  # torch FX static int8 (Conv and Linear), calibrated
 SIMULATED = "fake-quant (simulated)"  # low-bit weights simulated in fp32: no speed claimed
+ORT_FP32 = "ort-fp32"  # ONNX Runtime, CPU execution provider
+ORT_INT8_DYNAMIC = "ort-int8-dynamic"  # ORT dynamic quantization, per-channel int8 weights
+ORT_INT8_STATIC = "ort-int8-static"  # ORT QDQ static quantization, calibrated on training data
 
 DESCRIPTIONS = {
     TORCH_FP32: "torch eager, fp32 dense kernels",
     TORCH_INT8: "torch eager, int8 dynamic quantization (x86/fbgemm) of Linear layers",
+    TORCH_INT8_STATIC: "torch eager, int8 static quantization (FX, x86) of Conv and Linear layers",
     SIMULATED: "fake quantization in fp32: accuracy and packed size only",
+    ORT_FP32: "ONNX Runtime (CPUExecutionProvider), fp32",
+    ORT_INT8_DYNAMIC: "ONNX Runtime, int8 dynamic quantization, per-channel weights",
+    ORT_INT8_STATIC: "ONNX Runtime, int8 static QDQ, per-channel, calibrated on training data",
 }
+
+
+def backend_for(runtime: str, bits: int, scheme: str, device: str = "cpu") -> str | None:
+    """The real kernel a (runtime, bit-width, scheme) runs on, or None (simulated)."""
+    if bits == 32:
+        return TORCH_FP32 if runtime == "torch" else ORT_FP32
+    if bits != 8 and not (device == "cuda" and bits == 4):
+        return None
+    if runtime == "onnxruntime":
+        return ORT_INT8_STATIC if scheme == "static" else ORT_INT8_DYNAMIC
+    if device == "cuda":
+        return f"torchao-int{bits}"
+    return TORCH_INT8_STATIC if scheme == "static" else TORCH_INT8

@@ -67,6 +67,12 @@ def cmd_report(args: argparse.Namespace) -> None:
     report(args.experiment, args.tracking_uri, args.run)
 
 
+def cmd_export(args: argparse.Namespace) -> None:
+    from accelab.commands.export import export
+
+    export(args.source, args.format, args.out, args.tracking_uri)
+
+
 def cmd_sync(args: argparse.Namespace) -> None:
     from accelab.commands.sync import sync
 
@@ -136,6 +142,18 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     )
     p.add_argument("--run", default=None, help="parent run id (default: the newest sweep)")
     p.set_defaults(func=cmd_report)
+
+    p = subs["export"] = sub.add_parser(
+        "export",
+        help="write a run's model as ONNX / ONNX int8 / torch.export, runnable without accelab",
+    )
+    p.add_argument("source", help="runs:/<run id>, a run id, or models:/<name>@<alias>")
+    p.add_argument("--format", choices=["onnx", "onnx-int8", "torch-export"], default="onnx")
+    p.add_argument("--out", default=None, help="output folder (default ./export/<run id>)")
+    p.add_argument(
+        "--tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db"
+    )
+    p.set_defaults(func=cmd_export)
 
     p = subs["sync"] = sub.add_parser(
         "sync", help="record in MLflow what a training's checkpoint holds but MLflow missed"

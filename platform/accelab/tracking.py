@@ -74,9 +74,20 @@ def environment_tags() -> dict[str, str]:
     }
 
 
+def artifact_location(tracking_uri: str, experiment: str) -> str | None:
+    """Where a new experiment's artifacts go: next to a sqlite store (``mlartifacts/`` beside
+    ``mlflow.db``), not in whatever directory the command ran from; a server decides its own."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    folder = "".join(c if c.isalnum() or c in "-_." else "_" for c in experiment)
+    return (Path(tracking_uri[len("sqlite:///") :]).parent / "mlartifacts" / folder).as_uri()
+
+
 def get_experiment_id(client: MlflowClient, name: str) -> str:
     exp = client.get_experiment_by_name(name)
-    return exp.experiment_id if exp else client.create_experiment(name)
+    if exp:
+        return exp.experiment_id
+    return client.create_experiment(name, artifact_location(client.tracking_uri, name))
 
 
 def create_run(

@@ -1,19 +1,21 @@
-"""A measured variant into its MLflow run: metrics, tags, warnings and the deployable model."""
+"""A judged variant into its MLflow run: metrics, per-target tags and errors, the deployable
+model, and the ONNX files ONNX Runtime targets ran (exports of the run)."""
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 
 from accelab.config.schema import ExperimentConfig
-from accelab.variant import VariantResult
+from accelab.judge import VariantResult
 
 STATUS_TAG = "accelab.status"
 
 
 def log_variant(tracking_uri: str, run_id: str, r: VariantResult, cfg: ExperimentConfig) -> None:
-    """Final metrics (one row each, step 0 of the variant), tags, and the deployable model;
-    the status tag is written last: "ok" means everything is recorded."""
+    """Final metrics (one row each, step 0 of the variant), tags, the deployable model and
+    the exports; the status tag is written last: "ok" means everything is recorded."""
     from mlflow.tracking import MlflowClient
 
     from accelab.compress.deploy import save_deployable
@@ -23,24 +25,35 @@ def log_variant(tracking_uri: str, run_id: str, r: VariantResult, cfg: Experimen
     log_metrics_once(client, run_id, 0, r.metrics)
     log_variant_tags(client, run_id, r)
     with tempfile.TemporaryDirectory() as tmp:
-        q = cfg.compression.quant
         directory = Path(tmp, "deployable_model")
-        save_deployable(
-            r.deployable,
-            directory,
-            cfg.trainable.model_dump(),
-            r.float_model,
-            q.bits,
-            q.activations,
-        )
+        quant = cfg.compression.quant.model_dump()
+        save_deployable(r.deployable, directory, cfg.trainable.model_dump(), r.float_model, quant)
         client.log_artifacts(run_id, str(directory), "deployable_model")
+        onnx = {
+            t.built.backend: t.built.onnx for t in r.targets.values() if t.built and t.built.onnx
+        }
+        for backend, data in onnx.items():
+            path = Path(tmp, f"{backend}.onnx")
+            path.write_bytes(data)
+            client.log_artifact(run_id, str(path), "onnx")
     client.set_tag(run_id, STATUS_TAG, "ok")
 
 
 def log_variant_tags(client, run_id: str, r: VariantResult) -> None:
-    m = r.measurement
-    client.set_tag(run_id, "accelab.backend", m.backend)
-    client.set_tag(run_id, "accelab.simulated", str(m.simulated).lower())
-    client.set_tag(run_id, "accelab.device", m.device)
+    p = r.primary
+    tags = {
+        "accelab.backend": p.backend,
+        "accelab.simulated": str(p.measurement.simulated).lower(),
+        "accelab.device": p.measurement.device,
+        "accelab.targets": json.dumps(
+            [[k, t.target.label, t.backend] for k, t in r.targets.items()]
+        ),
+    }
+    for key, t in list(r.targets.items())[1:]:
+        tags[f"accelab.backend.{key}"] = t.backend
+        if t.error:
+            tags[f"accelab.target_error.{key}"] = t.error[:5000]
     if r.warnings:
-        client.set_tag(run_id, "accelab.warning", " | ".join(r.warnings)[:5000])
+        tags["accelab.warning"] = " | ".join(r.warnings)[:5000]
+    for key, value in tags.items():
+        client.set_tag(run_id, key, value)

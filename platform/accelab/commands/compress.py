@@ -19,6 +19,7 @@ def run_compress(
     from accelab.registry import resolve_task
     from accelab.runs import mark_failed, new_ray_name, start_mlflow_run, variant_name
     from accelab.sources import prepare_source
+    from accelab.store_check import check_measure_device
     from accelab.tracking import tracking_store
     from accelab.training import resources
     from accelab.training.launcher import joined
@@ -26,9 +27,10 @@ def run_compress(
     from accelab.variant import run_variant
 
     tracking_uri = tracking_store(cfg.tracking.uri, cfg.labelled("tracking.uri"))
-    dense_dir, _ = collect(
+    dense_dir, *_ = collect(
         lambda: prepare_source(cfg, source, tracking_uri),
         lambda: resources.check_before_ray(cfg) if cfg.finetune.epochs > 0 else None,
+        lambda: check_measure_device(cfg),
     )
     if cfg.finetune.epochs > 0:
         init_ray(cfg)
@@ -52,6 +54,7 @@ def run_compress(
         raise
     client.set_terminated(run_id, "FINISHED")
     echo(format_comparison(result, metric))
+    echo(format_targets(result, metric))
     for warning in result.warnings:
         echo(f"warning: {warning}")
     return run_id, result
@@ -109,3 +112,23 @@ def format_comparison(r: VariantResult, metric: str = "accuracy") -> str:
         f"({m.device}, {m.threads} thread(s), batch {m.batch_size})"
     )
     return "\n".join(lines)
+
+
+def format_targets(r: VariantResult, metric: str) -> str:
+    """Every deployment target in one line each: the variant's backend, quality and latency
+    against the dense model on the same runtime and against dense torch fp32."""
+    rows = [("target", "backend", metric, "p50 ms", "dense ms", "speedup (min-max)", "vs torch")]
+    for t in r.targets.values():
+        if t.error:
+            rows.append((t.target.label, t.backend, "", "", "", f"n/a: {t.error[:80]}", ""))
+            continue
+        m, fam, s, st = t.measurement, t.family_baseline, t.vs_family.speedup, t.vs_torch.speedup
+        rows.append((
+            t.target.label, t.backend, f"{m.quality.value:.4f}", _cell(m.latency_p50_ms, ".3f"),
+            _cell(fam.latency_p50_ms, ".3f"),
+            "n/a (simulated)" if s is None else f"{s.value:.2f}x ({s.lo:.2f}-{s.hi:.2f})",
+            "" if st is None else f"{st.value:.2f}x",
+        ))  # fmt: skip
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+                     for row in rows)  # fmt: skip

@@ -8,6 +8,7 @@ parent MLflow run (kind=sweep)
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections.abc import Callable
@@ -16,7 +17,8 @@ from mlflow.tracking import MlflowClient
 
 from accelab.config.schema import ExperimentConfig
 from accelab.errors import UsageError, collect
-from accelab.sweep.summary import MetricInfo, SweepSummary
+from accelab.sweep.summary import TARGETS_TAG, MetricInfo, SweepSummary
+from accelab.targets import targets_of
 
 
 def total_trials(cfg: ExperimentConfig) -> int:
@@ -115,7 +117,7 @@ def run_sweep(
     from accelab.ray_session import init_ray, will_start_local_ray
     from accelab.registry import resolve_task
     from accelab.runs import find_resumable, new_ray_name, start_mlflow_run, storage_path
-    from accelab.store_check import check_shared_stores
+    from accelab.store_check import check_measure_device, check_shared_stores
     from accelab.sweep.baseline import aa_control, obtain_baseline
     from accelab.sweep.finish import finish
     from accelab.sweep.trial import SweepContext
@@ -134,13 +136,14 @@ def run_sweep(
     metric = MetricInfo(
         task.metric.name, task.metric.higher_is_better, task.metric.transform == "exp"
     )
-    tracking_uri, _ = collect(
+    tracking_uri, *_ = collect(
         lambda: tracking_store(cfg.tracking.uri, cfg.labelled("tracking.uri")),
         lambda: (
             check_resources(cfg, resources.local_nodes(), "this machine")
             if will_start_local_ray(cfg)
             else None
         ),
+        lambda: check_measure_device(cfg),
     )
     if cfg.sweep.baseline_from:
         prepare_source(cfg, cfg.sweep.baseline_from, tracking_uri)
@@ -159,7 +162,9 @@ def run_sweep(
     )
     if not resume:
         sweep_name = new_ray_name(cfg, "sweep")
-        parent_id = start_mlflow_run(cfg, tracking_uri, sweep_name, "sweep", tags=metric.to_tags())
+        targets = json.dumps([[t.key, t.label] for t in targets_of(cfg)])
+        tags = {**metric.to_tags(), TARGETS_TAG: targets}
+        parent_id = start_mlflow_run(cfg, tracking_uri, sweep_name, "sweep", tags=tags)
     client = MlflowClient(tracking_uri)
     echo(
         f"sweep {sweep_name}: {total_trials(cfg)} trial(s), search={cfg.sweep.search} -> MLflow parent run {parent_id}"

@@ -27,7 +27,6 @@ from accelab.compress.quant import (
     fake_quant_report,
     load_int8,
     prepare_fake_quant,
-    real_kernel_for,
     save_int8,
 )
 
@@ -48,7 +47,6 @@ __all__ = [
     "make_masks",
     "prepare_fake_quant",
     "prunable_layers",
-    "real_kernel_for",
     "save_int8",
     "sparsity_report",
 ]

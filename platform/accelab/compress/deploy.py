@@ -1,8 +1,10 @@
 """Save a deployable (compressed) model as tensors + a JSON recipe, and load it back.
 
-    deploy.json        kind (fp32 | int8 | fake-quant), trainable, layer shapes, bits
+    deploy.json        kind (fp32 | int8 | int8-static | fake-quant), trainable, shapes, bits
     model.safetensors  fp32 / fake-quant weights        (kind fp32, fake-quant)
-    model_int8.pt      int8 state_dict, weights_only    (kind int8)
+    model_int8.pt      int8 state_dict, weights_only    (kind int8, int8-static)
+    model_float.safetensors  the fp32 weights before any quantization (pruned shapes): what
+                       ONNX Runtime and torch.export start from (``load_float``)
 
 Structured pruning changes layer widths, so the recipe records every Linear/Conv2d/
 BatchNorm shape and the loader rebuilds those layers before loading the weights.
@@ -10,6 +12,7 @@ BatchNorm shape and the loader rebuilds those layers before loading the weights.
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import Any
@@ -17,12 +20,19 @@ from typing import Any
 from torch import nn
 
 from accelab.compress.pipeline import Deployable
-from accelab.compress.quant import FAKE_QUANT_TYPES, load_int8, prepare_fake_quant, save_int8
+from accelab.compress.quant import (
+    FAKE_QUANT_TYPES,
+    convert_int8_static,
+    load_int8,
+    prepare_fake_quant,
+    save_int8,
+)
 from accelab.errors import UsageError
 from accelab.registry import resolve_task
 from accelab.training.checkpoint import load_model_state, save_model
 
 RECIPE = "deploy.json"
+FLOAT_FILE = "model_float.safetensors"
 
 
 def layer_shapes(model: nn.Module) -> dict[str, dict[str, Any]]:
@@ -70,21 +80,25 @@ def save_deployable(
     directory: Path,
     trainable: dict[str, Any],
     float_model: nn.Module,
-    bits: int,
-    activations: bool,
+    quant: dict[str, Any],
 ) -> Path:
-    """Write ``d`` to ``directory``; ``float_model`` is the pre-conversion model (shapes)."""
+    """Write ``d`` to ``directory``; ``float_model`` is the pre-conversion model (shapes,
+    and the fp32 weights the exports start from)."""
+    from accelab.compress.quant import strip_fake_quant
+
     directory.mkdir(parents=True, exist_ok=True)
+    save_model(strip_fake_quant(copy.deepcopy(float_model)), directory / FLOAT_FILE)
     recipe = {
         "kind": d.kind,
         "backend": d.backend,
         "simulated": d.simulated,
         "trainable": trainable,
         "layers": layer_shapes(float_model),
-        "bits": bits,
-        "activations": activations,
+        "bits": quant["bits"],
+        "activations": quant["activations"],
+        "quant": quant,
     }
-    if d.kind == "int8":
+    if d.kind in ("int8", "int8-static"):
         save_int8(d.model, directory / "model_int8.pt")
     elif d.kind in ("fp32", "fake-quant"):
         save_model(d.model, directory / "model.safetensors")
@@ -94,12 +108,15 @@ def save_deployable(
     return directory
 
 
-def load_deployable(directory: str | Path) -> nn.Module:
-    """Rebuild the model saved by ``save_deployable`` (eval mode, CPU)."""
+def read_recipe(directory: str | Path) -> dict[str, Any]:
     directory = Path(directory)
     if not (directory / RECIPE).is_file():
         raise UsageError(f"{directory}: not an accelab deployable model (no {RECIPE})")
-    recipe = json.loads((directory / RECIPE).read_text())
+    return json.loads((directory / RECIPE).read_text())
+
+
+def builder(recipe: dict[str, Any]):
+    """The task and a function building the model with the recipe's layer shapes."""
     t = recipe["trainable"]
     task = resolve_task(t["name"])
 
@@ -108,8 +125,31 @@ def load_deployable(directory: str | Path) -> nn.Module:
             task.build_model(t["model"], **t.get("model_args", {})), recipe["layers"]
         )
 
+    return task, build
+
+
+def load_float(directory: str | Path) -> nn.Module:
+    """The fp32 model a deployable was made from (pruned, fine-tuned, not quantized)."""
+    directory = Path(directory)
+    _, build = builder(read_recipe(directory))
+    model = build()
+    model.load_state_dict(load_model_state(directory / FLOAT_FILE))
+    return model.eval()
+
+
+def load_deployable(directory: str | Path) -> nn.Module:
+    """Rebuild the model saved by ``save_deployable`` (eval mode, CPU)."""
+    directory = Path(directory)
+    recipe = read_recipe(directory)
+    task, build = builder(recipe)
+
     if recipe["kind"] == "int8":
         return load_int8(build, directory / "model_int8.pt")
+    if recipe["kind"] == "int8-static":  # same FX graph, then the saved int8 weights and scales
+        example = task.example_input(1)
+        return load_int8(
+            build, directory / "model_int8.pt", lambda m: convert_int8_static(m, [example])
+        )
     model = build()
     if recipe["kind"] == "fake-quant":
         prepare_fake_quant(model, recipe["bits"], recipe["activations"])

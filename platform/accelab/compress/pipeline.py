@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from accelab.backends import TORCH_FP32
+from accelab.backends import SIMULATED, TORCH_FP32, TORCH_INT8_STATIC, backend_for
 from accelab.compress.prune import (
     GradualPruner,
     apply_masks,
@@ -30,13 +30,12 @@ from accelab.compress.prune import (
     sparsity_report,
 )
 from accelab.compress.quant import (
-    SIMULATED_BACKEND,
     calibrate,
     convert_int8_dynamic,
+    convert_int8_static,
     convert_torchao,
     has_fake_quant,
     prepare_fake_quant,
-    real_kernel_for,
     strip_fake_quant,
 )
 from accelab.config.schema import ExperimentConfig
@@ -127,13 +126,19 @@ class CompressionHooks:
         return {"sparsity": float(sparsity_report(model, prune_exclude(model, cfg))["sparsity"])}
 
 
-def calibration_batches(task: Task, cfg: ExperimentConfig) -> list[Tensor]:
+def calibration_from(task: Task, data_seed: int, batch_size: int, batches: int) -> list[Tensor]:
     """Training-split batches for activation observers and static quantization (never
     the validation or test split)."""
-    x = task.load_splits(cfg.trainable.data_seed).train.tensors[0]
-    size = cfg.train.batch_size
-    limit = min(len(x), size * cfg.compression.quant.calibration_batches)
-    return [x[i : i + size] for i in range(0, limit, size)]
+    x = task.load_splits(data_seed).train.tensors[0]
+    limit = min(len(x), batch_size * batches)
+    return [x[i : i + batch_size] for i in range(0, limit, batch_size)]
+
+
+def calibration_batches(task: Task, cfg: ExperimentConfig) -> list[Tensor]:
+    q = cfg.compression.quant
+    return calibration_from(
+        task, cfg.trainable.data_seed, cfg.train.batch_size, q.calibration_batches
+    )
 
 
 @dataclass
@@ -147,19 +152,29 @@ class Deployable:
 def finalize(
     model: nn.Module, cfg: ExperimentConfig, task: Task, device_type: str = "cpu"
 ) -> Deployable:
-    """The model as it would ship: real low-bit kernels where they exist, else simulated.
-    ``ptq`` quantizes here, after any fine-tuning (the input model is not changed)."""
+    """The model as it ships on torch: real low-bit kernels where they exist, else
+    simulated. ``ptq`` quantizes here, after any fine-tuning (the input is not changed)."""
     model = copy.deepcopy(unwrap(model)).eval()
     quant = cfg.compression.quant
-    if quant.bits == 32:
-        return Deployable(model, TORCH_FP32, False, "fp32")
-    backend = real_kernel_for(quant.bits, device_type) if quant.real_kernel else None
+    backend = (
+        backend_for("torch", quant.bits, quant.scheme, device_type) if quant.real_kernel else None
+    )
+    if backend == TORCH_FP32:
+        return Deployable(model.to(device_type), backend, False, "fp32")
     if backend is not None and backend.startswith("torchao"):
         return Deployable(
-            convert_torchao(strip_fake_quant(model), quant.bits), backend, False, "torchao"
+            convert_torchao(strip_fake_quant(model).to(device_type), quant.bits), backend, False,
+            "torchao",
+        )  # fmt: skip
+    if backend == TORCH_INT8_STATIC:
+        return Deployable(
+            convert_int8_static(model, calibration_batches(task, cfg)),
+            backend,
+            False,
+            "int8-static",
         )
     if backend is not None:  # quantizes the weights itself (a qat model's wrappers are stripped)
         return Deployable(convert_int8_dynamic(model), backend, False, "int8")
     if not has_fake_quant(model):  # ptq: quantize the fine-tuned fp32 weights now
         model = add_fake_quant(model, cfg, task).eval()
-    return Deployable(model, SIMULATED_BACKEND, True, "fake-quant")
+    return Deployable(model.to(device_type), SIMULATED, True, "fake-quant")

@@ -19,15 +19,11 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
 
-from accelab.backends import SIMULATED, TORCH_INT8
 from accelab.compress.errors import CompressionError
 from accelab.compress.prune import check_layer_names, prunable_layers
 
 Observer = Literal["minmax", "moving_average"]
-INT8_CPU_BACKEND = TORCH_INT8
-SIMULATED_BACKEND = SIMULATED
 _EPS = 1e-12
 
 
@@ -299,15 +295,6 @@ def _select_int8_engine() -> str:
     raise CompressionError(f"no x86/fbgemm int8 engine in this torch build (have {engines})")
 
 
-def real_kernel_for(bits: int, device_type: str) -> str | None:
-    """Backend name if a real low-bit kernel exists for ``bits`` on the device, else None."""
-    if device_type == "cpu" and bits == 8:
-        return INT8_CPU_BACKEND
-    if device_type == "cuda" and bits in (8, 4):
-        return f"torchao-int{bits}"
-    return None
-
-
 def convert_int8_dynamic(model: nn.Module) -> nn.Module:
     """A copy of ``model`` with Linear layers as int8 dynamic-quantized kernels (CPU).
 
@@ -322,6 +309,30 @@ def convert_int8_dynamic(model: nn.Module) -> nn.Module:
         return quantize_dynamic(
             model, {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8, inplace=True
         )
+
+
+def convert_int8_static(model: nn.Module, calibration: Iterable[Tensor]) -> nn.Module:
+    """A copy of ``model`` with Conv and Linear layers as int8 static kernels (torch FX,
+    x86 engine): activations calibrated on ``calibration`` batches (training data).
+    Raises ``CompressionError`` if the model cannot be traced symbolically."""
+    from torch.ao.quantization import get_default_qconfig_mapping
+    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+
+    engine = _select_int8_engine()
+    model = strip_fake_quant(copy.deepcopy(model)).cpu().eval()
+    batches = list(calibration)
+    with quiet_quantization_warnings(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            prepared = prepare_fx(model, get_default_qconfig_mapping(engine), (batches[0],))
+        except Exception as exc:  # FX tracing fails on data-dependent control flow
+            raise CompressionError(
+                f"torch static int8 (FX) cannot trace this model: {type(exc).__name__}: {exc}"
+            ) from None
+        with torch.inference_mode():
+            for batch in batches:
+                prepared(batch)
+        return convert_fx(prepared)
 
 
 def convert_torchao(model: nn.Module, bits: int) -> nn.Module:
@@ -351,17 +362,29 @@ def convert_torchao(model: nn.Module, bits: int) -> nn.Module:
     return model
 
 
+def int8_types() -> tuple[type, ...]:
+    """torch's int8 Linear/Conv modules (their ``weight()`` is a method, not a parameter)."""
+    from torch.ao.nn.quantized import Conv2d, Linear
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+
+    return (DynamicLinear, Linear, Conv2d)
+
+
 def save_int8(model: nn.Module, path: str | os.PathLike) -> None:
-    """Save an int8 dynamic-quantized model's state_dict (loadable with weights_only=True)."""
-    if not any(isinstance(m, DynamicQuantizedLinear) for m in model.modules()):
-        raise CompressionError("save_int8 expects a model from convert_int8_dynamic")
+    """Save an int8 model's state_dict (loadable with weights_only=True)."""
+    if not any(isinstance(m, int8_types()) for m in model.modules()):
+        raise CompressionError("save_int8 expects a model from convert_int8_dynamic/_static")
     with quiet_quantization_warnings():
         torch.save(model.state_dict(), path)
 
 
-def load_int8(builder: Callable[[], nn.Module], path: str | os.PathLike) -> nn.Module:
+def load_int8(
+    builder: Callable[[], nn.Module],
+    path: str | os.PathLike,
+    convert: Callable[[nn.Module], nn.Module] = convert_int8_dynamic,
+) -> nn.Module:
     """Rebuild with ``builder()`` (same architecture/widths), convert, load the int8 weights."""
-    model = convert_int8_dynamic(builder())
+    model = convert(builder())
     with quiet_quantization_warnings():
         state = torch.load(path, map_location="cpu", weights_only=True)
     model.load_state_dict(state)

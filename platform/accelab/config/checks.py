@@ -95,6 +95,21 @@ def training_errors(cfg: ExperimentConfig) -> list[str]:
     return problems
 
 
+def measure_errors(cfg: ExperimentConfig) -> list[str]:
+    m = cfg.measure
+    keys = [(t.runtime, t.batch_size or m.batch_size) for t in m.targets]
+    problems = [
+        f"measure.targets: {runtime} at batch {batch} is listed twice"
+        for runtime, batch in sorted({k for k in keys if keys.count(k) > 1})
+    ]
+    if m.device == "cuda" and any(t.runtime == "onnxruntime" for t in m.targets):
+        problems.append(
+            "measure.targets: onnxruntime targets are measured on the CPU; with measure.device="
+            "cuda list torch targets only"
+        )
+    return problems
+
+
 def point_values(dist) -> list[Any]:
     """The values of one search dimension worth checking: all listed, or both range ends."""
     if dist.kind in ("grid", "choice"):
@@ -152,7 +167,7 @@ def point_errors(base: dict[str, Any], values: dict[str, Any], cache: dict) -> l
         return [f"{key}: {msg}" for key, msg in validation_problems(exc)]
     except ConfigError as exc:
         return list(exc.messages)
-    return training_errors(cfg) + model_errors(cfg, cache)
+    return training_errors(cfg) + measure_errors(cfg) + model_errors(cfg, cache)
 
 
 def sweep_errors(cfg: ExperimentConfig, known: tuple[str, ...] = ()) -> list[str]:
@@ -201,5 +216,5 @@ def sweep_errors(cfg: ExperimentConfig, known: tuple[str, ...] = ()) -> list[str
 
 
 def semantic_errors(cfg: ExperimentConfig) -> list[str]:
-    problems = training_errors(cfg) + model_errors(cfg)
+    problems = training_errors(cfg) + measure_errors(cfg) + model_errors(cfg)
     return problems + sweep_errors(cfg, tuple(problems))

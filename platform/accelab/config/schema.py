@@ -158,6 +158,12 @@ class QuantConfig(Section):
     bits: Literal[2, 3, 4, 5, 6, 7, 8, 32] = Field(32, description="32 = no quantization.")
     mode: Literal["ptq", "qat"] = Field("ptq", description="qat needs finetune.epochs > 0.")
     activations: bool = False
+    scheme: Literal["dynamic", "static"] = Field(
+        "dynamic",
+        description="8-bit kernels: dynamic (activations quantized per batch at run time; "
+        "torch: Linear only) or static (activations calibrated on training data; torch FX "
+        "and ONNX Runtime QDQ, Conv and Linear).",
+    )
     calibration_batches: Annotated[int, Field(ge=1, le=10_000)] = Field(
         8, description="Training-split batches for activation ranges / static quantization."
     )
@@ -181,8 +187,36 @@ class FinetuneConfig(Section):
     )
 
 
+class Target(Section):
+    """A deployment target: the runtime a model ships on and the batch it serves."""
+
+    runtime: Literal["torch", "onnxruntime"] = "torch"
+    batch_size: BatchSize | None = Field(None, description="Default: measure.batch_size.")
+
+
+def default_targets() -> list[Target]:
+    return [Target(runtime="torch"), Target(runtime="onnxruntime"),
+            Target(runtime="onnxruntime", batch_size=1)]  # fmt: skip
+
+
 class MeasureConfig(Section):
     batch_size: BatchSize = 64
+    targets: list[Target] = Field(
+        default_factory=default_targets,
+        min_length=1,
+        description="Where latency is measured (each variant on each target, against the "
+        "dense model on the same runtime and on torch); the first is the primary one that "
+        "the table, the plot and `speedup` report. Default: torch and ONNX Runtime at "
+        "batch_size, and ONNX Runtime at batch 1.",
+    )
+    device: Literal["cpu", "cuda"] = Field(
+        "cpu",
+        description="Where latency is measured. cuda: torch targets only, synchronised "
+        "timing; int8/int4 through torchao (weight-only int4, dynamic int8).",
+    )
+    onnx_exporter: Literal["dynamo", "torchscript"] = Field(
+        "dynamo", description="torch.onnx exporter for ONNX Runtime targets."
+    )
     threads: Annotated[int, Field(ge=1, le=1024)] = Field(
         1, description="Intra-op threads while measuring latency."
     )

@@ -10,19 +10,20 @@ from torch import Tensor, nn
 
 from accelab.compress.quant import (
     FAKE_QUANT_TYPES,
-    DynamicQuantizedLinear,
     fake_quant_report,
     has_fake_quant,
+    int8_types,
     quiet_quantization_warnings,
 )
 
-_MAC_TYPES = (nn.Linear, nn.Conv2d, DynamicQuantizedLinear, *FAKE_QUANT_TYPES)
+INT8_TYPES = int8_types()  # weight() is a method
+_MAC_TYPES = (nn.Linear, nn.Conv2d, *INT8_TYPES, *FAKE_QUANT_TYPES)
 
 
 def _weight_of(module: nn.Module) -> Tensor:
     if isinstance(module, FAKE_QUANT_TYPES):
         return module.layer.weight
-    if isinstance(module, DynamicQuantizedLinear):
+    if isinstance(module, INT8_TYPES):
         return module.weight()
     return module.weight
 
@@ -53,7 +54,7 @@ def count_params(model: nn.Module) -> tuple[int, int]:
     """(parameters, non-zero parameters), counting int8 packed weights and biases too."""
     tensors = [p.detach() for p in model.parameters()]
     for module in model.modules():
-        if isinstance(module, DynamicQuantizedLinear):
+        if isinstance(module, INT8_TYPES):
             tensors.append(module.weight().dequantize())
             if module.bias() is not None:
                 tensors.append(module.bias().detach())

@@ -15,9 +15,8 @@ from pathlib import Path
 from mlflow.tracking import MlflowClient
 
 from accelab.config.schema import ExperimentConfig
-from accelab.measure import TORCH_FP32, TorchRunner, measure_pair
+from accelab.judge import MB, interval, load_dense
 from accelab.stats import noise_floor
-from accelab.variant import MB, interval, load_dense
 
 BASELINE_DIR_TAG = "accelab.baseline_dir"
 
@@ -47,25 +46,33 @@ def obtain_baseline(
 
 
 def aa_control(cfg: ExperimentConfig, dense_dir: Path, tracking_uri: str, parent_id: str) -> dict:
-    """Measure the dense model against itself; log baseline numbers and the noise floor."""
+    """Judge the dense model against itself on every target, exactly as a trial is judged;
+    log the baseline's numbers and each target's noise floor (suffixed like trial metrics)."""
+    from accelab.judge import judge
     from accelab.tracking import log_metrics_once
 
     start = time.perf_counter()
     dense = load_dense(cfg, dense_dir)
-    threads = cfg.measure.threads
-    a = TorchRunner(dense.model, TORCH_FP32, threads=threads)
-    b = TorchRunner(copy.deepcopy(dense.model), TORCH_FP32, threads=threads)
-    base, _, cmp = measure_pair(a, b, dense.splits.test, dense.task, cfg.measure)
+    plain = cfg.model_copy(update={"compression": type(cfg.compression)()})
+    r = judge(dense, copy.deepcopy(dense.model), plain)
     name = dense.task.metric.name
+    base = r.primary.torch_baseline
     metrics = {
         **{f"baseline_{k}": v for k, v in interval(name, base.quality).items()},
         "baseline_n_test": base.quality.n,
-        "baseline_latency_p50_ms": base.latency_p50_ms,
-        "baseline_latency_p95_ms": base.latency_p95_ms,
         "baseline_size_mb": base.size_bytes / MB,
-        **{f"aa_{k}": v for k, v in interval("speedup", cmp.speedup).items()},
-        "noise_floor": noise_floor(cmp.speedup),
-        "aa_compute_s": time.perf_counter() - start,
+        "aa_compute_s": 0.0,
     }
+    for i, (key, t) in enumerate(r.targets.items()):
+        if t.error:
+            continue
+        sfx = "" if i == 0 else f".{key}"
+        metrics[f"baseline_latency_p50_ms{sfx}"] = t.family_baseline.latency_p50_ms
+        metrics[f"baseline_latency_p95_ms{sfx}"] = t.family_baseline.latency_p95_ms
+        metrics.update(
+            {f"aa_{k}{sfx}": v for k, v in interval("speedup", t.vs_family.speedup).items()}
+        )
+        metrics[f"noise_floor{sfx}"] = noise_floor(t.vs_family.speedup)
+    metrics["aa_compute_s"] = time.perf_counter() - start
     log_metrics_once(MlflowClient(tracking_uri), parent_id, 0, metrics)
     return metrics

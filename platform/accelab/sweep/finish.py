@@ -14,12 +14,13 @@ from accelab.sweep.summary import SweepSummary
 def finish(client: MlflowClient, parent_id: str, echo: Callable[[str], None]) -> SweepSummary:
     """Summarize the trials, log pareto.csv/png and the recommended model, print the table."""
     from accelab.sweep.plot import plot_pareto
-    from accelab.sweep.summary import summarize
-    from accelab.sweep.table import format_table, recommendation_line, write_csv
+    from accelab.sweep.summary import summarize, targets_of
+    from accelab.sweep.table import format_table, recommendation_line, target_lines, write_csv
     from accelab.tracking import log_metrics_once
 
     parent = client.get_run(parent_id)
     s = summarize(client, parent)
+    others = [summarize(client, parent, key) for key, _ in targets_of(parent)[1:]]
     with tempfile.TemporaryDirectory() as tmp:
         write_csv(s, Path(tmp, "pareto.csv"))
         plot_pareto(s, Path(tmp, "pareto.png"), parent.info.run_name)
@@ -37,6 +38,10 @@ def finish(client: MlflowClient, parent_id: str, echo: Callable[[str], None]) ->
                 "recommended_drop": r["q_drop"], "recommended_size_ratio": r["size_ratio"],
             })  # fmt: skip
     client.set_tag(parent_id, "accelab.recommendation", recommendation_line(s))
+    for other in others:
+        client.set_tag(
+            parent_id, f"accelab.recommendation.{other.target[0]}", recommendation_line(other)
+        )
     client.set_tag(parent_id, "accelab.trials", str(len(s.rows)))
-    echo(format_table(s))
+    echo("\n".join([format_table(s), *target_lines(others)]))
     return s

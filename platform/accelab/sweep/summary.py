@@ -7,6 +7,7 @@ teammate sees the same table without the Ray results directory. Formatting lives
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -18,13 +19,14 @@ from accelab.pareto import Constraints, TrialPoint, pareto_front, recommend, vio
 
 SWEEP_KIND = "sweep"
 TRIAL_KIND = "trial"
+TARGETS_TAG = "accelab.targets"  # [[key, label], ...] of the sweep, the primary one first
 METRIC_TAG = "accelab.metric"
 HIGHER_TAG = "accelab.metric_higher_is_better"
 RELATIVE_TAG = "accelab.metric_relative_drop"
 ROW_METRICS = (
     "latency_p50_ms", "latency_p95_ms", "latency_p50_ms_lo", "latency_p50_ms_hi",
-    "baseline_latency_p50_ms", "speedup", "speedup_lo",
-    "speedup_hi", "size_mb", "packed_size_mb", "size_ratio", "sparsity", "bits", "n_test",
+    "baseline_latency_p50_ms", "torch_latency_p50_ms", "speedup", "speedup_lo", "speedup_hi",
+    "speedup_vs_torch", "size_mb", "packed_size_mb", "size_ratio", "sparsity", "bits", "n_test",
 )  # fmt: skip
 QUALITY_METRICS = ("{m}", "{m}_lo", "{m}_hi", "{m}_drop", "{m}_drop_lo", "{m}_drop_hi",
                    "val_{m}", "val_{m}_drop", "val_{m}_drop_lo", "val_{m}_drop_hi")  # fmt: skip
@@ -57,6 +59,7 @@ class MetricInfo:
 @dataclass
 class SweepSummary:
     parent_run_id: str
+    target: tuple[str, str]  # (key, label) of the deployment target this summary is about
     metric: MetricInfo
     baseline: dict[str, float]  # the A/A control: baseline quality, latency, noise floor
     constraints: Constraints
@@ -91,18 +94,25 @@ def child_runs(client: MlflowClient, parent) -> list:
     return client.search_runs([parent.info.experiment_id], query, max_results=5000)
 
 
-def trial_row(run, metric: MetricInfo) -> dict[str, Any]:
+def trial_row(run, metric: MetricInfo, sfx: str = "") -> dict[str, Any]:
+    """One trial on one target (``sfx`` = ".<target key>", "" for the primary target)."""
     m, tags = run.data.metrics, run.data.tags
+    simulated = m.get(f"simulated{sfx}")
     row: dict[str, Any] = {
         "trial_id": tags.get("accelab.trial_id", run.info.run_id[:8]),
         "name": tags.get("mlflow.runName", ""),
         "run_id": run.info.run_id,
         "status": tags.get("accelab.status", "unfinished"),
-        "backend": tags.get("accelab.backend", ""),
-        "simulated": tags.get("accelab.simulated") == "true",
+        "backend": tags.get(f"accelab.backend{sfx}", ""),
+        "simulated": bool(simulated)
+        if simulated is not None
+        else tags.get("accelab.simulated") == "true",
     }
-    row.update({k: m.get(k) for k in ROW_METRICS})
-    row.update({k.format(m="q"): m.get(k.format(m=metric.name)) for k in QUALITY_METRICS})
+    if error := tags.get(f"accelab.target_error{sfx}"):
+        row["status"] = f"n/a: {error}"
+    target_free = {"sparsity", "bits", "n_test"}
+    row.update({k: m.get(k if k in target_free else k + sfx) for k in ROW_METRICS})
+    row.update({k.format(m="q"): m.get(k.format(m=metric.name) + sfx) for k in QUALITY_METRICS})
     row.update(
         {k[len("searched.") :]: v for k, v in run.data.params.items() if k.startswith("searched.")}
     )
@@ -137,26 +147,41 @@ def constraints_from(params: dict[str, str]) -> Constraints:
     )
 
 
-def summarize(client: MlflowClient, parent) -> SweepSummary:
-    """Rows of every trial child run, both frontiers and the recommendation."""
+def targets_of(parent) -> list[tuple[str, str]]:
+    """(key, label) of every target the sweep measured, the primary one first."""
+    raw = parent.data.tags.get(TARGETS_TAG)
+    return [tuple(t) for t in json.loads(raw)] if raw else [("torch_b64", "torch")]
+
+
+def summarize(client: MlflowClient, parent, target: str | None = None) -> SweepSummary:
+    """Rows of every trial child run on one target (default: the primary), both frontiers
+    and the recommendation for that target."""
     metric = MetricInfo.from_tags(parent.data.tags)
+    targets = targets_of(parent)
+    index = [k for k, _ in targets].index(target) if target else 0
+    sfx = "" if index == 0 else f".{targets[index][0]}"
     runs = child_runs(client, parent)
-    rows = sorted((trial_row(r, metric) for r in runs), key=lambda r: r["trial_id"])
-    baseline = {k[len("baseline_") :]: v for k, v in parent.data.metrics.items()
-                if k.startswith("baseline_")}  # fmt: skip
-    baseline.update({k: v for k, v in parent.data.metrics.items() if k.startswith("aa_")})
-    if "noise_floor" in parent.data.metrics:
-        baseline["noise_floor"] = parent.data.metrics["noise_floor"]
+    rows = sorted((trial_row(r, metric, sfx) for r in runs), key=lambda r: r["trial_id"])
+    baseline = {
+        k[len("baseline_") :].removesuffix(sfx): v
+        for k, v in parent.data.metrics.items()
+        if k.startswith("baseline_") and (k.endswith(sfx) if sfx else "." not in k)
+    }
+    for k, v in parent.data.metrics.items():
+        if k.startswith(("aa_", "noise_floor")) and (k.endswith(sfx) if sfx else "." not in k):
+            baseline[k.removesuffix(sfx)] = v
     searched = sorted(
         {k[len("searched.") :] for r in runs for k in r.data.params if k.startswith("searched.")}
     )
     return build_summary(
-        parent.info.run_id, metric, baseline, constraints_from(parent.data.params), searched, rows
-    )
+        parent.info.run_id, targets[index], metric, baseline, constraints_from(parent.data.params),
+        searched, rows,
+    )  # fmt: skip
 
 
 def build_summary(
     parent_run_id: str,
+    target: tuple[str, str],
     metric: MetricInfo,
     baseline: dict[str, float],
     constraints: Constraints,
@@ -175,5 +200,6 @@ def build_summary(
         row["meets_constraints"] = q.status == "ok" and not violations(q, constraints)
     recommended = next((r for r in rows if r["recommended"]), None)
     return SweepSummary(
-        parent_run_id, metric, baseline, constraints, searched, rows, front, size_front, recommended
-    )
+        parent_run_id, target, metric, baseline, constraints, searched, rows, front, size_front,
+        recommended,
+    )  # fmt: skip

@@ -66,10 +66,11 @@ def mark(r: dict[str, Any]) -> str:
 def header_lines(s: SweepSummary) -> list[str]:
     b, name = s.baseline, s.metric.name
     lines = [
+        f"target: {s.target[1]} (speedups against the dense model on this runtime)",
         f"baseline (dense torch-fp32): test {name} {_fmt(b.get(name))} "
         f"[{_fmt(b.get(f'{name}_lo'))}, {_fmt(b.get(f'{name}_hi'))}] on "
         f"{int(b.get('n_test', 0))} examples, p50 {_fmt(b.get('latency_p50_ms'), '.3f')} ms "
-        f"(A/A control), size {_fmt(b.get('size_mb'), '.3f')} MB"
+        f"(A/A control), size {_fmt(b.get('size_mb'), '.3f')} MB",
     ]
     if "aa_speedup" in b:
         lines.append(
@@ -85,14 +86,16 @@ def format_table(s: SweepSummary) -> str:
     scale_unit = drop_unit(s)[1]
     head = ["trial", *(k.split(".")[-1] for k in s.searched), "backend", s.metric.name[:8],
             f"drop {scale_unit} [95% CI]", "val drop", "p50 ms", "base ms", "speedup (min-max)",
-            "size MB", "packed MB", "front", "status"]  # fmt: skip
+            "vs torch", "size MB", "packed MB", "front", "status"]  # fmt: skip
     lines = []
     for r in s.rows:
         lines.append([
             r["trial_id"], *(short(str(r.get(k, ""))) for k in s.searched), r["backend"],
             _fmt(r["q"]), fmt_drop(s, r["q_drop"], r["q_drop_lo"], r["q_drop_hi"]),
             fmt_drop(s, r["val_q_drop"]), _fmt(r["latency_p50_ms"], ".3f"),
-            _fmt(r["baseline_latency_p50_ms"], ".3f"), fmt_speedup(r), _fmt(r["size_mb"], ".3f"),
+            _fmt(r["baseline_latency_p50_ms"], ".3f"), fmt_speedup(r),
+            "" if r["speedup_vs_torch"] is None else f"{r['speedup_vs_torch']:.2f}x",
+            _fmt(r["size_mb"], ".3f"),
             _fmt(r["packed_size_mb"], ".3f") if r["simulated"] else "", mark(r), r["status"][:40],
         ])  # fmt: skip
     widths = [max(len(str(x)) for x in col) for col in zip(head, *lines, strict=True)]
@@ -118,13 +121,13 @@ def recommendation_line(s: SweepSummary) -> str:
         limits += f", max_latency_ms={c.max_latency_ms}" if c.max_latency_ms else ""
         limits += f", max_size_mb={c.max_size_mb}" if c.max_size_mb else ""
         return (
-            f"recommendation: none - no measured trial meets {limits} (on validation) while "
+            f"recommendation for {s.target[1]}: none - no measured trial meets {limits} (on validation) while "
             f"being faster than the dense model by more than the {s.noise:.0%} noise floor"
         )
     knobs = ", ".join(f"{k}={short(str(r.get(k)))}" for k in s.searched)
     _, unit = drop_unit(s)
     return (
-        f"recommendation: trial {r['trial_id']} ({knobs}; {r['backend']}): "
+        f"recommendation for {s.target[1]}: trial {r['trial_id']} ({knobs}; {r['backend']}): "
         f"{fmt_speedup(r)} faster than dense fp32, {s.metric.name} {r['q']:.4f} "
         f"(test drop {fmt_drop(s, r['q_drop'], r['q_drop_lo'], r['q_drop_hi'])} {unit}; chosen on "
         f"validation drop {fmt_drop(s, r['val_q_drop'])} {unit}), size {r['size_ratio']:.2f}x; "
@@ -141,3 +144,13 @@ def write_csv(s: SweepSummary, path: Path) -> None:
         writer = csv.DictWriter(fh, fieldnames=keys, restval="")
         writer.writeheader()
         writer.writerows(rows)
+
+
+def target_lines(others: list[SweepSummary]) -> list[str]:
+    """The other targets in brief: frontier and recommendation of each."""
+    out = []
+    for s in others:
+        front = ", ".join(f"{r['trial_id']} {fmt_speedup(r)}" for r in s.rows if r["on_front"])
+        out += [f"target {s.target[1]}: noise floor {s.noise:.0%}; frontier: {front or 'none'}",
+                recommendation_line(s)]  # fmt: skip
+    return out

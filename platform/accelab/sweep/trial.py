@@ -15,9 +15,10 @@ from typing import Any
 
 from accelab.config.loader import set_dotted
 from accelab.config.schema import ExperimentConfig
+from accelab.judge import MB, VariantResult
 from accelab.pareto import Constraints, TrialPoint, violations
 from accelab.sweep.space import SEARCH_QUALITY, assignments
-from accelab.variant import MB, StopVariant, VariantResult
+from accelab.variant import StopVariant
 from accelab.variant_log import STATUS_TAG
 
 TRIAL_TAG = "accelab.trial_id"

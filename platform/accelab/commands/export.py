@@ -1,0 +1,110 @@
+"""``accelab export``: a run's model in a format that runs without accelab.
+
+    onnx          fp32 ONNX (dynamic batch): ONNX Runtime, or any ONNX runtime
+    onnx-int8     ONNX Runtime int8 (the run's quant.scheme: dynamic, or static QDQ)
+    torch-export  torch.export program (.pt2): ``torch.export.load`` needs torch only
+
+Where the run measured that very ONNX model (an ONNX Runtime target), the file written is
+the one that was measured, byte for byte; otherwise it is made now from the run's fp32
+weights and checked against torch. Files are written to ``--out`` and logged with the run
+under ``export/``, next to a ``<file>.json`` (what the file expects, what was measured).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from accelab.errors import UsageError
+
+FORMATS = {"onnx": "model.onnx", "onnx-int8": "model_int8.onnx", "torch-export": "model.pt2"}
+
+
+def resolve_run(client, source: str) -> str:
+    """A run id from ``runs:/<id>``, a bare run id, or ``models:/<name>@<alias>`` /
+    ``models:/<name>/<version>`` (the registered version's source run)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        if source.startswith("models:/"):
+            name, _, ref = source[len("models:/") :].partition("@")
+            if ref:
+                return client.get_model_version_by_alias(name, ref).run_id
+            name, _, version = name.partition("/")
+            return client.get_model_version(name, version).run_id
+        run_id = source[len("runs:/") :].split("/")[0] if source.startswith("runs:/") else source
+        return client.get_run(run_id).info.run_id
+    except MlflowException as exc:
+        raise UsageError(f"{source}: not found in MLflow ({exc.message.splitlines()[0]})") from None
+
+
+def deployable_dir(client, run_id: str, tmp: Path) -> Path:
+    """The run's deployable model: its own (compress, trial) or the sweep's recommendation."""
+    names = {a.path for a in client.list_artifacts(run_id)}
+    for folder in ("deployable_model", "recommended_model"):
+        if folder in names:
+            return Path(client.download_artifacts(run_id, folder, str(tmp)))
+    raise UsageError(
+        f"run {run_id} has no deployable_model/ or recommended_model/ artifact (export a "
+        "compress run, a sweep trial or a sweep)"
+    )
+
+
+def measured_onnx(client, run_id: str, backends: list[str], tmp: Path) -> Path | None:
+    names = {a.path for a in client.list_artifacts(run_id, "onnx")}
+    for backend in backends:
+        if f"onnx/{backend}.onnx" in names:
+            return Path(client.download_artifacts(run_id, f"onnx/{backend}.onnx", str(tmp)))
+    return None
+
+
+def export(
+    source: str, fmt: str, out: str | None, tracking_uri: str | None,
+    echo: Callable[[str], None] = print,
+) -> Path:  # fmt: skip
+    from mlflow.tracking import MlflowClient
+
+    from accelab.compress.deploy import builder, load_float, read_recipe
+    from accelab.compress.pipeline import calibration_from
+    from accelab.export import files
+    from accelab.tracking import tracking_store
+
+    client = MlflowClient(tracking_store(tracking_uri, "--tracking-uri", must_exist=True))
+    run_id = resolve_run(client, source)
+    target = Path(out or f"export/{run_id}").expanduser().resolve()
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = deployable_dir(client, run_id, Path(tmp))
+        if directory.name == "recommended_model":
+            run_id = client.get_run(run_id).data.tags.get("accelab.recommended_run_id", run_id)
+        recipe = read_recipe(directory)
+        task, _ = builder(recipe)
+        scheme = (recipe.get("quant") or {}).get("scheme", "dynamic")
+        wanted = {"onnx": ["ort-fp32"], "onnx-int8": [f"ort-int8-{scheme}"]}.get(fmt, [])
+        found = measured_onnx(client, run_id, wanted, Path(tmp))
+        target.mkdir(parents=True, exist_ok=True)
+        path = target / FORMATS[fmt]
+        quant, seed = recipe.get("quant") or {}, recipe["trainable"].get("data_seed", 0)
+        calibration = calibration_from(task, seed, 64, quant.get("calibration_batches", 8))
+        info = files.write(fmt, load_float(directory), task, path, found, scheme, calibration)
+    info.update(source=source, run_id=run_id, tracking_uri=client.tracking_uri,
+                measured=_measured(client.get_run(run_id), info["backend"]))  # fmt: skip
+    facts = path.with_suffix(".json")  # model.json, model_int8.json: one per format
+    facts.write_text(json.dumps(info, indent=1))
+    client.log_artifact(run_id, str(path), "export")
+    client.log_artifact(run_id, str(facts), "export")
+    echo(f"wrote {path} ({info['note']}); logged to MLflow run {run_id} under export/")
+    return path
+
+
+def _measured(run, backend: str) -> dict[str, float]:
+    """What the run measured on this backend (quality, latency), for comparison."""
+    m, tags = run.data.metrics, run.data.tags
+    if tags.get("accelab.backend") == backend:
+        return {k: v for k, v in m.items() if "." not in k}
+    for key, value in tags.items():
+        if key.startswith("accelab.backend.") and value == backend:
+            sfx = "." + key[len("accelab.backend.") :]
+            return {k.removesuffix(sfx): v for k, v in m.items() if k.endswith(sfx)}
+    return {}

@@ -1,0 +1,53 @@
+"""Write one export format of an fp32 model, and describe what the file expects."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from accelab.export.onnx import EXPORT_ATOL, INPUT, OUTPUT, max_abs_diff, quantize, to_onnx
+from trainables.base import Task
+
+
+def write(
+    fmt: str, model: nn.Module, task: Task, path: Path, measured: Path | None, scheme: str,
+    calibration: list[torch.Tensor],
+) -> dict[str, Any]:  # fmt: skip
+    """``model`` (fp32, eval) as ``fmt`` at ``path``; ``measured``: the ONNX file a run
+    measured in this format, copied as is. Returns export.json's facts."""
+    example = task.example_input(2)
+    info: dict[str, Any] = {
+        "format": fmt,
+        "input": {
+            "name": INPUT,
+            "shape": ["batch", *task.input_shape],
+            "dtype": str(example.dtype),
+        },
+        "output": {"name": OUTPUT},
+    }
+    test_inputs = task.load_splits(0).test.tensors[0]
+    if fmt == "torch-export":
+        batch = torch.export.Dim("batch", min=1, max=65_536)
+        with torch.no_grad():
+            program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
+        torch.export.save(program, str(path))
+        return {**info, "backend": "torch-fp32", "note": "torch.export program, fp32"}
+    if measured is not None:
+        path.write_bytes(measured.read_bytes())
+        backend = measured.stem
+        return {**info, "backend": backend, "note": f"the {backend} model the run measured"}
+    fp32 = to_onnx(model, example)
+    diff = max_abs_diff(model, fp32, test_inputs)
+    if diff > EXPORT_ATOL:
+        from accelab.errors import UsageError
+
+        raise UsageError(f"ONNX export differs from torch by {diff:.2e} (> {EXPORT_ATOL:g})")
+    if fmt == "onnx":
+        path.write_bytes(fp32)
+        return {**info, "backend": "ort-fp32", "note": f"fp32, max |diff| vs torch {diff:.1e}"}
+    data = quantize(fp32, scheme, calibration)
+    path.write_bytes(data)
+    return {**info, "backend": f"ort-int8-{scheme}", "note": f"int8 {scheme}, made now"}

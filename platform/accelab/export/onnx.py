@@ -1,0 +1,131 @@
+"""torch -> ONNX (dynamic batch) -> ONNX Runtime int8 (dynamic, or static QDQ calibrated on
+training data only, per-channel weights), and the check that an export computes what the
+torch model computes.
+
+Models cross this module as ONNX bytes (a ``ModelProto`` serialized): small, picklable,
+and exactly what is written to disk and measured.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import tempfile
+import warnings
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+INPUT, OUTPUT = "input", "output"
+EXPORT_ATOL = 1e-4  # fp32 ONNX vs torch, max |logit difference| on the test split
+
+
+class ExportError(RuntimeError):
+    """The model could not be exported (or the export does not match torch)."""
+
+
+def to_onnx(model: nn.Module, example: Tensor, exporter: str = "dynamo") -> bytes:
+    """ONNX bytes of ``model`` (eval mode) with a dynamic batch dimension.
+
+    ``dynamo``: torch.export-based exporter (torch's supported path, ~3 s for a small
+    model here); ``torchscript``: the legacy tracer (~0.1 s, deprecated by torch)."""
+    model = model.eval()
+    try:
+        with warnings.catch_warnings(), torch.no_grad(), quiet_exporter():
+            warnings.simplefilter("ignore")
+            if exporter == "dynamo":
+                batch = torch.export.Dim("batch", min=1, max=65_536)
+                program = torch.onnx.export(
+                    model, (example,), dynamo=True, input_names=[INPUT], output_names=[OUTPUT],
+                    dynamic_shapes=({0: batch},),
+                    verbose=False,
+                )  # fmt: skip
+                with tempfile.TemporaryDirectory() as tmp:
+                    path = Path(tmp, "model.onnx")
+                    program.save(str(path))
+                    return path.read_bytes()
+            buffer = io.BytesIO()
+            torch.onnx.export(
+                model, (example,), buffer, dynamo=False, input_names=[INPUT],
+                output_names=[OUTPUT], dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}},
+            )  # fmt: skip
+            return buffer.getvalue()
+    except Exception as exc:  # exporters raise many types; the caller decides what to do
+        raise ExportError(f"ONNX export ({exporter}) failed: {type(exc).__name__}: {exc}") from exc
+
+
+@contextlib.contextmanager
+def quiet_exporter() -> Iterator[None]:
+    """The dynamo exporter prints progress lines and logs warnings about torchvision
+    operators; none of it is for the user."""
+    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch._export", "torch.export")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
+def quantize(fp32: bytes, scheme: str, calibration: Iterable[Tensor] = ()) -> bytes:
+    """ONNX Runtime int8: ``dynamic`` (weights int8, activations per batch at run time) or
+    ``static`` (QDQ, activations calibrated on ``calibration`` batches), per-channel weights."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_dynamic,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Batches(CalibrationDataReader):
+        def __init__(self, batches: Iterable[Tensor]):
+            self.items = iter([{INPUT: b.numpy()} for b in batches])
+
+        def get_next(self):
+            return next(self.items, None)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        src, pre, out = Path(tmp, "fp32.onnx"), Path(tmp, "pre.onnx"), Path(tmp, "int8.onnx")
+        src.write_bytes(fp32)
+        quant_pre_process(str(src), str(pre))
+        if scheme == "static":
+            quantize_static(
+                str(pre), str(out), Batches(calibration), quant_format=QuantFormat.QDQ,
+                per_channel=True, weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
+            )  # fmt: skip
+        else:
+            quantize_dynamic(str(pre), str(out), weight_type=QuantType.QInt8, per_channel=True)
+        return out.read_bytes()
+
+
+def session(model: bytes, threads: int = 1):
+    """An ONNX Runtime CPU session on ``threads`` intra-op threads (fixed per session)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+
+def max_abs_diff(model: nn.Module, onnx_model: bytes, inputs: Tensor, batch: int = 256) -> float:
+    """Largest |torch output - ONNX Runtime output| over ``inputs``."""
+    sess = session(onnx_model, threads=1)
+    worst = 0.0
+    with torch.inference_mode():
+        for i in range(0, len(inputs), batch):
+            x = inputs[i : i + batch]
+            ours = sess.run(None, {INPUT: x.numpy()})[0]
+            worst = max(worst, float(np.abs(model(x).float().numpy() - ours).max()))
+    return worst

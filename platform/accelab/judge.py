@@ -1,0 +1,178 @@
+"""Judging a compressed model: on every deployment target, next to the dense model, with
+its quality on the held-out test split (reported) and the validation split (selected on).
+
+The first target is the primary one: its numbers carry the plain names (``speedup``,
+``latency_p50_ms``, ``accuracy``); every other target's carry a ``.<target key>`` suffix
+(``speedup.ort_b1``). ``speedup`` is against the dense model on the same runtime,
+``speedup_vs_torch`` against dense torch fp32 eager; quality drops are against the dense
+torch model (the reference), measured on the runtime itself.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from torch import nn
+
+from accelab.backends import TORCH_FP32
+from accelab.compress.pipeline import Deployable, finalize, prune_exclude
+from accelab.compress.prune import sparsity_report
+from accelab.config.schema import ExperimentConfig
+from accelab.measure import Comparison, Measurement, TorchRunner, estimate, per_example
+from accelab.registry import resolve_task
+from accelab.stats import Estimate
+from accelab.targets import (
+    Built,
+    DenseRunners,
+    Exports,
+    TargetResult,
+    build_on,
+    measure_target,
+    strip_for_export,
+    targets_of,
+)
+from accelab.training.checkpoint import MODEL_FILE, load_model_state
+from trainables.base import Splits, Task
+
+MB = 1024 * 1024
+
+
+@dataclass
+class Dense:
+    """The dense model and what every judgement of a variant compares against."""
+
+    model: nn.Module
+    task: Task
+    splits: Splits
+    runners: DenseRunners
+    train_loss: float
+
+    @property
+    def val_values(self):
+        return self.runners.val_values
+
+
+def load_dense(cfg: ExperimentConfig, dense_dir: Path) -> Dense:
+    task = resolve_task(cfg.trainable.name)
+    splits = task.load_splits(cfg.trainable.data_seed)
+    model = task.build_model(cfg.trainable.model, **cfg.trainable.model_args)
+    model.load_state_dict(load_model_state(dense_dir / MODEL_FILE))
+    m = cfg.measure
+    runner = TorchRunner(model.eval(), TORCH_FP32, m.device, m.threads)
+    runners = DenseRunners(
+        runner, task, per_example(runner, splits.test, task), per_example(runner, splits.val, task)
+    )
+    return Dense(model, task, splits, runners, train_loss(runner, task, splits))
+
+
+def train_loss(runner: TorchRunner, task: Task, splits: Splits) -> float:
+    """The model's mean training loss (eval mode): the yardstick for a fine-tune's loss."""
+    x, y = splits.train.tensors
+    with runner.active():
+        return float(task.loss(runner(x.to(runner.device)).float().cpu(), y))
+
+
+@dataclass
+class VariantResult:
+    targets: dict[str, TargetResult]  # by target key, the primary one first
+    deployable: Deployable  # the torch model as it ships (saved with the run)
+    float_model: nn.Module  # before conversion to low-bit kernels (layer shapes, sparsity)
+    metrics: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def primary(self) -> TargetResult:
+        return next(iter(self.targets.values()))
+
+    @property
+    def baseline(self) -> Measurement:
+        return self.primary.family_baseline
+
+    @property
+    def measurement(self) -> Measurement:
+        return self.primary.measurement
+
+    @property
+    def comparison(self) -> Comparison:
+        return self.primary.vs_family
+
+    @property
+    def val_quality(self) -> Estimate:
+        return self.primary.val_quality
+
+    @property
+    def val_drop(self) -> Estimate:
+        return self.primary.val_drop
+
+
+def judge(dense: Dense, model: nn.Module, cfg: ExperimentConfig) -> VariantResult:
+    """Build ``model`` for each target's runtime (once per runtime) and measure it there."""
+    exports = Exports(strip_for_export(model))
+    built: dict[str, Built] = {}
+    results: dict[str, TargetResult] = {}
+    check_inputs = dense.splits.test.tensors[0]
+    for target in targets_of(cfg):
+        if target.runtime not in built:
+            built[target.runtime] = build_on(target.runtime, model, cfg, dense.task, exports,
+                                             check_inputs)  # fmt: skip
+        results[target.key] = measure_target(
+            target, built[target.runtime], dense.runners, dense.splits.test, dense.splits.val,
+            cfg.measure, cfg,
+        )  # fmt: skip
+        if results[target.key].error and target == targets_of(cfg)[0]:
+            raise RuntimeError(f"primary target {target.label}: {results[target.key].error}")
+    deployable = finalize(model, cfg, dense.task)
+    result = VariantResult(results, deployable, model)
+    result.metrics = variant_metrics(result, dense, cfg)
+    return result
+
+
+def interval(name: str, e: Estimate | None) -> dict[str, float]:
+    return {} if e is None else {name: e.value, f"{name}_lo": e.lo, f"{name}_hi": e.hi}
+
+
+def target_metrics(t: TargetResult, name: str, sfx: str) -> dict[str, float | None]:
+    """One target's numbers, each name suffixed with ``sfx`` ("" for the primary target)."""
+    if t.error:
+        return {}
+    m, fam, torch_base = t.measurement, t.family_baseline, t.torch_baseline
+    latency = m.latency
+    out: dict[str, float | None] = {
+        **interval(name, m.quality), **interval(f"{name}_drop", t.vs_family.drop),
+        **interval(f"val_{name}", t.val_quality), **interval(f"val_{name}_drop", t.val_drop),
+        "latency_p50_ms": m.latency_p50_ms, "latency_p95_ms": m.latency_p95_ms,
+        "latency_p50_ms_lo": min(latency.rounds_p50_ms) if latency else None,
+        "latency_p50_ms_hi": max(latency.rounds_p50_ms) if latency else None,
+        "throughput_sps": m.throughput_sps,
+        "baseline_latency_p50_ms": fam.latency_p50_ms, "torch_latency_p50_ms": torch_base.latency_p50_ms,
+        **interval("speedup", t.vs_family.speedup), **interval("speedup_vs_torch", t.vs_torch.speedup),
+        "size_mb": m.size_bytes / MB, "size_ratio": t.vs_family.size_ratio,
+        "packed_size_mb": m.packed_size_bytes / MB if m.packed_size_bytes else None,
+        "simulated": float(m.simulated), "batch_size": m.batch_size,
+        "export_max_abs_diff": t.built.export_max_abs_diff if t.built else None,
+    }  # fmt: skip
+    return {k + sfx: v for k, v in out.items()}
+
+
+def variant_metrics(r: VariantResult, dense: Dense, cfg: ExperimentConfig) -> dict[str, float]:
+    """The numbers a variant is judged by, as MLflow metrics (n/a speeds left out).
+    ``<metric>`` is the task's metric (``accuracy`` for digits)."""
+    name, p = dense.task.metric.name, r.primary
+    out: dict[str, float | None] = {}
+    for i, (key, t) in enumerate(r.targets.items()):
+        out.update(target_metrics(t, name, "" if i == 0 else f".{key}"))
+    out.update({
+        "n_test": p.measurement.quality.n, "n_val": p.val_quality.n,
+        f"baseline_{name}": estimate(dense.runners.test_values, dense.task.metric).value,
+        f"baseline_val_{name}": estimate(dense.val_values, dense.task.metric).value,
+        "baseline_size_mb": p.torch_baseline.size_bytes / MB,
+        "params": p.measurement.params, "nonzero_params": p.measurement.nonzero_params,
+        "macs": p.measurement.macs, "bits": cfg.compression.quant.bits,
+        # zeros among the weights this variant prunes (the output layer and exclude kept dense)
+        "sparsity": sparsity_report(r.float_model, prune_exclude(r.float_model, cfg))["sparsity"],
+        "overall_sparsity": sparsity_report(r.float_model)["sparsity"],
+        "threads": p.measurement.threads, "rounds": cfg.measure.rounds,
+    })  # fmt: skip
+    return {k: float(v) for k, v in out.items() if v is not None and not math.isnan(float(v))}

@@ -1,0 +1,233 @@
+"""Deployment targets: a compressed model built for each runtime it may ship on, and
+measured there next to the dense model on the same runtime and on torch.
+
+    torch        torch-fp32 | torch-int8-x86 (dynamic, Linear) | torch-int8-x86-static (FX)
+    onnxruntime  ort-fp32 | ort-int8-dynamic | ort-int8-static (QDQ, calibrated on train data)
+
+A bit-width with no real kernel on a runtime is simulated there (quality, no speed). An
+ONNX export that fails, or whose fp32 outputs differ from torch's by more than
+``EXPORT_ATOL`` on the test split, makes that target unavailable for the model, and the
+reason is recorded instead of a number.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+from accelab.backends import ORT_FP32, SIMULATED, TORCH_FP32, backend_for
+from accelab.config.schema import ExperimentConfig, MeasureConfig
+from accelab.measure import (
+    Comparison,
+    Latency,
+    Measurement,
+    Runner,
+    TorchRunner,
+    compare,
+    describe,
+    first_batch,
+    per_example,
+    time_alternating,
+)
+from accelab.stats import Estimate
+from trainables.base import Task
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    runtime: str  # torch | onnxruntime
+    batch_size: int
+
+    @property
+    def key(self) -> str:
+        return f"{'ort' if self.runtime == 'onnxruntime' else 'torch'}_b{self.batch_size}"
+
+    @property
+    def label(self) -> str:
+        return f"{self.runtime}, batch {self.batch_size}"
+
+
+def targets_of(cfg: ExperimentConfig) -> list[TargetSpec]:
+    m = cfg.measure
+    return [TargetSpec(t.runtime, t.batch_size or m.batch_size) for t in m.targets]
+
+
+@dataclass
+class Built:
+    """A model on one runtime: a runner, or why there is none."""
+
+    backend: str
+    runner: Runner | None = None
+    error: str | None = None
+    onnx: bytes | None = None  # what ONNX Runtime runs (logged as an export of the run)
+    export_max_abs_diff: float | None = None
+
+
+@dataclass
+class Exports:
+    """ONNX exports of one fp32 model, made once and shared by the targets that need them."""
+
+    model: nn.Module
+    fp32: bytes | None = None
+    error: str | None = None
+    max_abs_diff: float | None = None
+    int8: dict[str, bytes] = field(default_factory=dict)
+
+
+def export_fp32(x: Exports, cfg: ExperimentConfig, task: Task, check_inputs: Tensor) -> Exports:
+    from accelab.export.onnx import EXPORT_ATOL, ExportError, max_abs_diff, to_onnx
+
+    if x.fp32 is None and x.error is None:
+        try:
+            x.fp32 = to_onnx(x.model, task.example_input(2), cfg.measure.onnx_exporter)
+            x.max_abs_diff = max_abs_diff(x.model, x.fp32, check_inputs)
+            if x.max_abs_diff > EXPORT_ATOL:
+                x.error = (
+                    f"ONNX export differs from torch by up to {x.max_abs_diff:.2e} "
+                    f"(> {EXPORT_ATOL:g}) on the test split"
+                )
+        except ExportError as exc:
+            x.error = str(exc)
+    return x
+
+
+def build_on(
+    runtime: str, model: nn.Module, cfg: ExperimentConfig, task: Task, exports: Exports,
+    check_inputs: Tensor,
+) -> Built:  # fmt: skip
+    """``model`` (pruned/fine-tuned, fake-quant wrapped for QAT) as it ships on ``runtime``."""
+    from accelab.compress.pipeline import calibration_batches, finalize
+
+    q, threads = cfg.compression.quant, cfg.measure.threads
+    backend = backend_for(runtime, q.bits, q.scheme, cfg.measure.device) if q.real_kernel else None
+    if runtime == "torch" or backend is None:
+        d = finalize(model, cfg, task, cfg.measure.device)
+        runner = TorchRunner(d.model, d.backend, cfg.measure.device, threads, d.simulated)
+        return Built(d.backend, runner)
+    export_fp32(exports, cfg, task, check_inputs)
+    if exports.error:
+        return Built(backend, error=exports.error)
+    from accelab.export.onnx import quantize
+    from accelab.export.runner import OrtRunner
+
+    onnx = exports.fp32
+    if q.bits == 8:
+        if q.scheme not in exports.int8:
+            exports.int8[q.scheme] = quantize(
+                exports.fp32, q.scheme, calibration_batches(task, cfg)
+            )
+        onnx = exports.int8[q.scheme]
+    runner = OrtRunner(onnx, exports.model, backend, threads)
+    return Built(backend, runner, onnx=onnx, export_max_abs_diff=exports.max_abs_diff)
+
+
+@dataclass
+class TargetResult:
+    """One model on one target, next to the dense model on that runtime and on torch."""
+
+    target: TargetSpec
+    backend: str
+    error: str | None = None
+    measurement: Measurement | None = None
+    family_baseline: Measurement | None = None
+    torch_baseline: Measurement | None = None
+    vs_family: Comparison | None = None  # speedup against the dense model on this runtime
+    vs_torch: Comparison | None = None  # ... and against dense torch fp32 eager
+    val_quality: Estimate | None = None
+    val_drop: Estimate | None = None
+    built: Built | None = None
+
+
+@dataclass
+class DenseRunners:
+    """The dense model on torch (the reference for quality) and on each runtime."""
+
+    torch: TorchRunner
+    task: Task
+    test_values: Tensor  # per-example quality of dense torch on the test split
+    val_values: Tensor
+    ort: Built | None = None
+
+    def on(self, runtime: str, cfg: ExperimentConfig, check_inputs: Tensor) -> Runner | None:
+        if runtime == "torch":
+            return self.torch
+        if self.ort is None:
+            exports = Exports(self.torch.model)
+            export_fp32(exports, cfg, self.task, check_inputs)
+            self.ort = Built(ORT_FP32, error=exports.error) if exports.error else None
+            if self.ort is None:
+                from accelab.export.runner import OrtRunner
+
+                runner = OrtRunner(exports.fp32, self.torch.model, ORT_FP32, self.torch.threads)
+                self.ort = Built(ORT_FP32, runner, onnx=exports.fp32)
+        return self.ort.runner
+
+
+def measure_target(
+    target: TargetSpec, built: Built, dense: DenseRunners, test_set: Dataset, val_set: Dataset,
+    settings: MeasureConfig, cfg: ExperimentConfig,
+) -> TargetResult:  # fmt: skip
+    """Time the variant, the dense model on its runtime, and dense torch, in alternating
+    rounds at the target's batch size; quality on every test and validation example."""
+    from accelab.measure.quality import drop, estimate
+
+    result = TargetResult(target, built.backend, built.error, built=built)
+    check_inputs = test_set.tensors[0]
+    family = dense.on(target.runtime, cfg, check_inputs)
+    if built.runner is None or family is None:
+        result.error = result.error or f"dense model: {dense.ort.error}"
+        return result
+    variant = built.runner
+    runners: list[Runner] = [dense.torch] + ([] if family is dense.torch else [family])
+    timed = runners + ([] if variant.simulated else [variant])
+    batch = first_batch(test_set, target.batch_size)
+    lat = dict(zip(map(id, timed), time_alternating(timed, batch, settings.rounds, settings.warmup,
+                                                     settings.repeats), strict=True))  # fmt: skip
+    values = per_example(variant, test_set, dense.task)
+    family_values = (
+        dense.test_values if family is dense.torch else per_example(family, test_set, dense.task)
+    )
+
+    def m(runner: Runner, vals: Tensor) -> Measurement:
+        latency: Latency | None = lat.get(id(runner))
+        return describe(runner, vals, dense.task, latency, len(batch))
+
+    result.measurement = m(variant, values)
+    result.family_baseline = m(family, family_values)
+    result.torch_baseline = (
+        result.family_baseline if family is dense.torch else m(dense.torch, dense.test_values)
+    )
+    result.vs_family = compare(result.torch_baseline, result.measurement, dense.test_values,
+                               values, dense.task)  # fmt: skip
+    result.vs_family = _with_speedup(result.vs_family, result.family_baseline, result.measurement)
+    result.vs_torch = _with_speedup(result.vs_family, result.torch_baseline, result.measurement)
+    val_values = per_example(variant, val_set, dense.task)
+    result.val_quality = estimate(val_values, dense.task.metric)
+    result.val_drop = drop(dense.val_values, val_values, dense.task.metric)
+    return result
+
+
+def _with_speedup(c: Comparison, base: Measurement, m: Measurement) -> Comparison:
+    """``c`` with its speedup taken against ``base``'s latency (same rounds)."""
+    from accelab.measure.latency import speedup
+
+    timed = base.latency is not None and m.latency is not None
+    return Comparison(
+        speedup(base.latency, m.latency) if timed else None, c.drop,
+        m.size_bytes / base.size_bytes, c.params_ratio,
+    )  # fmt: skip
+
+
+def strip_for_export(model: nn.Module) -> nn.Module:
+    """The fp32 model ONNX Runtime quantizes itself (QAT wrappers removed, weights kept)."""
+    from accelab.compress.quant import strip_fake_quant
+    from accelab.training.checkpoint import unwrap
+
+    return strip_fake_quant(copy.deepcopy(unwrap(model))).eval()
+
+
+__all__ = ["SIMULATED", "TORCH_FP32", "Built", "DenseRunners", "Exports", "TargetResult",
+           "TargetSpec", "build_on", "measure_target", "strip_for_export", "targets_of"]  # fmt: skip
