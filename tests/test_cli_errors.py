@@ -97,7 +97,7 @@ CASES: dict[str, Case] = {
     "report_never_creates_a_store": Case(["report", "no-such-experiment"],
         ["--tracking-uri: no MLflow store at", "mlflow.db (nothing has been tracked there)"]),
     "report_unknown_experiment": Case(["report", "no-such-experiment", "--tracking-uri", "sqlite:///empty.db"],
-        ["report: no accelab sweep in MLflow experiment 'no-such-experiment'"],
+        ["no accelab sweep in MLflow experiment 'no-such-experiment'"],
         files={"empty.db": b""}),
     # --- the config file ----------------------------------------------------------------
     "random_bytes": Case(["train", "bin.yaml"], ["bin.yaml:1: not UTF-8 text (byte 0xff at offset 6)"],

@@ -21,6 +21,9 @@ EXAMPLES = """examples:
   accelab train configs/digits.yaml train.epochs=3 scaling.num_workers=2
   accelab compress configs/digits_mlp.yaml --from runs:/<run_id> compression.quant.bits=8
   accelab validate configs/*.yaml
+  accelab ui                                  # MLflow UI on 127.0.0.1, latest sweep's link
+  accelab compare <sweep run id> <sweep run id>
+  accelab export runs:/<run_id> --format onnx-int8
 
 Any config key can be overridden after the config file as dotted.key=value."""
 OVERRIDES_USAGE = "[key.sub=value ...]"
@@ -71,6 +74,18 @@ def cmd_export(args: argparse.Namespace) -> None:
     from accelab.commands.export import export
 
     export(args.source, args.format, args.out, args.tracking_uri)
+
+
+def cmd_ui(args: argparse.Namespace) -> None:
+    from accelab.commands.ui import ui
+
+    ui(args.tracking_uri, args.port)
+
+
+def cmd_compare(args: argparse.Namespace) -> None:
+    from accelab.commands.compare import compare
+
+    compare(args.sweeps, args.tracking_uri, args.out, args.target)
 
 
 def cmd_sync(args: argparse.Namespace) -> None:
@@ -154,6 +169,33 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
         "--tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db"
     )
     p.set_defaults(func=cmd_export)
+
+    p = subs["ui"] = sub.add_parser(
+        "ui", help="start the MLflow UI on the store (127.0.0.1) and print the latest sweep's URL"
+    )
+    p.add_argument(
+        "--tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db"
+    )
+    p.add_argument("--port", type=int, default=5000)
+    p.set_defaults(func=cmd_ui)
+
+    p = subs["compare"] = sub.add_parser(
+        "compare", help="two sweeps' frontiers side by side, and one plot with both"
+    )
+    p.add_argument(
+        "sweeps",
+        nargs=2,
+        metavar="SWEEP",
+        help="a sweep's parent run id, or an experiment name (its newest sweep)",
+    )
+    p.add_argument(
+        "--tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db"
+    )
+    p.add_argument("--out", default="compare.png", help="the plot (default ./compare.png)")
+    p.add_argument(
+        "--target", default=None, help="target key, e.g. ort_b1 (default: each sweep's primary)"
+    )
+    p.set_defaults(func=cmd_compare)
 
     p = subs["sync"] = sub.add_parser(
         "sync", help="record in MLflow what a training's checkpoint holds but MLflow missed"

@@ -81,9 +81,24 @@ def start_mlflow_run(
         **(tags or {}),
     }
     dump = cfg.model_dump(mode="json")
-    return create_run(
+    run_id = create_run(
         tracking_uri, cfg.mlflow_experiment, display_name or ray_name, dump, tags, dump, parent
     )
+    if parent is None:  # once per experiment: the saved view a reviewer opens
+        prepare_view(tracking_uri, run_id, cfg)
+    return run_id
+
+
+def prepare_view(tracking_uri: str, run_id: str, cfg: ExperimentConfig) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from accelab.registry import resolve_task
+    from accelab.review.ui import VIEW_TAG, ensure_view
+
+    client = MlflowClient(tracking_uri)
+    exp = client.get_experiment(client.get_run(run_id).info.experiment_id)
+    if VIEW_TAG not in exp.tags:
+        ensure_view(client, exp.experiment_id, resolve_task(cfg.trainable.name).metric.name)
 
 
 def mark_failed(tracking_uri: str, run_id: str, exc: BaseException) -> None:

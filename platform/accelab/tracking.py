@@ -149,17 +149,13 @@ def set_note_error(client: MlflowClient, run_id: str, text: str) -> None:
     client.set_tag(run_id, "mlflow.note.content", f"**Failed:** `{text[:4000]}`")
 
 
-def ui_url(client: MlflowClient, run_id: str, base: str = "http://127.0.0.1:5000") -> str:
-    """The run's page in MLflow's model-training view (not the GenAI overview)."""
-    exp = client.get_run(run_id).info.experiment_id
-    return f"{base}/#/experiments/{exp}/runs/{run_id}?workflowType=machine_learning"
-
-
 def ui_hint(client: MlflowClient, run_id: str) -> str:
+    from accelab.review.ui import experiment_url
+
+    exp = client.get_run(run_id).info.experiment_id
     return (
         f"review in the MLflow UI: accelab ui --tracking-uri {client.tracking_uri}"
-        f"  (or: mlflow ui --backend-store-uri {client.tracking_uri} --host 127.0.0.1)"
-        f"  then open {ui_url(client, run_id)}"
+        f"  then open {experiment_url(exp)}"
     )
 
 

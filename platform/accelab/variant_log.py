@@ -36,7 +36,19 @@ def log_variant(tracking_uri: str, run_id: str, r: VariantResult, cfg: Experimen
             path = Path(tmp, f"{backend}.onnx")
             path.write_bytes(data)
             client.log_artifact(run_id, str(path), "onnx")
+    log_model(tracking_uri, run_id, r, cfg)
     client.set_tag(run_id, STATUS_TAG, "ok")
+
+
+def log_model(tracking_uri: str, run_id: str, r: VariantResult, cfg: ExperimentConfig) -> None:
+    """The variant as an MLflow Model (ONNX): loadable with mlflow.pyfunc, no accelab code."""
+    from accelab.registry import resolve_task
+    from accelab.review.models import log_onnx_model, variant_onnx
+
+    task = resolve_task(cfg.trainable.name)
+    data, backend, reference = variant_onnx(r, cfg, task)
+    tags = {"accelab.backend": backend, "accelab.kind": "variant"}
+    log_onnx_model(tracking_uri, run_id, data, task, reference, tags)
 
 
 def log_variant_tags(client, run_id: str, r: VariantResult) -> None:

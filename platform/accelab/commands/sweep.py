@@ -186,7 +186,7 @@ def run_sweep(
         client.set_terminated(parent_id, "KILLED")
         raise
     finished = sum(1 for r in grid if r.error is None) if grid else 0
-    summary = finish(client, parent_id, echo)
+    summary = finish(client, parent_id, echo, cfg)
     if len(grid) < total_trials(cfg) or finished < len(grid):
         echo(
             f"{len(grid) - finished} trial(s) errored or were interrupted; continue with: accelab sweep ... --resume"

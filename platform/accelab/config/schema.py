@@ -117,6 +117,18 @@ class ClusterSection(Section):
     )
 
 
+class RegistrySection(Section):
+    """The MLflow Model Registry: where a sweep's recommendation is registered."""
+
+    enabled: bool = Field(True, description="Register each sweep's recommended model.")
+    model_name: str | None = Field(None, description="Registered model; default: experiment.")
+    alias: str | None = Field(
+        None,
+        description="Alias moved to a new winner only when it is measurably faster; default "
+        "fastest-within-<max_accuracy_drop in points>pt.",
+    )
+
+
 class FaultsConfig(Section):
     """Fault injection, for testing recovery (chaos testing). Off by default."""
 
@@ -284,6 +296,7 @@ class ExperimentConfig(Section):
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     faults: FaultsConfig = Field(default_factory=FaultsConfig)
     cluster: ClusterSection = Field(default_factory=ClusterSection)
+    registry: RegistrySection = Field(default_factory=RegistrySection)
     compression: CompressionConfig = Field(default_factory=CompressionConfig)
     finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
     measure: MeasureConfig = Field(default_factory=MeasureConfig)

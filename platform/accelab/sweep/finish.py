@@ -11,8 +11,14 @@ from mlflow.tracking import MlflowClient
 from accelab.sweep.summary import SweepSummary
 
 
-def finish(client: MlflowClient, parent_id: str, echo: Callable[[str], None]) -> SweepSummary:
-    """Summarize the trials, log pareto.csv/png and the recommended model, print the table."""
+def finish(
+    client: MlflowClient, parent_id: str, echo: Callable[[str], None], cfg=None
+) -> SweepSummary:
+    """Summarize the trials, log pareto.csv/png and the recommended model, register it,
+    write the run's description, print the table."""
+    from accelab.review.note import sweep_note
+    from accelab.review.registry import alias_of, register
+    from accelab.review.ui import NOTE_TAG
     from accelab.sweep.plot import plot_pareto
     from accelab.sweep.summary import summarize, targets_of
     from accelab.sweep.table import format_table, recommendation_line, target_lines, write_csv
@@ -44,4 +50,12 @@ def finish(client: MlflowClient, parent_id: str, echo: Callable[[str], None]) ->
         )
     client.set_tag(parent_id, "accelab.trials", str(len(s.rows)))
     echo("\n".join([format_table(s), *target_lines(others)]))
+    registered = ""
+    if cfg is not None and (reg := register(client, cfg, s, parent_id, echo)):
+        name, version, moved = reg
+        registered = f"Registered as **{name}** version {version}" + (
+            f" (alias `{alias_of(cfg)}`)" if moved else f" (alias `{alias_of(cfg)}` unchanged)"
+        )
+        client.set_tag(parent_id, "accelab.registered_model", f"{name}/{version}")
+    client.set_tag(parent_id, NOTE_TAG, sweep_note(s, others, parent_id, registered))
     return s

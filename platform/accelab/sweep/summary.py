@@ -84,7 +84,7 @@ def find_parent(client: MlflowClient, experiment: str, parent_run_id: str | None
     ) if exp else []  # fmt: skip
     if not runs:
         raise UsageError(
-            f"report: no accelab sweep in MLflow experiment {experiment!r} at {client.tracking_uri}"
+            f"no accelab sweep in MLflow experiment {experiment!r} at {client.tracking_uri}"
         )
     return runs[0]
 

@@ -151,7 +151,7 @@ def run_training(
             mark_failed(tracking_uri, run_id, exc)
         raise
     timeline = {"overhead_before_fit_s": fit_start - started.t0, "fit_s": time.time() - fit_start}
-    record_finished(result, tracking_uri, run_id, echo, timeline)
+    record_finished(result, tracking_uri, run_id, echo, timeline, cfg)
     return TrainOutcome(
         mlflow_run_id=run_id,
         ray_run_name=ray_name,
@@ -161,9 +161,31 @@ def run_training(
     )
 
 
+def log_trained_model(cfg: ExperimentConfig, ckpt: Path, tracking_uri: str, run_id: str) -> None:
+    """The trained model as the run's MLflow Model (ONNX, fp32), once."""
+    from mlflow.tracking import MlflowClient
+
+    from accelab.export.onnx import to_onnx
+    from accelab.registry import resolve_task
+    from accelab.review.models import log_onnx_model
+    from accelab.training.checkpoint import MODEL_FILE, load_model_state
+
+    client = MlflowClient(tracking_uri)
+    exp = client.get_run(run_id).info.experiment_id
+    if client.search_logged_models([exp], filter_string=f"source_run_id = '{run_id}'"):
+        return  # a resumed or retried run keeps the one it has
+    task = resolve_task(cfg.trainable.name)
+    model = task.build_model(cfg.trainable.model, **cfg.trainable.model_args)
+    model.load_state_dict(load_model_state(ckpt / MODEL_FILE))
+    data = to_onnx(model.eval(), task.example_input(2), cfg.measure.onnx_exporter)
+    log_onnx_model(tracking_uri, run_id, data, task, model, {"accelab.backend": "ort-fp32",
+                                                             "accelab.kind": "train"})  # fmt: skip
+
+
 def record_finished(
-    result, tracking_uri: str, run_id: str, echo: Callable[[str], None], timeline: dict
-) -> None:
+    result, tracking_uri: str, run_id: str, echo: Callable[[str], None], timeline: dict,
+    cfg: ExperimentConfig,
+) -> None:  # fmt: skip
     """Complete the MLflow record from the final checkpoint (what workers could not write
     while the tracking server was away), then mark the run FINISHED."""
     from mlflow.tracking import MlflowClient
@@ -176,6 +198,7 @@ def record_finished(
     try:
         with result.checkpoint.as_directory() as ckpt:
             synced = with_retry(lambda: sync_checkpoint(Path(ckpt), tracking_uri), grace)
+            with_retry(lambda: log_trained_model(cfg, Path(ckpt), tracking_uri, run_id), grace)
         # where the wall time went, next to the loop's own epoch_s (see benchmarks/overhead.py)
         with_retry(lambda: log_metrics_once(client, run_id, 0, timeline), grace)
         with_retry(lambda: client.set_terminated(run_id, "FINISHED"), grace)

@@ -1,0 +1,65 @@
+"""``accelab compare``: two sweeps' frontiers side by side (the same sweep on CPU and GPU,
+or before and after a change), and one plot with both."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+from accelab.errors import UsageError
+
+
+def find(client, ref: str):
+    """A sweep parent run: its run id, or an experiment name (its newest sweep)."""
+    from mlflow.exceptions import MlflowException
+
+    from accelab.sweep.summary import find_parent
+
+    if re.fullmatch(r"[0-9a-f]{32}", ref):
+        try:
+            run = client.get_run(ref)
+        except MlflowException:
+            raise UsageError(f"{ref}: no such MLflow run") from None
+        if run.data.tags.get("accelab.kind") != "sweep":
+            raise UsageError(
+                f"{ref}: not an accelab sweep (kind {run.data.tags.get('accelab.kind')})"
+            )
+        return run
+    return find_parent(client, ref)
+
+
+def lines_of(s, title: str) -> list[str]:
+    from accelab.sweep.table import fmt_drop, fmt_speedup, recommendation_line
+
+    rows = [r for r in s.rows if r["on_front"]]
+    out = [f"{title}: target {s.target[1]}, noise floor {s.noise:.0%}, frontier ({len(rows)}):"]
+    out += [f"  {r['trial_id']:<12} {r.get('name', ''):<28} {r['backend']:<22} {s.metric.name} "
+            f"{r['q']:.4f} drop {fmt_drop(s, r['q_drop'])} speedup {fmt_speedup(r)}" for r in rows]  # fmt: skip
+    return out + ["  " + recommendation_line(s)]
+
+
+def compare(
+    refs: list[str], tracking_uri: str | None, out: str, target: str | None,
+    echo: Callable[[str], None] = print,
+) -> Path:  # fmt: skip
+    from mlflow.tracking import MlflowClient
+
+    from accelab.sweep.plot import plot_compare
+    from accelab.sweep.summary import summarize
+    from accelab.tracking import tracking_store
+
+    client = MlflowClient(tracking_store(tracking_uri, "--tracking-uri", must_exist=True))
+    parents = [find(client, ref) for ref in refs]
+    summaries = [summarize(client, p, target) for p in parents]
+    titles = [f"{p.info.run_name} ({p.info.run_id[:8]})" for p in parents]
+    for s, title in zip(summaries, titles, strict=True):
+        echo("\n".join(lines_of(s, title)))
+    speeds = [s.recommended["speedup"] if s.recommended else None for s in summaries]
+    echo(
+        "recommended speedups: " + " vs ".join("none" if v is None else f"{v:.2f}x" for v in speeds)
+    )
+    path = Path(out).expanduser().resolve()
+    plot_compare(summaries, titles, path)
+    echo(f"wrote {path}")
+    return path

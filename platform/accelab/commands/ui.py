@@ -1,0 +1,54 @@
+"""``accelab ui``: the MLflow UI on the configured store, bound to 127.0.0.1, opened on the
+latest sweep (in MLflow's model-training view, with accelab's saved columns)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+
+def latest_sweep_url(tracking_uri: str, base: str) -> str:
+    from mlflow.tracking import MlflowClient
+
+    from accelab.review.ui import experiment_url, run_url
+
+    client = MlflowClient(tracking_uri)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    runs = client.search_runs(
+        experiments, "tags.`accelab.kind` = 'sweep'", max_results=1, order_by=["start_time DESC"]
+    ) if experiments else []  # fmt: skip
+    if not runs:
+        return f"{base}/#/experiments?workflowType=machine_learning"
+    run = runs[0]
+    return (f"{experiment_url(run.info.experiment_id, base)}  (sweep {run.info.run_name}: "
+            f"{run_url(run.info.experiment_id, run.info.run_id, base)})")  # fmt: skip
+
+
+def ui(tracking_uri: str | None, port: int, echo: Callable[[str], None] = print) -> int:
+    from accelab.tracking import tracking_store
+
+    uri = tracking_store(tracking_uri, "--tracking-uri", must_exist=True)
+    if uri.startswith(("http://", "https://")):
+        echo(
+            f"the tracking server at {uri} has its own UI: {latest_sweep_url(uri, uri.rstrip('/'))}"
+        )
+        return 0
+    base = f"http://127.0.0.1:{port}"
+    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host",
+           "127.0.0.1", "--port", str(port), "--workers", "1"]  # fmt: skip
+    if uri.startswith("sqlite:///"):  # new experiments' artifacts next to the store, as accelab's
+        cmd += [
+            "--artifacts-destination",
+            str(Path(uri[len("sqlite:///") :]).parent / "mlartifacts"),
+        ]
+    echo(f"MLflow UI for {uri} on {base} (127.0.0.1 only; Ctrl-C stops it)")
+    echo(f"latest sweep: {latest_sweep_url(uri, base)}")
+    process = subprocess.Popen(cmd)
+    try:
+        return process.wait()
+    except KeyboardInterrupt:
+        process.terminate()
+        process.wait(timeout=30)
+        return 0

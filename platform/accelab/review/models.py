@@ -1,0 +1,65 @@
+"""Every model accelab logs is an MLflow Model: ONNX (loaded by ``mlflow.pyfunc.load_model``
+with ONNX Runtime alone; no pickled code, no accelab), with a signature and an input
+example. Requirements are given, not inferred: inference runs a subprocess (~3 s a model).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from trainables.base import Task
+
+MODEL_NAME = "model"  # runs:/<run id>/model
+
+
+def requirements() -> list[str]:
+    import onnx
+    import onnxruntime
+
+    return [f"onnx=={onnx.__version__}", f"onnxruntime=={onnxruntime.__version__}"]
+
+
+def log_onnx_model(
+    tracking_uri: str, run_id: str, onnx_bytes: bytes, task: Task, reference: nn.Module,
+    tags: dict[str, str],
+) -> str:  # fmt: skip
+    """Log ``onnx_bytes`` as the run's MLflow Model ``model``; returns its models:/ URI.
+    The signature comes from ``reference`` (the torch model) on two training images."""
+    import mlflow
+    import onnx
+    from mlflow.models import infer_signature
+
+    example = task.load_splits(0).train.tensors[0][:2].numpy().astype(np.float32)
+    with torch.inference_mode():
+        output = reference.eval()(torch.from_numpy(example)).float().numpy()
+    signature = infer_signature(example, output)
+    mlflow.set_tracking_uri(tracking_uri)
+    with mlflow.start_run(run_id=run_id, log_system_metrics=False):
+        info = mlflow.onnx.log_model(
+            onnx.load_from_string(onnx_bytes), name=MODEL_NAME, signature=signature,
+            input_example=example, pip_requirements=requirements(), tags=tags,
+            onnx_execution_providers=["CPUExecutionProvider"],
+        )  # fmt: skip
+    return info.model_uri
+
+
+def variant_onnx(r, cfg, task: Task) -> tuple[bytes, str, nn.Module]:
+    """The ONNX model a variant ships as (the one an ONNX Runtime target measured, else
+    made now the same way), its backend, and the fp32 torch model it came from."""
+    from accelab.backends import backend_for
+    from accelab.compress.pipeline import calibration_batches
+    from accelab.export.onnx import quantize, to_onnx
+    from accelab.targets import strip_for_export
+
+    for t in r.targets.values():
+        if t.built is not None and t.built.onnx is not None:
+            return t.built.onnx, t.backend, t.built.runner.model
+    q = cfg.compression.quant
+    fp32 = strip_for_export(r.float_model)
+    data = to_onnx(fp32, task.example_input(2), cfg.measure.onnx_exporter)
+    backend = backend_for("onnxruntime", q.bits, q.scheme)
+    if q.bits == 8:
+        data = quantize(data, q.scheme, calibration_batches(task, cfg))
+    return data, backend or "ort-fp32 (weights not quantized: simulated bit-width)", fp32
