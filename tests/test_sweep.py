@@ -125,7 +125,9 @@ def test_small_sweep_records_frontier_and_a_reloadable_recommendation(
     assert rec.data.metrics["val_accuracy_drop"] <= 0.01 and rec.data.metrics["speedup"] > 1.0
     assert parent.data.metrics["noise_floor"] >= 0.0 and "aa_speedup" in parent.data.metrics
     assert "noise_floor.ort_b1" in parent.data.metrics  # an A/A control per target
-    assert parent.data.tags["accelab.recommendation.ort_b1"].startswith("recommendation for onnxruntime")
+    assert parent.data.tags["accelab.recommendation.ort_b1"].startswith(
+        "recommendation for onnxruntime"
+    )
     ort = [t for t in trials if "speedup_vs_torch.ort_b1" in t.data.metrics]
     assert len(ort) == 5  # every trial with a real kernel was measured on ONNX Runtime too
     model = load_deployable(local / "recommended_model")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 from collections.abc import Callable
 
 from mlflow.tracking import MlflowClient
@@ -164,7 +165,10 @@ def run_sweep(
         sweep_name = new_ray_name(cfg, "sweep")
         targets = json.dumps([[t.key, t.label] for t in targets_of(cfg)])
         tags = {**metric.to_tags(), TARGETS_TAG: targets}
-        parent_id = start_mlflow_run(cfg, tracking_uri, sweep_name, "sweep", tags=tags)
+        display = f"sweep-{time.strftime('%m%d-%H%M%S')}"  # MLflow's run lists cut long names
+        parent_id = start_mlflow_run(
+            cfg, tracking_uri, sweep_name, "sweep", tags=tags, display_name=display
+        )
     client = MlflowClient(tracking_uri)
     echo(
         f"sweep {sweep_name}: {total_trials(cfg)} trial(s), search={cfg.sweep.search} -> MLflow parent run {parent_id}"

@@ -24,8 +24,16 @@ def sweep_note(s: SweepSummary, others: list[SweepSummary], parent_id: str, regi
                  fmt_drop(s, r["q_drop"], r["q_drop_lo"], r["q_drop_hi"]), fmt_drop(s, r["val_q_drop"]),
                  fmt_speedup(r), f"{r['size_mb']:.3f}" if r["size_mb"] else "", mark]  # fmt: skip
         table.append("| " + " | ".join(str(c) for c in cells) + " |")
+    r = s.recommended
+    headline = (
+        f"### Recommended: {r.get('name') or r['trial_id']}: {fmt_speedup(r)} faster than dense "
+        f"fp32 on {s.target[1]}, test drop {fmt_drop(s, r['q_drop'], r['q_drop_lo'], r['q_drop_hi'])} pts"
+        if r
+        else f"### No recommendation on {s.target[1]}"
+    )
     parts = [
-        f"### {recommendation_line(s)}",
+        headline,
+        recommendation_line(s),
         f"Target **{s.target[1]}**; speedups against the dense model measured next to each trial "
         f"in the same process; noise floor {s.noise:.0%} (the dense model against itself). "
         f"Quality on {int(s.baseline.get('n_test', 0))} held-out test examples; choices are made "
@@ -37,5 +45,5 @@ def sweep_note(s: SweepSummary, others: list[SweepSummary], parent_id: str, regi
     ]
     note = "\n\n".join(p for p in parts if p)
     if len(note) > MAX_CHARS:  # keep the plot and the recommendation; cut the table
-        note = "\n\n".join([parts[0], parts[1], "(table in pareto.csv)", parts[-1]])
+        note = "\n\n".join([*parts[:3], "(table in pareto.csv)", parts[-1]])
     return note
