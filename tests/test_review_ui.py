@@ -52,7 +52,9 @@ def sweep(tmp_path_factory):
     proc = run_cli("sweep", str(root / "sweep.yaml"), f"tracking.uri={db}", f"run.storage_path={root}/r",
                    f"sweep.baseline_from={root / 'dense'}", cwd=root)  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "registered ui-sweep version 1; alias fastest-within-5pt: set" in proc.stdout, proc.stdout
+    assert "registered ui-sweep version 1; alias fastest-within-5pt: set" in proc.stdout, (
+        proc.stdout
+    )
     return root, db, proc.stdout
 
 

@@ -6,4 +6,5 @@ A config names a task by registry name (a key of ``REGISTRY``) or by import path
 
 REGISTRY: dict[str, str] = {
     "digits": "trainables.digits:TASK",
+    "pylm": "trainables.pylm:TASK",
 }

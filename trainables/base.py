@@ -55,6 +55,8 @@ class Task:
     ``models`` maps a model name to ``builder(**model_args) -> nn.Module``.
     ``load_splits(seed)`` must be deterministic for a given seed.
     ``describe_data(seed)`` returns what the data was (for MLflow), e.g. a hash.
+    ``input_shape`` excludes the batch dimension; inputs are ``input_dtype`` (token ids
+    for a language model).
     """
 
     name: str
@@ -67,6 +69,12 @@ class Task:
     per_example: Callable[[Tensor, Tensor], Tensor] = correct_per_example
     input_dtype: torch.dtype = torch.float32
     describe_data: Callable[[int], dict[str, Any]] | None = None
+    # more per-example metrics reported next to ``metric`` (e.g. next-token accuracy)
+    secondary: dict[str, Callable[[Tensor, Tensor], Tensor]] = field(default_factory=dict)
+    generates: bool = False  # a language model: per-token generation latency is measured
+    # structured pruning may remove output channels only of layers named ``*<suffix>``
+    # (e.g. a transformer's MLP "fc1": hidden units); empty = any layer but the output one
+    structured_only: tuple[str, ...] = ()
 
     def build_model(self, model: str, **model_args) -> nn.Module:
         if model not in self.models:

@@ -175,4 +175,9 @@ def variant_metrics(r: VariantResult, dense: Dense, cfg: ExperimentConfig) -> di
         "overall_sparsity": sparsity_report(r.float_model)["sparsity"],
         "threads": p.measurement.threads, "rounds": cfg.measure.rounds,
     })  # fmt: skip
+    if p.built is not None and p.built.runner is not None:  # e.g. next-token accuracy
+        for key, fn in dense.task.secondary.items():
+            out[key] = float(
+                per_example(p.built.runner, dense.splits.test, dense.task, fn=fn).mean()
+            )
     return {k: float(v) for k, v in out.items() if v is not None and not math.isnan(float(v))}

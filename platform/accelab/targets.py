@@ -22,6 +22,7 @@ from accelab.backends import ORT_FP32, SIMULATED, TORCH_FP32, backend_for
 from accelab.config.schema import ExperimentConfig, MeasureConfig
 from accelab.measure import (
     Comparison,
+    GenerateRunner,
     Latency,
     Measurement,
     Runner,
@@ -40,19 +41,29 @@ from trainables.base import Task
 class TargetSpec:
     runtime: str  # torch | onnxruntime
     batch_size: int
+    mode: str = "forward"  # forward | generate (per new token, batch 1)
+    tokens: int = 16
 
     @property
     def key(self) -> str:
-        return f"{'ort' if self.runtime == 'onnxruntime' else 'torch'}_b{self.batch_size}"
+        runtime = "ort" if self.runtime == "onnxruntime" else "torch"
+        return f"{runtime}_gen" if self.mode == "generate" else f"{runtime}_b{self.batch_size}"
 
     @property
     def label(self) -> str:
+        if self.mode == "generate":
+            return f"{self.runtime}, generation per token"
         return f"{self.runtime}, batch {self.batch_size}"
 
 
 def targets_of(cfg: ExperimentConfig) -> list[TargetSpec]:
     m = cfg.measure
-    return [TargetSpec(t.runtime, t.batch_size or m.batch_size) for t in m.targets]
+    return [
+        TargetSpec(
+            t.runtime, 1 if t.mode == "generate" else t.batch_size or m.batch_size, t.mode, t.tokens
+        )  # fmt: skip
+        for t in m.targets
+    ]
 
 
 @dataclass
@@ -184,8 +195,15 @@ def measure_target(
     runners: list[Runner] = [dense.torch] + ([] if family is dense.torch else [family])
     timed = runners + ([] if variant.simulated else [variant])
     batch = first_batch(test_set, target.batch_size)
-    lat = dict(zip(map(id, timed), time_alternating(timed, batch, settings.rounds, settings.warmup,
-                                                     settings.repeats), strict=True))  # fmt: skip
+    if target.mode == "generate":  # each timed run generates ``tokens`` new tokens
+        timed_runs = [GenerateRunner(r, target.tokens) for r in timed]
+        latencies = [per_token(x, target.tokens) for x in time_alternating(
+            timed_runs, batch, settings.rounds, settings.warmup, settings.repeats)]  # fmt: skip
+    else:
+        latencies = time_alternating(
+            timed, batch, settings.rounds, settings.warmup, settings.repeats
+        )
+    lat = dict(zip(map(id, timed), latencies, strict=True))
     values = per_example(variant, test_set, dense.task)
     family_values = (
         dense.test_values if family is dense.torch else per_example(family, test_set, dense.task)
@@ -208,6 +226,11 @@ def measure_target(
     result.val_quality = estimate(val_values, dense.task.metric)
     result.val_drop = drop(dense.val_values, val_values, dense.task.metric)
     return result
+
+
+def per_token(latency: Latency, tokens: int) -> Latency:
+    return Latency(latency.p50_ms / tokens, latency.p95_ms / tokens,
+                   tuple(r / tokens for r in latency.rounds_p50_ms), 1)  # fmt: skip
 
 
 def _with_speedup(c: Comparison, base: Measurement, m: Measurement) -> Comparison:

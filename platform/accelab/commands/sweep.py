@@ -88,7 +88,7 @@ def build_tuner(
             restore_path, trainable, resume_unfinished=True, resume_errored=True
         )
     progress = SweepProgress(
-        total_trials(cfg), metric.name, cfg.sweep.constraints.max_accuracy_drop, noise, echo
+        total_trials(cfg), metric.name, cfg.sweep.constraints.quality_drop, noise, echo
     )
     higher = metric.higher_is_better
     return tune.Tuner(

@@ -68,7 +68,10 @@ def compress_for_training(model: nn.Module, cfg: ExperimentConfig, task: Task) -
     unstructured pruning (unless on the cubic schedule), and fake quantization for QAT."""
     prune, quant = cfg.compression.prune, cfg.compression.quant
     if prune.method == "structured":
-        apply_structured(model, prune.sparsity, task.example_input(1), prune_exclude(model, cfg))
+        apply_structured(
+            model, prune.sparsity, task.example_input(1), prune_exclude(model, cfg),
+            task.structured_only,
+        )  # fmt: skip
     elif prune.method == "unstructured" and prune.schedule == "oneshot":
         apply_unstructured(model, prune.sparsity, prune.scope, prune_exclude(model, cfg))
     if quant.bits < 32 and quant.mode == "qat":

@@ -175,22 +175,44 @@ def _out_channels(module: nn.Module) -> int:
     return module.out_features if isinstance(module, nn.Linear) else module.out_channels
 
 
-def apply_structured(
-    model: nn.Module, ratio: float, example_input: Tensor, exclude: Sequence[str] = ()
-) -> nn.Module:
-    """Remove ``ratio`` of the output channels of every prunable layer (L2 magnitude).
+def structured_targets(
+    model: nn.Module, exclude: Sequence[str] = (), only: Sequence[str] = ()
+) -> list[tuple[str, nn.Module]]:
+    """The layers whose output channels structured pruning removes: every prunable layer
+    but the output one and ``exclude``, or, when ``only`` names suffixes (a transformer's
+    MLP ``fc1``: its hidden units), just those; widths that other layers share through a
+    residual stream, embeddings and norms are never touched."""
+    layers = prunable_layers(model)
+    output = layers[-1][0]
+    keep = [
+        (name, m)
+        for name, m in layers
+        if name != output and not _is_excluded(name, exclude)
+        and (not only or name.endswith(tuple(only)))
+    ]  # fmt: skip
+    return keep
 
-    The output layer (last Linear/Conv2d) and ``exclude`` keep their outputs. Raises
-    ``CompressionError`` if some layer would keep no channel.
-    """
+
+def apply_structured(
+    model: nn.Module,
+    ratio: float,
+    example_input: Tensor,
+    exclude: Sequence[str] = (),
+    only: Sequence[str] = (),
+) -> nn.Module:
+    """Remove ``ratio`` of the output channels of the ``structured_targets`` (L2 magnitude).
+
+    Raises ``CompressionError`` if some layer would keep no channel, or if no layer may be
+    pruned at all."""
     _check_fraction(ratio, "structured pruning ratio", allow_one=False)
     _require_layers(model, exclude)
-    layers = prunable_layers(model)
-    output_layer = layers[-1][1]
-    ignored = [output_layer] + [model.get_submodule(name) for name in exclude]
-    for name, module in layers:
-        if module in ignored or _is_excluded(name, exclude):
-            continue
+    targets = structured_targets(model, exclude, only)
+    if not targets:
+        raise CompressionError("structured pruning: no layer whose outputs may be removed")
+    chosen = {id(m) for _, m in targets}
+    ignored = [m for m in model.modules()
+               if isinstance(m, PRUNABLE_TYPES + (nn.Embedding, nn.LayerNorm)) and id(m) not in chosen]  # fmt: skip
+    for name, module in targets:
         channels = _out_channels(module)
         # torch-pruning keeps int(channels * (1 - ratio)) channels.
         if int(channels * (1 - ratio)) < 1:

@@ -50,10 +50,15 @@ def model_errors(cfg: ExperimentConfig, cache: dict[str, Any] | None = None) -> 
     model = cache[key]
     if isinstance(model, str):
         return [model]
-    return layer_errors(model, cfg)
+    problems = layer_errors(model, cfg, task.structured_only)
+    if not task.generates and any(t.mode == "generate" for t in cfg.measure.targets):
+        problems.append(
+            f"measure.targets: mode generate needs a language model; {task.name} does not generate"
+        )
+    return problems
 
 
-def layer_errors(model: nn.Module, cfg: ExperimentConfig) -> list[str]:
+def layer_errors(model: nn.Module, cfg: ExperimentConfig, only: tuple[str, ...] = ()) -> list[str]:
     problems = []
     layers = {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear | nn.Conv2d)}
     prune = cfg.compression.prune
@@ -63,10 +68,15 @@ def layer_errors(model: nn.Module, cfg: ExperimentConfig) -> list[str]:
             f"compression.prune.exclude: no such layer {missing}; layers are {sorted(layers)}"
         )
     if prune.method == "structured" and layers:
-        output_layer = list(layers)[-1]
-        for name, layer in layers.items():
-            if name == output_layer or name in prune.exclude:
-                continue
+        from accelab.compress.prune import structured_targets
+
+        targets = structured_targets(model, prune.exclude, only)
+        if not targets:
+            problems.append(
+                "compression.prune.method: structured, but no layer of this model may lose "
+                "output channels (check compression.prune.exclude)"
+            )
+        for name, layer in targets:
             width = layer.out_features if isinstance(layer, nn.Linear) else layer.out_channels
             if int(width * (1 - prune.sparsity)) < 1:
                 problems.append(
@@ -97,7 +107,8 @@ def training_errors(cfg: ExperimentConfig) -> list[str]:
 
 def measure_errors(cfg: ExperimentConfig) -> list[str]:
     m = cfg.measure
-    keys = [(t.runtime, t.batch_size or m.batch_size) for t in m.targets]
+    keys = [(t.runtime, "generation" if t.mode == "generate" else t.batch_size or m.batch_size)
+            for t in m.targets]  # fmt: skip
     problems = [
         f"measure.targets: {runtime} at batch {batch} is listed twice"
         for runtime, batch in sorted({k for k in keys if keys.count(k) > 1})

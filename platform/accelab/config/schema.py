@@ -204,6 +204,14 @@ class Target(Section):
 
     runtime: Literal["torch", "onnxruntime"] = "torch"
     batch_size: BatchSize | None = Field(None, description="Default: measure.batch_size.")
+    mode: Literal["forward", "generate"] = Field(
+        "forward",
+        description="forward: one pass over a batch; generate (language models): greedy "
+        "generation at batch 1, latency per new token (full context each step, no KV cache).",
+    )
+    tokens: Annotated[int, Field(ge=1, le=4096)] = Field(
+        16, description="generate: tokens generated per timed run."
+    )
 
 
 def default_targets() -> list[Target]:
@@ -263,11 +271,23 @@ class Distribution(Section):
 
 
 class Constraints(Section):
+    """What a recommendation must meet, judged on the validation split."""
+
     max_accuracy_drop: Annotated[float, Field(ge=0, le=1)] = Field(
-        0.01, description="Fraction: 0.01 = one point of test accuracy."
+        0.01, description="Fraction: 0.01 = one point of validation accuracy."
+    )
+    max_quality_drop: Annotated[float, Field(ge=0, le=10)] | None = Field(
+        None,
+        description="The same for any task metric, in its own terms: metric units for "
+        "accuracy, relative for perplexity (0.02 = at most 2% higher). Overrides "
+        "max_accuracy_drop when set.",
     )
     max_latency_ms: PositiveFloat | None = None
     max_size_mb: PositiveFloat | None = None
+
+    @property
+    def quality_drop(self) -> float:
+        return self.max_accuracy_drop if self.max_quality_drop is None else self.max_quality_drop
 
 
 class SweepConfig(Section):

@@ -77,14 +77,7 @@ def quiet_exporter() -> Iterator[None]:
 def quantize(fp32: bytes, scheme: str, calibration: Iterable[Tensor] = ()) -> bytes:
     """ONNX Runtime int8: ``dynamic`` (weights int8, activations per batch at run time) or
     ``static`` (QDQ, activations calibrated on ``calibration`` batches), per-channel weights."""
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        QuantFormat,
-        QuantType,
-        quantize_dynamic,
-        quantize_static,
-    )
-    from onnxruntime.quantization.shape_inference import quant_pre_process
+    from onnxruntime.quantization import CalibrationDataReader
 
     class Batches(CalibrationDataReader):
         def __init__(self, batches: Iterable[Tensor]):
@@ -92,6 +85,19 @@ def quantize(fp32: bytes, scheme: str, calibration: Iterable[Tensor] = ()) -> by
 
         def get_next(self):
             return next(self.items, None)
+
+    root = logging.getLogger()  # ORT's quantizer warns on the root logger (1-D norm weights)
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        return _quantize(fp32, scheme, calibration, Batches)
+    finally:
+        root.setLevel(level)
+
+
+def _quantize(fp32: bytes, scheme: str, calibration, Batches) -> bytes:
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     with tempfile.TemporaryDirectory() as tmp:
         src, pre, out = Path(tmp, "fp32.onnx"), Path(tmp, "pre.onnx"), Path(tmp, "int8.onnx")

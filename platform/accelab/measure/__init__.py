@@ -23,12 +23,20 @@ from accelab.measure.model_stats import (
     serialized_size_bytes,
 )
 from accelab.measure.quality import drop, estimate, per_example
-from accelab.measure.runners import SIMULATED, TORCH_FP32, TORCH_INT8, Runner, TorchRunner
+from accelab.measure.runners import (
+    SIMULATED,
+    TORCH_FP32,
+    TORCH_INT8,
+    GenerateRunner,
+    Runner,
+    TorchRunner,
+)
 from accelab.stats import Estimate
 from trainables.base import Task
 
 __all__ = [
-    "SIMULATED", "TORCH_FP32", "TORCH_INT8", "Comparison", "Latency", "Measurement", "Runner",
+    "SIMULATED", "TORCH_FP32", "TORCH_INT8", "Comparison", "GenerateRunner", "Latency",
+    "Measurement", "Runner",
     "TorchRunner", "compare", "count_macs", "count_params", "drop", "estimate", "evaluate",
     "first_batch",
     "measure_pair", "per_example", "serialized_size_bytes", "speedup", "time_alternating",

@@ -25,14 +25,17 @@ from accelab.stats import (
 from trainables.base import Metric, Task
 
 
-def per_example(runner: Runner, dataset: Dataset, task: Task, batch_size: int = 256) -> Tensor:
-    """The task's per-example values (1/0 correct for accuracy, a loss for a language model)
-    of ``runner`` on every example of ``dataset``, in order."""
+def per_example(
+    runner: Runner, dataset: Dataset, task: Task, batch_size: int = 256, fn=None
+) -> Tensor:
+    """The task's per-example values (1/0 correct for accuracy, a loss for a language model;
+    or ``fn``'s, e.g. a secondary metric) of ``runner`` on every example, in order."""
+    fn = fn or task.per_example
     out = []
     with runner.active():
         for x, y in DataLoader(dataset, batch_size=batch_size):
             logits = runner(x).float().cpu()
-            out.append(task.per_example(logits, y))
+            out.append(fn(logits, y))
     return torch.cat(out).double()
 
 

@@ -62,3 +62,27 @@ def sync(device: str) -> None:
     """Wait for queued GPU work, so that a timer measures the kernels, not their launch."""
     if device.startswith("cuda"):
         torch.cuda.synchronize(device)
+
+
+@dataclass
+class GenerateRunner:
+    """Greedy generation of ``tokens`` new tokens at batch 1 with ``inner``: the context
+    window slides (the full context is recomputed each step: no KV cache), as a model
+    without a cache serves text. Timing one call times ``tokens`` steps."""
+
+    inner: Runner
+    tokens: int
+
+    def __post_init__(self) -> None:
+        self.backend, self.device = self.inner.backend, self.inner.device
+        self.threads, self.simulated = self.inner.threads, self.inner.simulated
+
+    def active(self) -> contextlib.AbstractContextManager:
+        return self.inner.active()
+
+    def __call__(self, x: Tensor) -> Tensor:
+        x = x[:1]
+        for _ in range(self.tokens):
+            logits = self.inner(x)[:, -1]
+            x = torch.cat([x[:, 1:], logits.argmax(dim=-1, keepdim=True).to(x.dtype)], dim=1)
+        return logits

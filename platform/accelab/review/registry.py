@@ -15,6 +15,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from accelab.config.schema import ExperimentConfig
+from accelab.registry import resolve_task
 from accelab.sweep.summary import SweepSummary
 
 SPEEDUP_TAG = "accelab.speedup_value"
@@ -22,8 +23,9 @@ TARGET_TAG = "accelab.target"
 
 
 def alias_of(cfg: ExperimentConfig) -> str:
-    drop = cfg.sweep.constraints.max_accuracy_drop * 100
-    return cfg.registry.alias or f"fastest-within-{drop:g}pt"
+    drop = cfg.sweep.constraints.quality_drop * 100
+    unit = "pct" if resolve_task(cfg.trainable.name).metric.transform == "exp" else "pt"
+    return cfg.registry.alias or f"fastest-within-{drop:g}{unit}"
 
 
 def version_tags(s: SweepSummary, parent_id: str) -> dict[str, str]:

@@ -140,8 +140,11 @@ def constraints_from(params: dict[str, str]) -> Constraints:
         value = params.get(f"sweep.constraints.{key}", "None")
         return None if value == "None" else float(value)
 
+    drop = opt("max_quality_drop")
     return Constraints(
-        max_accuracy_drop=float(params.get("sweep.constraints.max_accuracy_drop", 0.01)),
+        max_accuracy_drop=float(params.get("sweep.constraints.max_accuracy_drop", 0.01))
+        if drop is None
+        else drop,
         max_latency_ms=opt("max_latency_ms"),
         max_size_mb=opt("max_size_mb"),
     )

@@ -117,7 +117,7 @@ def format_table(s: SweepSummary) -> str:
 def recommendation_line(s: SweepSummary) -> str:
     r, c = s.recommended, s.constraints
     if r is None:
-        limits = f"max_accuracy_drop={c.max_accuracy_drop}"
+        limits = f"quality drop <= {c.max_accuracy_drop:g}"
         limits += f", max_latency_ms={c.max_latency_ms}" if c.max_latency_ms else ""
         limits += f", max_size_mb={c.max_size_mb}" if c.max_size_mb else ""
         return (

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from accelab.config.loader import set_dotted
+from accelab.config.schema import Constraints as ConstraintsSection
 from accelab.config.schema import ExperimentConfig
 from accelab.judge import MB, VariantResult
 from accelab.pareto import Constraints, TrialPoint, violations
@@ -156,7 +157,8 @@ def sweep_trial(config: dict[str, Any], ctx: SweepContext) -> None:
         backend = done.tags.get("accelab.backend", "")
         tune.report(tune_metrics(done.metrics, ctx.metric, backend, "ok", "final"))
         return
-    constraints = Constraints(**ctx.base_config["sweep"]["constraints"])
+    section = ConstraintsSection.model_validate(ctx.base_config["sweep"]["constraints"])
+    constraints = Constraints(section.quality_drop, section.max_latency_ms, section.max_size_mb)
     carry: dict[str, Any] = {}  # filled before the TorchTrainer (and this callback) is built
 
     def on_compressed(pre: VariantResult) -> None:

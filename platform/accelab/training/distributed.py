@@ -54,9 +54,11 @@ def sharded_metric(
     device: torch.device,
     precision: Precision,
     batch_size: int = 256,
+    fn=None,
 ) -> float:
-    """The task's metric over the whole dataset: each rank scores indices rank::world (no
-    padding, unlike DistributedSampler), then sums and counts are added across ranks."""
+    """The task's metric over the whole dataset (or the mean of ``fn``'s per-example values):
+    each rank scores indices rank::world (no padding, unlike DistributedSampler), then sums
+    and counts are added across ranks."""
     was_training = model.training
     model.eval()
     shard = Subset(dataset, range(rank, len(dataset), world))
@@ -65,13 +67,13 @@ def sharded_metric(
         x, y = x.to(device), y.to(device)
         with precision.autocast(device):
             logits = model(x)
-        values = task.per_example(logits.float(), y)
+        values = (fn or task.per_example)(logits.float(), y)
         total += float(values.sum())
         count += len(values)
     model.train(was_training)
     total, count = all_reduce_sum([total, count], device)
     mean = total / max(count, 1)
-    return math.exp(mean) if task.metric.transform == "exp" else mean
+    return math.exp(mean) if fn is None and task.metric.transform == "exp" else mean
 
 
 @torch.no_grad()

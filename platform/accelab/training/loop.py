@@ -183,12 +183,15 @@ def epoch_metrics(
 ) -> dict[str, Any]:
     ctx, p, name = w.ctx, w.settings.metric_prefix, w.task.metric.name
 
-    def score(split) -> float:
-        return sharded_metric(ctx.model, split, w.task, w.rank, w.world, ctx.device, ctx.precision)
+    def score(split, fn=None) -> float:
+        return sharded_metric(
+            ctx.model, split, w.task, w.rank, w.world, ctx.device, ctx.precision, fn=fn
+        )
 
     metrics: dict[str, Any] = {
         f"{p}train_loss": loss,
         f"{p}val_{name}": score(w.splits.val),
+        **{f"{p}val_{k}": score(w.splits.val, fn) for k, fn in w.task.secondary.items()},
         f"{p}samples_per_s": samples * w.world / seconds,
         f"{p}epoch_s": seconds,
     }
@@ -202,6 +205,9 @@ def epoch_metrics(
         metrics.update({p + k: v for k, v in extra.items()})
     if epoch == w.settings.epochs - 1:
         metrics[f"{p}test_{name}"] = score(w.splits.test)
+        metrics.update(
+            {f"{p}test_{k}": score(w.splits.test, fn) for k, fn in w.task.secondary.items()}
+        )
         metrics[f"{p}ddp_param_max_abs_diff"] = replica_max_abs_diff(ctx.model, ctx.device)
     return metrics
 
