@@ -130,8 +130,10 @@ def test_backend_for_each_runtime_bit_width_and_scheme():
         backend_for("torch", 4, "dynamic") is None
         and backend_for("onnxruntime", 2, "static") is None
     )
-    assert backend_for("torch", 8, "dynamic", "cuda") == "torchao-int8"
-    assert backend_for("torch", 4, "dynamic", "cuda") == "torchao-int4"
+    assert backend_for("torch", 8, "dynamic", "cuda") == "torchao-int8-weight-only"
+    assert backend_for("torch", 4, "dynamic", "cuda") == "torchao-int4-weight-only"
+    assert backend_for("torch", 16, "dynamic") == "torch-bf16"
+    assert backend_for("onnxruntime", 16, "dynamic") is None
     assert backend_for("torch", 2, "dynamic", "cuda") is None
 
 

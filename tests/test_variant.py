@@ -136,3 +136,27 @@ def test_a_fine_tune_that_did_not_recover_is_called_out(tmp_path):
     broken = TASK.build_model("mlp", hidden=[128])  # untrained: loss ~2.3
     text = loss_warning(dense, broken, cfg)
     assert "raise finetune.epochs (now 2) or finetune.lr" in text
+
+
+def test_bf16_runs_real_bf16_kernels_and_saves_and_reloads(tmp_path):
+    """bits 16 ships bf16 weights on torch (named, not simulated), with the dense model's
+    MACs and an accuracy within a point; ONNX Runtime targets say it has no backend."""
+    from accelab.compress.deploy import load_deployable, save_deployable
+
+    cfg = config("digits", "mlp", {"hidden": [128]}, compression={"quant": {"bits": 16}},
+                 measure={"targets": [{"runtime": "torch"}, {"runtime": "onnxruntime"}]})  # fmt: skip
+    dense_model, splits = trained_mlp((128,), epochs=4)
+    r = run_variant(cfg, checkpoint(tmp_path, dense_model, cfg), tracking_uri="", run_id=None,
+                    ray_name="x")  # fmt: skip
+    assert r.measurement.backend == "torch-bf16" and not r.measurement.simulated
+    assert r.measurement.latency is not None and r.measurement.macs == r.baseline.macs
+    assert next(r.deployable.model.parameters()).dtype == torch.bfloat16
+    assert abs(r.metrics["accuracy"] - r.metrics["baseline_accuracy"]) <= 0.01
+    ort = list(r.targets.values())[1]
+    assert ort.error and "no ONNX Runtime backend" in ort.error
+    saved = save_deployable(r.deployable, tmp_path / "ship", cfg.trainable.model_dump(),
+                            r.float_model, cfg.compression.quant.model_dump())  # fmt: skip
+    reloaded = load_deployable(saved)
+    x = splits.test.tensors[0][:32]
+    with torch.inference_mode():
+        assert torch.equal(reloaded(x.bfloat16()), r.deployable.model(x.bfloat16()))

@@ -33,7 +33,11 @@ from trainables.base import Metric, Splits, Task
 
 VOCAB = 256
 CONTEXT = 128
-SPLIT_BYTES = {"train": 3_000_000, "val": 160_000, "test": 160_000}  # how much of each split is used
+SPLIT_BYTES = {
+    "train": 3_000_000,
+    "val": 160_000,
+    "test": 160_000,
+}  # how much of each split is used
 FILE_BYTES = 8_192  # at most this much of one file: every split draws on many files
 
 
@@ -89,10 +93,9 @@ def _cached(context: int) -> tuple[dict[str, np.ndarray], dict]:
     root = Path(os.environ.get("ACCELAB_CACHE_DIR") or Path.home() / ".cache" / "accelab")
     key = f"pylm-{sys.version.split()[0]}-ctx{context}-{sum(SPLIT_BYTES.values())}-{FILE_BYTES}"
     path = root / f"{key}.npz"
-    with contextlib.suppress(OSError, ValueError, KeyError):
-        with np.load(path) as cached:
-            arrays = {k: cached[k] for k in cached.files if k != "description"}
-            return arrays, json.loads(str(cached["description"]))
+    with contextlib.suppress(OSError, ValueError, KeyError), np.load(path) as cached:
+        arrays = {k: cached[k] for k in cached.files if k != "description"}
+        return arrays, json.loads(str(cached["description"]))
     arrays, description = _build(context)
     with contextlib.suppress(OSError):
         root.mkdir(parents=True, exist_ok=True)
@@ -210,4 +213,3 @@ TASK = Task(
     generates=True,
     structured_only=("fc1",),
 )
-

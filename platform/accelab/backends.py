@@ -8,6 +8,7 @@ from __future__ import annotations
 
 TORCH_FP32 = "torch-fp32"  # dense torch kernels (zeroed weights are still multiplied)
 TORCH_INT8 = "torch-int8-x86"  # torch's x86 int8 kernels: dynamic quantization of Linear layers
+TORCH_BF16 = "torch-bf16"  # bf16 weights and compute (AMX/avx512_bf16 CPUs, CUDA)
 TORCH_INT8_STATIC = "torch-int8-x86-static"  # torch FX static int8 (Conv and Linear), calibrated
 SIMULATED = "fake-quant (simulated)"  # low-bit weights simulated in fp32: no speed claimed
 ORT_FP32 = "ort-fp32"  # ONNX Runtime, CPU execution provider
@@ -17,7 +18,10 @@ ORT_INT8_STATIC = "ort-int8-static"  # ORT QDQ static quantization, calibrated o
 DESCRIPTIONS = {
     TORCH_FP32: "torch eager, fp32 dense kernels",
     TORCH_INT8: "torch eager, int8 dynamic quantization (x86/fbgemm) of Linear layers",
+    TORCH_BF16: "torch eager, bf16 weights and activations",
     TORCH_INT8_STATIC: "torch eager, int8 static quantization (FX, x86) of Conv and Linear layers",
+    "torchao-int8-weight-only": "torch on CUDA, torchao int8 weight-only Linear layers",
+    "torchao-int4-weight-only": "torch on CUDA, torchao int4 weight-only (group 32, bf16 compute)",
     SIMULATED: "fake quantization in fp32: accuracy and packed size only",
     ORT_FP32: "ONNX Runtime (CPUExecutionProvider), fp32",
     ORT_INT8_DYNAMIC: "ONNX Runtime, int8 dynamic quantization, per-channel weights",
@@ -29,10 +33,12 @@ def backend_for(runtime: str, bits: int, scheme: str, device: str = "cpu") -> st
     """The real kernel a (runtime, bit-width, scheme) runs on, or None (simulated)."""
     if bits == 32:
         return TORCH_FP32 if runtime == "torch" else ORT_FP32
+    if bits == 16:
+        return TORCH_BF16 if runtime == "torch" else None
     if bits != 8 and not (device == "cuda" and bits == 4):
         return None
     if runtime == "onnxruntime":
         return ORT_INT8_STATIC if scheme == "static" else ORT_INT8_DYNAMIC
     if device == "cuda":
-        return f"torchao-int{bits}"
+        return f"torchao-int{bits}-weight-only"
     return TORCH_INT8_STATIC if scheme == "static" else TORCH_INT8

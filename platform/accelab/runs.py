@@ -122,7 +122,7 @@ def variant_name(cfg: ExperimentConfig) -> str:
     if p.method == "unstructured" and p.schedule == "cubic":
         name += "-cubic"
     if q.bits < 32:
-        name += f"+int{q.bits}" + ("-qat" if q.mode == "qat" else "")
+        name += f"+{q.label}" + ("-qat" if q.mode == "qat" else "")
     if epochs:
         name += f"-ft{epochs}"
     return name

@@ -113,6 +113,8 @@ def build_on(
     from accelab.compress.pipeline import calibration_batches, finalize
 
     q, threads = cfg.compression.quant, cfg.measure.threads
+    if runtime == "onnxruntime" and q.bits == 16:
+        return Built("n/a", error="bf16 has no ONNX Runtime backend here; measure it on torch")
     backend = backend_for(runtime, q.bits, q.scheme, cfg.measure.device) if q.real_kernel else None
     if runtime == "torch" or backend is None:
         d = finalize(model, cfg, task, cfg.measure.device)

@@ -67,7 +67,7 @@ def describe(cfg: ExperimentConfig) -> str:
         kind = p.scope if p.method == "unstructured" else "channels"
         parts.append(f"{p.method} pruning {p.sparsity:g} ({kind}, {p.schedule})")
     if q.bits < 32:
-        parts.append(f"{q.bits}-bit {q.mode}{' + activations' if q.activations else ''}")
+        parts.append(f"{q.label} {q.mode}{' + activations' if q.activations else ''}")
     parts.append(f"fine-tune {cfg.finetune.epochs} epoch(s)")
     return ", ".join(parts)
 

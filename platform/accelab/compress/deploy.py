@@ -17,6 +17,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from accelab.compress.pipeline import Deployable
@@ -100,7 +101,7 @@ def save_deployable(
     }
     if d.kind in ("int8", "int8-static"):
         save_int8(d.model, directory / "model_int8.pt")
-    elif d.kind in ("fp32", "fake-quant"):
+    elif d.kind in ("fp32", "fake-quant", "bf16"):
         save_model(d.model, directory / "model.safetensors")
     else:
         raise UsageError(f"saving {d.kind} models is not supported (backend {d.backend})")
@@ -154,4 +155,6 @@ def load_deployable(directory: str | Path) -> nn.Module:
     if recipe["kind"] == "fake-quant":
         prepare_fake_quant(model, recipe["bits"], recipe["activations"])
     model.load_state_dict(load_model_state(directory / "model.safetensors"))
+    if recipe["kind"] == "bf16":
+        model = model.to(torch.bfloat16)
     return model.eval()

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from accelab.backends import SIMULATED, TORCH_FP32, TORCH_INT8_STATIC, backend_for
+from accelab.backends import SIMULATED, TORCH_BF16, TORCH_FP32, TORCH_INT8_STATIC, backend_for
 from accelab.compress.prune import (
     GradualPruner,
     apply_masks,
@@ -149,7 +149,7 @@ class Deployable:
     model: nn.Module
     backend: str
     simulated: bool
-    kind: str  # fp32 | int8 | fake-quant | torchao
+    kind: str  # fp32 | bf16 | int8 | int8-static | fake-quant | torchao
 
 
 def finalize(
@@ -159,11 +159,12 @@ def finalize(
     simulated. ``ptq`` quantizes here, after any fine-tuning (the input is not changed)."""
     model = copy.deepcopy(unwrap(model)).eval()
     quant = cfg.compression.quant
-    backend = (
-        backend_for("torch", quant.bits, quant.scheme, device_type) if quant.real_kernel else None
-    )
+    real = quant.real_kernel or quant.bits == 16  # bf16 has no simulation: it is real
+    backend = backend_for("torch", quant.bits, quant.scheme, device_type) if real else None
     if backend == TORCH_FP32:
         return Deployable(model.to(device_type), backend, False, "fp32")
+    if backend == TORCH_BF16:
+        return Deployable(model.to(device_type, torch.bfloat16), backend, False, "bf16")
     if backend is not None and backend.startswith("torchao"):
         return Deployable(
             convert_torchao(strip_fake_quant(model).to(device_type), quant.bits), backend, False,

@@ -336,19 +336,16 @@ def convert_int8_static(model: nn.Module, calibration: Iterable[Tensor]) -> nn.M
 
 
 def convert_torchao(model: nn.Module, bits: int) -> nn.Module:
-    """Real int8/int4 CUDA kernels through torchao (imported lazily; untested on CPU hosts)."""
+    """Real int8/int4 weight-only CUDA kernels through torchao (imported lazily; run by
+    benchmarks/gpu.sh on a GPU, never on a CPU host)."""
     try:
-        from torchao.quantization import (
-            Int4WeightOnlyConfig,
-            Int8DynamicActivationInt8WeightConfig,
-            quantize_,
-        )
+        from torchao.quantization import Int4WeightOnlyConfig, Int8WeightOnlyConfig, quantize_
     except ImportError as exc:
         raise CompressionError(
-            f"backend torchao-int{bits} needs the torchao package (pip install torchao)"
+            f"backend torchao-int{bits}-weight-only needs the torchao package (pip install torchao)"
         ) from exc
     if bits == 8:
-        quantize_(model, Int8DynamicActivationInt8WeightConfig())
+        quantize_(model, Int8WeightOnlyConfig())
     elif bits == 4:
         group = 32
         model = model.to(torch.bfloat16)

@@ -89,8 +89,8 @@ def layer_errors(model: nn.Module, cfg: ExperimentConfig, only: tuple[str, ...] 
 def training_errors(cfg: ExperimentConfig) -> list[str]:
     problems = []
     prune, quant = cfg.compression.prune, cfg.compression.quant
-    if quant.mode == "qat" and (quant.bits == 32 or cfg.finetune.epochs == 0):
-        problems.append("compression.quant.mode: qat needs quant.bits < 32 and finetune.epochs > 0")
+    if quant.mode == "qat" and (quant.bits > 8 or cfg.finetune.epochs == 0):
+        problems.append("compression.quant.mode: qat needs quant.bits <= 8 and finetune.epochs > 0")
     if prune.schedule == "cubic" and (prune.method != "unstructured" or cfg.finetune.epochs == 0):
         problems.append(
             "compression.prune.schedule: cubic needs prune.method=unstructured and finetune.epochs > 0"

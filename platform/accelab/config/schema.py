@@ -167,7 +167,11 @@ class PruneConfig(Section):
 
 
 class QuantConfig(Section):
-    bits: Literal[2, 3, 4, 5, 6, 7, 8, 32] = Field(32, description="32 = no quantization.")
+    bits: Literal[2, 3, 4, 5, 6, 7, 8, 16, 32] = Field(
+        32,
+        description="32 = no quantization; 16 = bf16 weights and compute (torch: CUDA, CPUs "
+        "with AMX/avx512_bf16); 8 = int8 kernels; 2-7 simulated (4 on CUDA: torchao int4).",
+    )
     mode: Literal["ptq", "qat"] = Field("ptq", description="qat needs finetune.epochs > 0.")
     activations: bool = False
     scheme: Literal["dynamic", "static"] = Field(
@@ -180,8 +184,15 @@ class QuantConfig(Section):
         8, description="Training-split batches for activation ranges / static quantization."
     )
     real_kernel: bool = Field(
-        True, description="Run on a real low-bit kernel where one exists (torch-int8-x86 on CPU)."
+        True,
+        description="Run on a real low-bit kernel where one exists (torch-int8-x86 on CPU); "
+        "false simulates 2-8 bits in fp32. bf16 (bits 16) always runs real bf16 kernels.",
     )
+
+    @property
+    def label(self) -> str:
+        """``bf16`` or ``int<bits>`` (names and descriptions of variants)."""
+        return "bf16" if self.bits == 16 else f"int{self.bits}"
 
 
 class CompressionConfig(Section):

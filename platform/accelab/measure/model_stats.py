@@ -28,6 +28,18 @@ def _weight_of(module: nn.Module) -> Tensor:
     return module.weight
 
 
+def as_model_input(model: nn.Module, x: Tensor) -> Tensor:
+    """``x`` on the model's device, and in its dtype when both are floating point (a bf16
+    model takes bf16 inputs; token ids stay integers)."""
+    param = next(model.parameters(), None)
+    if param is None:
+        return x
+    x = x.to(param.device)
+    if param.is_floating_point() and x.is_floating_point() and x.dtype != param.dtype:
+        x = x.to(param.dtype)
+    return x
+
+
 def count_macs(model: nn.Module, example_input: Tensor) -> int:
     """Multiply-accumulates of Linear/Conv2d layers (float, fake-quant or int8) for one
     forward pass on ``example_input``; sparse weights count as dense (dense kernels)."""
@@ -42,7 +54,7 @@ def count_macs(model: nn.Module, example_input: Tensor) -> int:
     was_training = model.training
     try:
         with torch.inference_mode():
-            model.eval()(example_input)
+            model.eval()(as_model_input(model, example_input))
     finally:
         model.train(was_training)
         for handle in handles:

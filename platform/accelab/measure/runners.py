@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from accelab.backends import SIMULATED, TORCH_FP32, TORCH_INT8
+from accelab.measure.model_stats import as_model_input
 
 __all__ = ["SIMULATED", "TORCH_FP32", "TORCH_INT8", "Runner", "TorchRunner", "sync"]
 
@@ -55,7 +56,7 @@ class TorchRunner:
             torch.set_num_threads(previous)
 
     def __call__(self, x: Tensor) -> Tensor:
-        return self.model(x.to(self.device))
+        return self.model(as_model_input(self.model, x))
 
 
 def sync(device: str) -> None:
