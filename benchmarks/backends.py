@@ -3,8 +3,8 @@
     python benchmarks/backends.py [--rounds 5] [--repeats 100] [--threads 1]
 
 For the digits MLP 64-1024-1024-10 (dense, and 50% of channels pruned + 2 fine-tune
-epochs) and the article's SimpleModel (CNN): every backend accelab measures (torch
-fp32 / int8 dynamic / int8 static, ONNX Runtime fp32 / int8 dynamic / int8 static QDQ),
+epochs) and the article's SimpleModel (CNN): every backend accelab measures on CPU (torch
+fp32 / bf16 / int8 dynamic / int8 static, ONNX Runtime fp32 / int8 dynamic / int8 static QDQ),
 at batch 64 and batch 1, through the same ``accelab.targets`` code a sweep trial uses:
 speedup against the dense model on the same runtime and against dense torch fp32, and
 test accuracy measured on that backend.
@@ -32,7 +32,8 @@ from accelab.targets import (
 from accelab.training.epoch import fit
 from trainables.digits import TASK
 
-SETTINGS = [("fp32", 32, "dynamic"), ("int8 dynamic", 8, "dynamic"), ("int8 static", 8, "static")]
+SETTINGS = [("fp32", 32, "dynamic"), ("bf16", 16, "dynamic"), ("int8 dynamic", 8, "dynamic"),
+            ("int8 static", 8, "static")]  # fmt: skip
 
 
 def config(model: str, args: dict, bits: int, scheme: str, batch: int, a) -> ExperimentConfig:

@@ -52,3 +52,33 @@ def test_pickled_object_is_refused(tmp_path: Path):
 def test_missing_checkpoint_is_named(tmp_path: Path):
     with pytest.raises(UsageError, match="not an accelab checkpoint"):
         load_checkpoint(tmp_path / "nowhere")
+
+
+def test_an_outage_is_retried_and_a_bug_is_raised_at_once():
+    """The driver retries MLflow while it is unreachable, but a deterministic error (an
+    export that cannot work) must not be retried for a minute and blamed on MLflow."""
+    from mlflow.exceptions import MlflowException
+
+    from accelab.training.sync import transient, with_retry
+
+    calls = []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) < 3:
+            raise MlflowException(
+                "API request to http://127.0.0.1:1/api failed: Max retries exceeded"
+            )
+        return "ok"
+
+    assert with_retry(flaky, grace_s=10, every_s=0.01) == "ok" and len(calls) == 3
+    calls.clear()
+
+    def broken():
+        calls.append(1)
+        raise RuntimeError("Expected tensor for argument #1 'indices' to have scalar type Long")
+
+    with pytest.raises(RuntimeError, match="indices"):
+        with_retry(broken, grace_s=10, every_s=0.01)
+    assert len(calls) == 1
+    assert transient(ConnectionRefusedError()) and not transient(ValueError("bad shape"))

@@ -96,7 +96,7 @@ def test_structured_pruning_removes_mlp_hidden_units_and_keeps_the_residual_widt
     assert pruned(TASK.example_input(2)).shape == (2, 128, 256)
 
 
-def test_every_backend_judges_the_language_model_with_perplexity(dense):
+def test_every_backend_judges_the_language_model_with_perplexity(dense, tmp_path):
     cfg = config(
         compression={"quant": {"bits": 8}, "prune": {"method": "unstructured", "sparsity": 0.5}}
     )
@@ -114,6 +114,24 @@ def test_every_backend_judges_the_language_model_with_perplexity(dense):
     assert abs(m["perplexity_drop"]) < 0.2 and 0.1 < m["next_byte_accuracy"] < 0.6
     assert m["batch_size.ort_gen"] == 1.0 and m["latency_p50_ms.ort_gen"] > 0  # per new byte
     assert m["export_max_abs_diff.ort_b8"] < 1e-3
+    # shipped as an MLflow Model that takes token ids (int64), loadable without accelab
+    import mlflow
+
+    from accelab.review.models import log_onnx_model, variant_onnx
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    run_id = (
+        mlflow.MlflowClient(uri)
+        .create_run(mlflow.MlflowClient(uri).create_experiment("lm", f"{tmp_path}/artifacts"))
+        .info.run_id
+    )
+    data, backend, _ = variant_onnx(r, cfg, TASK)
+    model_uri = log_onnx_model(uri, run_id, data, TASK, r.float_model, {"accelab.backend": backend})
+    mlflow.set_tracking_uri(uri)
+    ids = TASK.load_splits(0).test.tensors[0][:3].numpy()
+    logits = mlflow.pyfunc.load_model(model_uri).predict(ids)
+    logits = next(iter(logits.values())) if isinstance(logits, dict) else logits
+    assert ids.dtype.kind == "i" and logits.shape[:2] == ids.shape
 
 
 def test_a_worse_model_has_a_positive_drop_and_selection_prefers_lower_perplexity():

@@ -39,3 +39,19 @@ def test_an_autoscalable_node_type_makes_a_big_request_placeable(tmp_path):
         ResourceError, match="can never fit the Ray cluster .* or any of its 2 autoscalable"
     ):
         check_placement(too_big, live, "the Ray cluster", potential=autoscalable_nodes(too_big))
+
+
+@pytest.mark.parametrize(
+    "overrides, bundle",
+    [
+        ({}, {"CPU": 2}),
+        ({"measure": {"device": "cuda"}}, {"CPU": 2, "GPU": 1}),  # one measurement per GPU
+        ({"finetune": {"epochs": 1}}, {"memory": 1}),  # its trainer's workers hold them
+    ],
+)
+def test_what_a_sweep_trial_reserves(overrides, bundle):
+    from accelab.commands.sweep import trial_resources
+
+    base = load_config(CONFIGS / "digits_sweep.yaml").model_dump(mode="json")
+    factory = trial_resources(base, threads=2)(overrides)
+    assert factory.bundles == [bundle]

@@ -54,16 +54,19 @@ def check_resources(
 
 
 def trial_resources(base: dict, threads: int):
-    """Post-training trials hold ``threads`` CPUs while measuring; fine-tuning trials hold
-    none themselves, their TorchTrainer workers reserve the CPUs."""
+    """Post-training trials hold ``threads`` CPUs while measuring (and a whole GPU when
+    ``measure.device`` is cuda: one measurement per GPU at a time); fine-tuning trials
+    hold none themselves, their TorchTrainer workers reserve the CPUs and GPUs."""
     from ray import tune
 
     from accelab.sweep.trial import trial_config
 
     def resources(config: dict) -> tune.PlacementGroupFactory:
-        if trial_config(base, config).finetune.epochs > 0:
+        cfg = trial_config(base, config)
+        if cfg.finetune.epochs > 0:
             return tune.PlacementGroupFactory([{"CPU": 0, "memory": 1}])
-        return tune.PlacementGroupFactory([{"CPU": threads}])
+        gpu = {"GPU": 1} if cfg.measure.device == "cuda" else {}
+        return tune.PlacementGroupFactory([{"CPU": threads, **gpu}])
 
     return resources
 

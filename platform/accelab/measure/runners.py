@@ -83,6 +83,8 @@ class GenerateRunner:
 
     def __call__(self, x: Tensor) -> Tensor:
         x = x[:1]
+        if self.device.startswith("cuda"):  # the context stays on the GPU between steps
+            x = x.to(self.device)
         for _ in range(self.tokens):
             logits = self.inner(x)[:, -1]
             x = torch.cat([x[:, 1:], logits.argmax(dim=-1, keepdim=True).to(x.dtype)], dim=1)

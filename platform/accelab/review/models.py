@@ -5,7 +5,6 @@ example. Requirements are given, not inferred: inference runs a subprocess (~3 s
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -31,9 +30,10 @@ def log_onnx_model(
     import onnx
     from mlflow.models import infer_signature
 
-    example = task.load_splits(0).train.tensors[0][:2].numpy().astype(np.float32)
+    inputs = task.load_splits(0).train.tensors[0][:2].to(task.input_dtype)  # token ids stay ints
+    example = inputs.numpy()
     with torch.inference_mode():
-        output = reference.eval()(torch.from_numpy(example)).float().numpy()
+        output = reference.eval()(inputs).float().numpy()
     signature = infer_signature(example, output)
     mlflow.set_tracking_uri(tracking_uri)
     with mlflow.start_run(run_id=run_id, log_system_metrics=False):

@@ -191,23 +191,29 @@ def record_finished(
     from mlflow.tracking import MlflowClient
 
     from accelab.tracking import log_metrics_once
-    from accelab.training.sync import sync_checkpoint, with_retry
+    from accelab.training.sync import sync_checkpoint, transient, with_retry
 
     client = MlflowClient(tracking_uri)
     grace = float(os.environ.get("ACCELAB_MLFLOW_GRACE_S", "60"))
     try:
         with result.checkpoint.as_directory() as ckpt:
             synced = with_retry(lambda: sync_checkpoint(Path(ckpt), tracking_uri), grace)
-            with_retry(lambda: log_trained_model(cfg, Path(ckpt), tracking_uri, run_id), grace)
+            try:
+                with_retry(lambda: log_trained_model(cfg, Path(ckpt), tracking_uri, run_id), grace)
+            except Exception as exc:  # the export, not the store: say so, record the rest
+                if transient(exc):
+                    raise
+                echo(f"warning: the trained model was not logged as an MLflow Model "
+                     f"({type(exc).__name__}: {exc}); its weights are in the run's model/")  # fmt: skip
         # where the wall time went, next to the loop's own epoch_s (see benchmarks/overhead.py)
         with_retry(lambda: log_metrics_once(client, run_id, 0, timeline), grace)
         with_retry(lambda: client.set_terminated(run_id, "FINISHED"), grace)
         tags = with_retry(lambda: client.get_run(run_id).data.tags, grace)
     except Exception as exc:
+        why = "is unreachable" if transient(exc) else f"failed: {exc}"
         echo(
-            f"warning: MLflow at {tracking_uri} is unreachable ({type(exc).__name__}); training "
-            f"finished but its record is incomplete. When the server is back: accelab sync "
-            f"{result.checkpoint.path}"
+            f"warning: MLflow at {tracking_uri} {why} ({type(exc).__name__}); training "
+            f"finished but its record is incomplete. Then: accelab sync {result.checkpoint.path}"
         )
         return
     if synced.written_steps:

@@ -49,13 +49,30 @@ def sync_checkpoint(directory: Path, tracking_uri: str | None = None) -> SyncRes
     return SyncResult(run_id, uri, written, uploaded)
 
 
+TRANSIENT_SIGNS = ("API request to", "Max retries exceeded", "Connection refused",
+                   "timed out", "database is locked", "503", "502")  # fmt: skip
+
+
+def transient(exc: BaseException) -> bool:
+    """Whether a retry may cure ``exc``: the tracking server unreachable, slow or busy
+    (MLflow wraps connection errors in an MlflowException naming the API request)."""
+    if isinstance(exc, ConnectionError | TimeoutError):
+        return True
+    try:
+        from requests.exceptions import RequestException
+    except ImportError:  # pragma: no cover - mlflow depends on requests
+        RequestException = ()  # noqa: N806
+    return isinstance(exc, RequestException) or any(s in str(exc) for s in TRANSIENT_SIGNS)
+
+
 def with_retry(action: Callable[[], object], grace_s: float, every_s: float = 2.0):
-    """``action()``, retried until it succeeds or ``grace_s`` has passed (then re-raises)."""
+    """``action()``, retried while it fails with a transient error and ``grace_s`` has not
+    passed; any other error is raised at once (a bug is not an outage)."""
     deadline = time.monotonic() + grace_s
     while True:
         try:
             return action()
-        except Exception:
-            if time.monotonic() >= deadline:
+        except Exception as exc:
+            if not transient(exc) or time.monotonic() >= deadline:
                 raise
             time.sleep(every_s)
