@@ -765,3 +765,17 @@ def test_rayjob_pip_covers_the_project_dependencies():
     have = {name(p) for p in env["pip"]["packages"]}
     missing = {name(d) for d in deps} - have - {"ray"}  # ray comes with the image
     assert not missing, f"add to runtimeEnvYAML pip: {sorted(missing)}"
+
+
+def test_no_ignore_pattern_hides_shipped_code():
+    """Ray's working_dir upload honours .gitignore: a pattern such as ``export/`` once left
+    ``accelab.export`` out of every submitted job ("No module named accelab.export")."""
+    shipped = subprocess.run(
+        ["git", "ls-files", "platform", "trainables", "configs", "benchmarks"],
+        cwd=REPO, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    ignored = subprocess.run(
+        ["git", "check-ignore", "--no-index", "--stdin"],
+        cwd=REPO, input=shipped, capture_output=True, text=True,
+    ).stdout.split()  # fmt: skip
+    assert shipped.strip() and ignored == []

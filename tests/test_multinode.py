@@ -19,6 +19,7 @@ import ray
 import yaml
 from mlflow.tracking import MlflowClient
 
+from accelab.tracking import run_artifact_paths
 from tests.conftest import CONFIGS
 from tests.services import MlflowServer, free_port
 
@@ -196,7 +197,7 @@ def test_tracking_server_outage_loses_no_metric(cluster, shared, tmp_path, mlflo
     assert run.info.status == "FINISHED"
     for key in ("val_accuracy", "train_loss", "samples_per_s"):
         assert steps(client, run_id, key) == [0, 1, 2, 3, 4]
-    assert "model/model.safetensors" in {a.path for a in client.list_artifacts(run_id, "model")}
+    assert "model/model.safetensors" in run_artifact_paths(client, run_id, "model")
     assert "recorded afterwards from the checkpoint" in out or "epoch 5/5" in out
 
 
@@ -230,5 +231,9 @@ def test_sweep_trials_run_on_worker_nodes_and_survive_a_killed_driver(
     assert len(ids) == 4 and len(set(ids)) == 4
     assert all(t.data.tags["accelab.status"] == "ok" for t in trials)
     assert all(t.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for t in trials)
-    # the head has no CPUs: every trial ran on a worker node
-    assert cluster.head_node.node_id not in {t.data.tags["accelab.ray_node"] for t in trials}
+    # the head has no CPUs: every trial that holds CPUs (post-training: it measures in its
+    # own process) ran on a worker node. A fine-tuning trial holds none (its TorchTrainer's
+    # workers do), so Ray may place its coordinator anywhere, the head included.
+    held = [t for t in trials if t.data.params["finetune.epochs"] == "0"]
+    assert len(held) == 2
+    assert cluster.head_node.node_id not in {t.data.tags["accelab.ray_node"] for t in held}

@@ -88,7 +88,7 @@ def test_small_sweep_records_frontier_and_a_reloadable_recommendation(
     out = proc.stdout
     assert "[ 6/6 done, 0 running]" in out and "recommendation for torch, batch 64: trial" in out
     assert "target onnxruntime, batch 1: noise floor" in out  # every target gets its frontier
-    assert "mlflow ui --backend-store-uri" in out
+    assert "review in the MLflow UI: accelab ui --tracking-uri sqlite:///" in out
     assert "Traceback" not in proc.stderr
 
     client = MlflowClient(store["tracking_uri"])

@@ -140,6 +140,17 @@ def log_metrics_once(
     return True
 
 
+def run_artifact_paths(client: MlflowClient, run_id: str, path: str) -> set[str]:
+    """Paths of the files the run itself holds under ``path``. ``client.list_artifacts``
+    would also list a logged MLflow Model of that name, and MLflow 3 resolves that model
+    against the process's default tracking URI, not ``client``'s: it fails on a server."""
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    root = client.get_run(run_id).info.artifact_uri
+    repo = get_artifact_repository(root, tracking_uri=client.tracking_uri)
+    return {a.path for a in repo.list_artifacts(path)}
+
+
 ERROR_TAG = "accelab.error"
 
 

@@ -4,7 +4,14 @@ MLflow UI): recommendation, results table, other targets, registry decision, the
 from __future__ import annotations
 
 from accelab.sweep.summary import SweepSummary
-from accelab.sweep.table import fmt_drop, fmt_speedup, recommendation_line, short, target_lines
+from accelab.sweep.table import (
+    drop_unit,
+    fmt_drop,
+    fmt_speedup,
+    recommendation_line,
+    short,
+    target_lines,
+)
 
 MAX_CHARS = 7500  # MLflow caps a tag value at 8000 characters
 MAX_ROWS = 40
@@ -26,8 +33,9 @@ def sweep_note(s: SweepSummary, others: list[SweepSummary], parent_id: str, regi
         table.append("| " + " | ".join(str(c) for c in cells) + " |")
     r = s.recommended
     headline = (
-        f"### Recommended: {r.get('name') or r['trial_id']}: {fmt_speedup(r)} faster than dense "
-        f"fp32 on {s.target[1]}, test drop {fmt_drop(s, r['q_drop'], r['q_drop_lo'], r['q_drop_hi'])} pts"
+        f"### Recommended: {r.get('name') or r['trial_id']}: {fmt_speedup(r)} faster than the dense "
+        f"model on {s.target[1]}, test drop {fmt_drop(s, r['q_drop'], r['q_drop_lo'], r['q_drop_hi'])}"
+        f" {drop_unit(s)[1]}"
         if r
         else f"### No recommendation on {s.target[1]}"
     )

@@ -124,11 +124,12 @@ def recommendation_line(s: SweepSummary) -> str:
             f"recommendation for {s.target[1]}: none - no measured trial meets {limits} (on validation) while "
             f"being faster than the dense model by more than the {s.noise:.0%} noise floor"
         )
-    knobs = ", ".join(f"{k}={short(str(r.get(k)))}" for k in s.searched)
+    knobs = ", ".join(f"{k}={short(str(r[k]))}" for k in s.searched if r.get(k) is not None)
     _, unit = drop_unit(s)
     return (
         f"recommendation for {s.target[1]}: trial {r['trial_id']} ({knobs}; {r['backend']}): "
-        f"{fmt_speedup(r)} faster than dense fp32, {s.metric.name} {r['q']:.4f} "
+        f"{fmt_speedup(r)} faster than the dense model on {s.target[1].split(',')[0]}, "
+        f"{s.metric.name} {r['q']:.4f} "
         f"(test drop {fmt_drop(s, r['q_drop'], r['q_drop_lo'], r['q_drop_hi'])} {unit}; chosen on "
         f"validation drop {fmt_drop(s, r['val_q_drop'])} {unit}), size {r['size_ratio']:.2f}x; "
         f"MLflow run {r['run_id']}"

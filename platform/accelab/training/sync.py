@@ -28,7 +28,7 @@ def sync_checkpoint(directory: Path, tracking_uri: str | None = None) -> SyncRes
     """Log the checkpoint's missing epochs (and model file) into its MLflow run."""
     from mlflow.tracking import MlflowClient
 
-    from accelab.tracking import log_metrics_once
+    from accelab.tracking import log_metrics_once, run_artifact_paths
 
     meta = read_meta(directory)
     record = meta.get("mlflow") or {}
@@ -42,7 +42,7 @@ def sync_checkpoint(directory: Path, tracking_uri: str | None = None) -> SyncRes
                if log_metrics_once(client, run_id, row["epoch"], row["metrics"])]  # fmt: skip
     uploaded = False
     if meta.get("epoch") == meta.get("epochs", 0) - 1:  # the final weights: the run's model
-        names = {a.path for a in client.list_artifacts(run_id, "model")}
+        names = run_artifact_paths(client, run_id, "model")
         if f"model/{MODEL_FILE}" not in names:
             client.log_artifact(run_id, str(Path(directory) / MODEL_FILE), "model")
             uploaded = True
