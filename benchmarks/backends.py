@@ -19,7 +19,7 @@ import os
 import torch
 
 from accelab.config.schema import ExperimentConfig
-from accelab.judge import Dense, train_loss
+from accelab.judge import Dense
 from accelab.measure import TorchRunner, per_example
 from accelab.targets import (
     DenseRunners,
@@ -74,7 +74,7 @@ def main() -> None:
             runner = TorchRunner(dense_model, threads=a.threads)
             dense = Dense(dense_model, TASK, splits, DenseRunners(
                 runner, TASK, per_example(runner, splits.test, TASK), per_example(runner, splits.val, TASK),
-            ), train_loss(runner, TASK, splits))  # fmt: skip
+            ))  # fmt: skip
             exports = Exports(strip_for_export(model))
             for _, bits, scheme in SETTINGS:
                 cfg = config(name, args, bits, scheme, batch, a)

@@ -99,6 +99,14 @@ CASES: dict[str, Case] = {
     "report_unknown_experiment": Case(["report", "no-such-experiment", "--tracking-uri", "sqlite:///empty.db"],
         ["no accelab sweep in MLflow experiment 'no-such-experiment'"],
         files={"empty.db": b""}),
+    # --- measurement on a GPU, refused on this CPU-only machine --------------------------
+    "measure_cuda_without_gpu": Case(["sweep", SWEEP, "measure.device=cuda", "measure.targets=[{runtime: torch}]",
+                                      "sweep.variants=[{compression.prune.method: none}]"],
+        ["override 'measure.device=cuda': measure.device: cuda, but torch sees no CUDA device on this machine"]),
+    "measure_cuda_with_onnxruntime": Case(["validate", SWEEP, "measure.device=cuda"],
+        ["measure.targets: onnxruntime targets are measured on the CPU; with measure.device=cuda list torch targets only"]),
+    "sweep_cuda_finetune": Case(["validate", SWEEP, "measure.device=cuda", "measure.targets=[{runtime: torch}]"],
+        ["sweep.variants[2]: at compression.quant.bits=32: finetune.epochs: 2, but a sweep measured on cuda cannot fine-tune yet"]),
     # --- the config file ----------------------------------------------------------------
     "random_bytes": Case(["train", "bin.yaml"], ["bin.yaml:1: not UTF-8 text (byte 0xff at offset 6)"],
         files={"bin.yaml": b"name: \xff\xfe\x00\x01garbage"}),

@@ -10,6 +10,7 @@ torch model (the reference), measured on the runtime itself.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,11 +48,15 @@ class Dense:
     task: Task
     splits: Splits
     runners: DenseRunners
-    train_loss: float
 
     @property
     def val_values(self):
         return self.runners.val_values
+
+    @functools.cached_property
+    def train_loss(self) -> float:
+        """Computed when first asked for (only a fine-tune's loss check needs it)."""
+        return train_loss(self.runners.torch, self.task, self.splits)
 
 
 def load_dense(cfg: ExperimentConfig, dense_dir: Path) -> Dense:
@@ -64,14 +69,21 @@ def load_dense(cfg: ExperimentConfig, dense_dir: Path) -> Dense:
     runners = DenseRunners(
         runner, task, per_example(runner, splits.test, task), per_example(runner, splits.val, task)
     )
-    return Dense(model, task, splits, runners, train_loss(runner, task, splits))
+    return Dense(model, task, splits, runners)
 
 
-def train_loss(runner: TorchRunner, task: Task, splits: Splits) -> float:
-    """The model's mean training loss (eval mode): the yardstick for a fine-tune's loss."""
-    x, y = splits.train.tensors
+TRAIN_LOSS_EXAMPLES = 2048  # a stable mean needs a sample, not a whole corpus (~23k LM windows)
+
+
+def train_loss(runner: TorchRunner, task: Task, splits: Splits, batch: int = 256) -> float:
+    """The model's mean loss (eval mode) on the first ``TRAIN_LOSS_EXAMPLES`` training
+    examples, in batches: the yardstick for a fine-tune's loss, same examples for both."""
+    x, y = (t[:TRAIN_LOSS_EXAMPLES] for t in splits.train.tensors)
+    total = 0.0
     with runner.active():
-        return float(task.loss(runner(x.to(runner.device)).float().cpu(), y))
+        for xb, yb in zip(x.split(batch), y.split(batch), strict=True):
+            total += float(task.loss(runner(xb.to(runner.device)).float().cpu(), yb)) * len(xb)
+    return total / len(x)
 
 
 @dataclass

@@ -105,7 +105,8 @@ def training_errors(cfg: ExperimentConfig) -> list[str]:
     return problems
 
 
-def measure_errors(cfg: ExperimentConfig) -> list[str]:
+def measure_errors(cfg: ExperimentConfig, in_sweep: bool = False) -> list[str]:
+    """``in_sweep``: ``cfg`` is a sweep's base config or one of its points."""
     m = cfg.measure
     keys = [(t.runtime, "generation" if t.mode == "generate" else t.batch_size or m.batch_size)
             for t in m.targets]  # fmt: skip
@@ -117,6 +118,13 @@ def measure_errors(cfg: ExperimentConfig) -> list[str]:
         problems.append(
             "measure.targets: onnxruntime targets are measured on the CPU; with measure.device="
             "cuda list torch targets only"
+        )
+    if m.device == "cuda" and in_sweep and cfg.finetune.epochs > 0:
+        problems.append(
+            f"finetune.epochs: {cfg.finetune.epochs}, but a sweep measured on cuda cannot "
+            "fine-tune yet: a fine-tuning trial holds no GPU itself (its TorchTrainer's "
+            "workers do), so it has none to measure on; set finetune.epochs=0 for these "
+            "trials or measure.device=cpu"
         )
     return problems
 
@@ -178,7 +186,7 @@ def point_errors(base: dict[str, Any], values: dict[str, Any], cache: dict) -> l
         return [f"{key}: {msg}" for key, msg in validation_problems(exc)]
     except ConfigError as exc:
         return list(exc.messages)
-    return training_errors(cfg) + measure_errors(cfg) + model_errors(cfg, cache)
+    return training_errors(cfg) + measure_errors(cfg, True) + model_errors(cfg, cache)
 
 
 def sweep_errors(cfg: ExperimentConfig, known: tuple[str, ...] = ()) -> list[str]:
@@ -227,5 +235,5 @@ def sweep_errors(cfg: ExperimentConfig, known: tuple[str, ...] = ()) -> list[str
 
 
 def semantic_errors(cfg: ExperimentConfig) -> list[str]:
-    problems = training_errors(cfg) + measure_errors(cfg) + model_errors(cfg)
+    problems = training_errors(cfg) + measure_errors(cfg, cfg.sweep is not None) + model_errors(cfg)
     return problems + sweep_errors(cfg, tuple(problems))

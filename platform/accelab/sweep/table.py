@@ -84,7 +84,7 @@ def header_lines(s: SweepSummary) -> list[str]:
 def format_table(s: SweepSummary) -> str:
     """The frontier table and the recommendation, as printed at the end of a sweep."""
     scale_unit = drop_unit(s)[1]
-    head = ["trial", *(k.split(".")[-1] for k in s.searched), "backend", s.metric.name[:8],
+    head = ["trial", *(k.split(".")[-1] for k in s.searched), "backend", s.metric.name,
             f"drop {scale_unit} [95% CI]", "val drop", "p50 ms", "base ms", "speedup (min-max)",
             "vs torch", "size MB", "packed MB", "front", "status"]  # fmt: skip
     lines = []
