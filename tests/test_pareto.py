@@ -86,3 +86,32 @@ def test_violations_name_each_broken_constraint():
         P("a", 0.90, 9, size=4.0, val_drop=0.05), Constraints(0.01, max_latency_ms=5, max_size_mb=1)
     )
     assert [x.split()[0] for x in v] == ["validation", "latency", "size"]
+
+
+def test_equal_quality_at_lower_cost_dominates():
+    assert ids(pareto_front([P("slow", 0.95, 5), P("fast", 0.95, 4)])) == ["fast"]
+
+
+def test_constraint_boundaries_are_inclusive_and_a_missing_latency_fails():
+    c = Constraints(max_accuracy_drop=0.01, max_latency_ms=2.0, max_size_mb=1.0)
+    assert violations(P("edge", 0.9, 2.0, size=1.0, val_drop=0.01), c) == []  # at each limit
+    assert violations(P("under", 0.9, 1.5, size=0.5, val_drop=0.0), c) == []
+    over = violations(P("over", 0.9, 2.5, size=1.5, val_drop=0.02), c)
+    assert len(over) == 3
+    assert violations(P("no_speed", 0.9, None, speedup=1.0, val_drop=0.0), c) == [
+        "latency None ms > 2.0 ms"
+    ]
+
+
+def test_recommend_needs_a_speedup_beyond_the_noise_floor():
+    c = Constraints(max_accuracy_drop=0.01)
+    assert recommend([P("x", 0.9, 1, speedup=1.5)], c).trial_id == "x"  # default floor: none
+    assert recommend([P("x", 0.9, 1, speedup=1.05)], c, noise=0.05) is None  # at the floor
+    assert recommend([P("x", 0.9, 1, speedup=1.0)], c, noise=0.05) is None  # inside it
+    assert recommend([P("x", 0.9, 1, speedup=1.06)], c, noise=0.05).trial_id == "x"
+
+
+def test_among_equals_the_faster_wins():
+    c = Constraints(max_accuracy_drop=0.01)
+    pts = [P("a", 0.9, 1, speedup=2.0), P("b", 0.9, 1, speedup=2.05)]  # same drop and size
+    assert recommend(pts, c, noise=0.05).trial_id == "b"
