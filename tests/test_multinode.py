@@ -128,14 +128,20 @@ def test_ddp_across_nodes_matches_ddp_on_one_node(cluster, shared, tmp_path, mlf
     assert spread.metrics["ddp_param_max_abs_diff"] == 0.0
 
 
-def test_a_worker_process_killed_mid_epoch_resumes_from_the_checkpoint(
-    cluster, shared, tmp_path, mlflow
-):
+def spread_training_past_epoch_0(cluster, shared, tmp_path, mlflow):
+    """A 4-epoch training spread over the worker nodes, running, its first epoch logged."""
     proc = accelab("train", *TRAIN, "train.epochs=4", "faults.step_delay_s=0.1",
                    "scaling.placement_strategy=SPREAD", *shared, cluster=cluster, cwd=tmp_path,
                    background=True)  # fmt: skip
     client, run_id = started_run(proc, mlflow=mlflow)
     wait_for_epoch(client, run_id, 0, proc)
+    return proc, client, run_id
+
+
+def test_a_worker_process_killed_mid_epoch_resumes_from_the_checkpoint(
+    cluster, shared, tmp_path, mlflow
+):
+    proc, client, run_id = spread_training_past_epoch_0(cluster, shared, tmp_path, mlflow)
     time.sleep(1.0)  # into epoch 2
     victim = train_workers()[0]
     os.kill(victim.pid, signal.SIGKILL)
@@ -151,11 +157,7 @@ def test_a_worker_process_killed_mid_epoch_resumes_from_the_checkpoint(
 def test_a_worker_node_removed_mid_run_resumes_on_the_other_nodes(
     cluster, shared, tmp_path, mlflow
 ):
-    proc = accelab("train", *TRAIN, "train.epochs=4", "faults.step_delay_s=0.1",
-                   "scaling.placement_strategy=SPREAD", *shared, cluster=cluster, cwd=tmp_path,
-                   background=True)  # fmt: skip
-    client, run_id = started_run(proc, mlflow=mlflow)
-    wait_for_epoch(client, run_id, 0, proc)
+    proc, client, run_id = spread_training_past_epoch_0(cluster, shared, tmp_path, mlflow)
     node_id = train_workers()[0].node_id
     node = next(n for n in cluster.workers if n.node_id == node_id)
     cluster.remove_node(node, allow_graceful=False)
