@@ -120,3 +120,44 @@ def test_csv_has_every_column_under_the_metric_name(sweep, tmp_path):
                 "speedup_lo", "speedup_hi", "packed_size_mb", "baseline_latency_p50_ms"):  # fmt: skip
         assert key in rows["t2"]
     assert float(rows["t2"]["val_accuracy_drop"]) == pytest.approx(0.005)
+
+
+def test_metric_info_round_trips_through_the_parent_run_tags():
+    lm = MetricInfo("perplexity", higher_is_better=False, relative_drop=True)
+    assert MetricInfo.from_tags(lm.to_tags()) == lm
+    assert MetricInfo.from_tags(MetricInfo().to_tags()) == MetricInfo()
+    assert MetricInfo.from_tags({}) == MetricInfo("accuracy", True, False)  # older sweeps
+
+
+def test_a_trial_row_reads_its_target_and_falls_back_sensibly(tmp_path):
+    from accelab.sweep.summary import trial_row
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.create_experiment("rows", artifact_location=(tmp_path / "art").as_uri())
+    run = client.create_run(exp, run_name="int8", tags={"accelab.simulated": "true",
+                            "accelab.backend.ort_b1": "ort-int8-dynamic",
+                            "accelab.target_error.ort_b1": "export failed"})  # fmt: skip
+    rid = run.info.run_id
+    values = {
+        "sparsity": 0.5,
+        "bits": 8,
+        "n_test": 270,
+        "speedup": 1.1,
+        "speedup.ort_b1": 3.0,
+        "perplexity.ort_b1": 9.5,
+        "val_perplexity_drop.ort_b1": 0.01,
+        "simulated.ort_b1": 0,
+    }
+    client.log_batch(rid, metrics=[Metric(k, v, 0, 0) for k, v in values.items()],
+                     params=[Param("searched.compression.quant.bits", "8")])  # fmt: skip
+    lm = MetricInfo("perplexity", higher_is_better=False, relative_drop=True)
+    row = trial_row(client.get_run(rid), lm, ".ort_b1")
+    assert row["trial_id"] == rid[:8] and row["name"] == "int8" and row["run_id"] == rid
+    assert row["status"] == "n/a: export failed"  # the target's own error
+    assert row["backend"] == "ort-int8-dynamic" and row["simulated"] is False  # the target's
+    assert (row["sparsity"], row["bits"], row["n_test"]) == (0.5, 8, 270)  # not per target
+    assert row["speedup"] == 3.0 and row["q"] == 9.5 and row["val_q_drop"] == 0.01
+    assert row["compression.quant.bits"] == "8"
+    primary = trial_row(client.get_run(rid), lm)
+    assert primary["status"] == "unfinished" and primary["backend"] == ""
+    assert primary["simulated"] is True and primary["speedup"] == 1.1 and primary["q"] is None
