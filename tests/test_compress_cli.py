@@ -251,7 +251,7 @@ def test_qat_int8_with_pruning_on_two_ddp_workers(checkpoints, store, tmp_path):
         cwd=tmp_path,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "epoch 2/2" in proc.stdout, proc.stdout
+    assert "epoch 2/2" in proc.stdout, proc.stdout + proc.stderr
     run_id = re.search(r"-> MLflow run ([0-9a-f]{32})", proc.stdout).group(1)
     client = MlflowClient(store["tracking_uri"])
     run = client.get_run(run_id)

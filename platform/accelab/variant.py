@@ -63,6 +63,15 @@ def finetune(
     with result.checkpoint.as_directory() as ckpt:
         state = load_model_state(Path(ckpt) / MODEL_FILE)
         history = read_meta(Path(ckpt))["history"]
+    if run_id:  # what rank 0 could not write (a busy or absent store) is in the checkpoint
+        from mlflow.tracking import MlflowClient
+
+        from accelab.tracking import log_metrics_once
+        from accelab.training.sync import with_retry
+
+        client = MlflowClient(tracking_uri)
+        for row in history:
+            with_retry(lambda r=row: log_metrics_once(client, run_id, r["epoch"], r["metrics"]), 60)
     task = dense.task
     model = hooks.transform(task.build_model(cfg.trainable.model, **cfg.trainable.model_args), task)
     model.load_state_dict(state)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import threading
+import time
 from collections.abc import Callable
 
 from mlflow.tracking import MlflowClient
@@ -49,9 +49,14 @@ class EpochProgress:
         self.printed = {m.step for m in self.client.get_metric_history(run_id, self.key)}
         self.restarts = self.client.get_run(run_id).data.tags.get("accelab.restarts", "0")
         self._stop = threading.Event()
+        self._lock = threading.Lock()  # the thread and the final poll never print the same epoch
         self._thread = threading.Thread(target=self._run, daemon=True, name="accelab-progress")
 
     def poll(self) -> None:
+        with self._lock:
+            self._poll()
+
+    def _poll(self) -> None:
         restarts = self.client.get_run(self.run_id).data.tags.get("accelab.restarts", "0")
         if restarts != self.restarts:
             self.restarts = restarts
@@ -83,5 +88,11 @@ class EpochProgress:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
-        with contextlib.suppress(Exception):
-            self.poll()
+        # The last epoch, even while the store is busy (sqlite: "database is locked"): the CLI
+        # exits without waiting for this daemon thread, so what is not printed now never is.
+        for _ in range(3):
+            try:
+                self.poll()
+                return
+            except Exception:
+                time.sleep(self.interval_s)
