@@ -4,6 +4,7 @@ validation split, one baseline per comparison, real vs computed sizes, the noise
 from __future__ import annotations
 
 import csv
+import math
 
 import pytest
 from mlflow.entities import Metric, Param
@@ -161,3 +162,44 @@ def test_a_trial_row_reads_its_target_and_falls_back_sensibly(tmp_path):
     primary = trial_row(client.get_run(rid), lm)
     assert primary["status"] == "unfinished" and primary["backend"] == ""
     assert primary["simulated"] is True and primary["speedup"] == 1.1 and primary["q"] is None
+
+
+def test_constraints_come_back_from_the_sweep_params():
+    from accelab.pareto import Constraints
+    from accelab.sweep.summary import constraints_from
+
+    assert constraints_from({}) == Constraints(0.01)  # the schema's default: one point
+    old = {"sweep.constraints.max_accuracy_drop": "0.02", "sweep.constraints.max_latency_ms": "None",
+           "sweep.constraints.max_size_mb": "1.5"}  # fmt: skip
+    assert constraints_from(old) == Constraints(0.02, None, 1.5)
+    lm = {
+        **old,
+        "sweep.constraints.max_quality_drop": "0.05",
+        "sweep.constraints.max_latency_ms": "3",
+    }
+    assert constraints_from(lm) == Constraints(0.05, 3.0, 1.5)  # the task-neutral key wins
+
+
+def test_a_row_becomes_a_point_oriented_so_that_higher_is_better():
+    from accelab.sweep.summary import point
+
+    row = {"trial_id": "t", "q": 8.5, "simulated": False, "latency_p50_ms": 2.0, "size_mb": 1.0,
+           "backend": "ort-fp32", "status": "ok", "speedup": 1.5, "val_q_drop": 0.01}  # fmt: skip
+    lm = MetricInfo("perplexity", higher_is_better=False, relative_drop=True)
+    p = point(row, lm)
+    assert (p.score, p.latency_ms, p.speedup, p.selection_drop) == (-8.5, 2.0, 1.5, 0.01)
+    assert (p.trial_id, p.size_mb, p.backend, p.status, p.simulated) == (
+        "t",
+        1.0,
+        "ort-fp32",
+        "ok",
+        False,
+    )
+    assert point(row, MetricInfo()).score == 8.5
+    sim = point({**row, "q": None, "simulated": True, "size_mb": None}, MetricInfo())
+    assert (sim.score, sim.latency_ms, sim.speedup, sim.size_mb) == (
+        -math.inf,
+        None,
+        None,
+        math.inf,
+    )
