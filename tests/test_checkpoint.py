@@ -82,3 +82,19 @@ def test_an_outage_is_retried_and_a_bug_is_raised_at_once():
         with_retry(broken, grace_s=10, every_s=0.01)
     assert len(calls) == 1
     assert transient(ConnectionRefusedError()) and not transient(ValueError("bad shape"))
+
+
+def test_a_replayed_step_is_logged_once(tmp_path: Path):
+    """Restarts and the checkpoint replay write an epoch again: MLflow keeps one value."""
+    from mlflow.tracking import MlflowClient
+
+    from accelab.tracking import log_metrics_once
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.create_experiment("once", artifact_location=(tmp_path / "art").as_uri())
+    run_id = client.create_run(exp).info.run_id
+    assert log_metrics_once(client, run_id, 0, {"val_accuracy": 0.9, "train_loss": 0.3})
+    assert not log_metrics_once(client, run_id, 0, {"val_accuracy": 0.8, "train_loss": 0.4})
+    assert log_metrics_once(client, run_id, 1, {"val_accuracy": 0.95, "train_loss": 0.2})
+    history = client.get_metric_history(run_id, "val_accuracy")
+    assert sorted((m.step, m.value) for m in history) == [(0, 0.9), (1, 0.95)]
