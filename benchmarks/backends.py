@@ -5,7 +5,7 @@
 For the digits MLP 64-1024-1024-10 (dense, and 50% of channels pruned + 2 fine-tune
 epochs) and the article's SimpleModel (CNN): every backend accelab measures on CPU (torch
 fp32 / bf16 / int8 dynamic / int8 static, ONNX Runtime fp32 / int8 dynamic / int8 static QDQ),
-at batch 64 and batch 1, through the same ``accelab.targets`` code a sweep trial uses:
+at batch 64 and batch 1, through the same ``accelab.variant.targets`` code a sweep trial uses:
 speedup against the dense model on the same runtime and against dense torch fp32, and
 test accuracy measured on that backend.
 """
@@ -19,9 +19,10 @@ import os
 import torch
 
 from accelab.config.schema import ExperimentConfig
-from accelab.judge import Dense
 from accelab.measure import TorchRunner, per_example
-from accelab.targets import (
+from accelab.training.epoch import fit
+from accelab.variant.judge import Dense
+from accelab.variant.targets import (
     DenseRunners,
     Exports,
     build_on,
@@ -29,7 +30,6 @@ from accelab.targets import (
     strip_for_export,
     targets_of,
 )
-from accelab.training.epoch import fit
 from trainables.digits import TASK
 
 SETTINGS = [("fp32", 32, "dynamic"), ("bf16", 16, "dynamic"), ("int8 dynamic", 8, "dynamic"),

@@ -70,7 +70,7 @@ def scores(workspace: Path) -> Counter:
     counts: Counter = Counter()
     for line in out.splitlines():
         m = re.match(r"\s*(\S+)__mutmut_\d+: (\w[\w ]*)", line)
-        if m:  # accelab.pareto.x_recommend__mutmut_12 -> accelab.pareto
+        if m:  # accelab.sweep.pareto.x_recommend__mutmut_12 -> accelab.sweep.pareto
             counts[(m.group(1).rsplit(".", 1)[0], m.group(2).strip())] += 1
     return counts
 

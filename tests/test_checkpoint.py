@@ -88,7 +88,7 @@ def test_a_replayed_step_is_logged_once(tmp_path: Path):
     """Restarts and the checkpoint replay write an epoch again: MLflow keeps one value."""
     from mlflow.tracking import MlflowClient
 
-    from accelab.tracking import log_metrics_once
+    from accelab.tracking.client import log_metrics_once
 
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     exp = client.create_experiment("once", artifact_location=(tmp_path / "art").as_uri())

@@ -18,8 +18,8 @@ from mlflow.tracking import MlflowClient
 
 from accelab.compress.deploy import RECIPE, load_deployable
 from accelab.compress.pipeline import compress_for_training
-from accelab.config import load_config
 from accelab.measure import count_macs
+from accelab.preflight import load_config
 from accelab.training.checkpoint import MODEL_FILE, load_model_state, save_checkpoint
 from tests.conftest import CONFIGS, run_cli
 from tests.helpers_torch import accuracy as evaluate_accuracy

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from accelab.config import load_config
 from accelab.config.loader import parse_override
 from accelab.errors import ConfigError
+from accelab.preflight import load_config
 from tests.conftest import CONFIGS
 
 

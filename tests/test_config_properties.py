@@ -9,8 +9,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from accelab.config import ExperimentConfig, load_config
+from accelab.config import ExperimentConfig
 from accelab.errors import UsageError
+from accelab.preflight import load_config
 
 SECTIONS = {
     "trainable": ["name", "model", "model_args", "data_seed"],

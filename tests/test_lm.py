@@ -13,15 +13,15 @@ import torch
 from torch.utils.data import TensorDataset
 
 from accelab.compress.pipeline import compress_for_training
-from accelab.config import load_config
 from accelab.config.schema import ExperimentConfig
 from accelab.errors import ConfigError
-from accelab.judge import judge, load_dense
-from accelab.pareto import Constraints
+from accelab.preflight import load_config
 from accelab.stats import Estimate
+from accelab.sweep.pareto import Constraints
 from accelab.sweep.summary import MetricInfo, build_summary
 from accelab.training.checkpoint import load_model_state, save_checkpoint
 from accelab.training.epoch import fit
+from accelab.variant.judge import judge, load_dense
 from tests.conftest import CONFIGS
 from trainables import pylm
 from trainables.pylm import TASK
@@ -117,7 +117,8 @@ def test_every_backend_judges_the_language_model_with_perplexity(dense, tmp_path
     # shipped as an MLflow Model that takes token ids (int64), loadable without accelab
     import mlflow
 
-    from accelab.review.models import log_onnx_model, variant_onnx
+    from accelab.tracking.models import log_onnx_model
+    from accelab.variant.targets import variant_onnx
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     run_id = (

@@ -19,7 +19,7 @@ import ray
 import yaml
 from mlflow.tracking import MlflowClient
 
-from accelab.tracking import run_artifact_paths
+from accelab.tracking.client import run_artifact_paths
 from tests.conftest import CONFIGS
 from tests.services import MlflowServer, free_port
 

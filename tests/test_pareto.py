@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from accelab.pareto import Constraints, TrialPoint, pareto_front, recommend, violations
+from accelab.sweep.pareto import Constraints, TrialPoint, pareto_front, recommend, violations
 
 
 def P(tid, score, lat, size=1.0, simulated=False, status="ok", speedup=None, val_drop=0.0):

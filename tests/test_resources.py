@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from accelab.config import load_config
 from accelab.errors import ResourceError
+from accelab.preflight import load_config
 from accelab.training.resources import autoscalable_nodes, check_placement, placeable
 from tests.conftest import CONFIGS
 

@@ -165,7 +165,7 @@ def test_a_trial_row_reads_its_target_and_falls_back_sensibly(tmp_path):
 
 
 def test_constraints_come_back_from_the_sweep_params():
-    from accelab.pareto import Constraints
+    from accelab.sweep.pareto import Constraints
     from accelab.sweep.summary import constraints_from
 
     assert constraints_from({}) == Constraints(0.01)  # the schema's default: one point

@@ -7,7 +7,7 @@ import torch
 from mlflow.tracking import MlflowClient
 from safetensors.torch import load_file
 
-from accelab.config import load_config
+from accelab.preflight import load_config
 from accelab.training.launcher import run_training
 from tests.conftest import CONFIGS
 from tests.helpers_torch import accuracy as evaluate_accuracy

@@ -13,11 +13,11 @@ import torch
 from accelab.compress.pipeline import CompressionHooks, compress_for_training, finalize
 from accelab.compress.quant import has_fake_quant
 from accelab.config.schema import ExperimentConfig
-from accelab.judge import load_dense
 from accelab.measure import evaluate
 from accelab.training.checkpoint import save_checkpoint, save_model
 from accelab.training.epoch import fit
-from accelab.variant import loss_warning, run_variant
+from accelab.variant.judge import load_dense
+from accelab.variant.run import loss_warning, run_variant
 from tests import tasks
 from tests.helpers_torch import trained_mlp
 from trainables.digits import TASK

@@ -30,7 +30,7 @@ OVERRIDES_USAGE = "[key.sub=value ...]"
 
 
 def load(args: argparse.Namespace):
-    from accelab.config import load_config
+    from accelab.preflight import load_config
 
     return load_config(args.config, args.overrides)
 

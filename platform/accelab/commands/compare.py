@@ -47,7 +47,7 @@ def compare(
 
     from accelab.sweep.plot import plot_compare
     from accelab.sweep.summary import summarize
-    from accelab.tracking import tracking_store
+    from accelab.tracking.client import tracking_store
 
     client = MlflowClient(tracking_store(tracking_uri, "--tracking-uri", must_exist=True))
     parents = [find(client, ref) for ref in refs]

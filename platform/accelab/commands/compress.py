@@ -7,7 +7,7 @@ from collections.abc import Callable
 from accelab.config.schema import ExperimentConfig
 from accelab.errors import collect
 from accelab.measure import Measurement
-from accelab.variant import FINETUNE_PREFIX, VariantResult
+from accelab.variant.run import FINETUNE_PREFIX, VariantResult
 
 
 def run_compress(
@@ -15,16 +15,16 @@ def run_compress(
 ) -> tuple[str, VariantResult]:
     from mlflow.tracking import MlflowClient
 
-    from accelab.ray_session import init_ray
-    from accelab.registry import resolve_task
-    from accelab.runs import mark_failed, new_ray_name, start_mlflow_run, variant_name
-    from accelab.sources import prepare_source
-    from accelab.store_check import check_measure_device
-    from accelab.tracking import tracking_store
+    from accelab.preflight import check_measure_device
+    from accelab.tasks import resolve_task
+    from accelab.tracking.client import tracking_store
+    from accelab.tracking.runs import mark_failed, new_ray_name, start_mlflow_run, variant_name
     from accelab.training import resources
     from accelab.training.launcher import joined
     from accelab.training.progress import EpochProgress
-    from accelab.variant import run_variant
+    from accelab.training.ray_session import init_ray
+    from accelab.variant.run import run_variant
+    from accelab.variant.sources import prepare_source
 
     tracking_uri = tracking_store(cfg.tracking.uri, cfg.labelled("tracking.uri"))
     dense_dir, *_ = collect(

@@ -69,7 +69,7 @@ def export(
     from accelab.compress.deploy import builder, load_float, read_recipe
     from accelab.compress.pipeline import calibration_from
     from accelab.export import files
-    from accelab.tracking import tracking_store
+    from accelab.tracking.client import tracking_store
 
     client = MlflowClient(tracking_store(tracking_uri, "--tracking-uri", must_exist=True))
     run_id = resolve_run(client, source)

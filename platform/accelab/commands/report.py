@@ -15,7 +15,7 @@ def report(
 
     from accelab.sweep.summary import find_parent, summarize, targets_of
     from accelab.sweep.table import format_table, target_lines
-    from accelab.tracking import tracking_store
+    from accelab.tracking.client import tracking_store
 
     client = MlflowClient(tracking_store(tracking_uri, "--tracking-uri", must_exist=True))
     parent = find_parent(client, experiment, run_id)

@@ -19,7 +19,7 @@ from mlflow.tracking import MlflowClient
 from accelab.config.schema import ExperimentConfig
 from accelab.errors import UsageError, collect
 from accelab.sweep.summary import TARGETS_TAG, MetricInfo, SweepSummary
-from accelab.targets import targets_of
+from accelab.variant.targets import targets_of
 
 
 def total_trials(cfg: ExperimentConfig) -> int:
@@ -76,10 +76,10 @@ def build_tuner(
 ):
     from ray import tune
 
-    from accelab.runs import storage_path
     from accelab.sweep.progress import SweepProgress
     from accelab.sweep.space import param_space, scheduler, search_alg
     from accelab.sweep.trial import sweep_trial
+    from accelab.tracking.runs import storage_path
 
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"  # with verbose=0: no Tune banner; SweepProgress prints
     trainable = tune.with_resources(
@@ -118,15 +118,16 @@ def build_tuner(
 def run_sweep(
     cfg: ExperimentConfig, *, resume: bool = False, echo: Callable[[str], None] = print
 ) -> SweepSummary:
-    from accelab.ray_session import init_ray, will_start_local_ray
-    from accelab.registry import resolve_task
-    from accelab.runs import find_resumable, new_ray_name, start_mlflow_run, storage_path
-    from accelab.store_check import check_measure_device, check_shared_stores
+    from accelab.preflight import check_measure_device
+    from accelab.review.finish import finish
     from accelab.sweep.baseline import aa_control, obtain_baseline
-    from accelab.sweep.finish import finish
     from accelab.sweep.trial import SweepContext
-    from accelab.tracking import client_env, tracking_store
+    from accelab.tasks import resolve_task
+    from accelab.tracking.client import client_env, tracking_store
+    from accelab.tracking.runs import find_resumable, new_ray_name, start_mlflow_run, storage_path
+    from accelab.tracking.store_check import check_shared_stores
     from accelab.training import resources
+    from accelab.training.ray_session import init_ray, will_start_local_ray
 
     if cfg.sweep is None:
         raise UsageError("sweep: this config has no sweep section (see configs/digits_sweep.yaml)")
@@ -134,7 +135,7 @@ def run_sweep(
     cfg = cfg.model_copy(
         update={"run": cfg.run.model_copy(update={"storage_path": storage_path(cfg)})}
     )
-    from accelab.sources import prepare_source
+    from accelab.variant.sources import prepare_source
 
     task = resolve_task(cfg.trainable.name)
     metric = MetricInfo(
@@ -199,7 +200,7 @@ def run_sweep(
             f"{len(grid) - finished} trial(s) errored or were interrupted; continue with: accelab sweep ... --resume"
         )
     client.set_terminated(parent_id, "FINISHED")
-    from accelab.tracking import ui_hint
+    from accelab.tracking.client import ui_hint
 
     echo(ui_hint(client, parent_id))
     return summary

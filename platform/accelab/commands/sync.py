@@ -12,10 +12,10 @@ from accelab.errors import UsageError
 def sync(path: str, tracking_uri: str | None, echo: Callable[[str], None] = print) -> None:
     from mlflow.tracking import MlflowClient
 
-    from accelab.sources import latest_checkpoint
-    from accelab.store_check import check_tracking_uri
+    from accelab.tracking.store_check import check_tracking_uri
     from accelab.training.checkpoint import META_FILE, read_meta
     from accelab.training.sync import sync_checkpoint
+    from accelab.variant.sources import latest_checkpoint
 
     directory = Path(path).expanduser().resolve()
     if not directory.is_dir():

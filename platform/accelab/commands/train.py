@@ -8,7 +8,7 @@ from accelab.config.schema import ExperimentConfig
 
 
 def train(cfg: ExperimentConfig, resume: bool | str, echo: Callable[[str], None] = print) -> None:
-    from accelab.registry import resolve_task
+    from accelab.tasks import resolve_task
     from accelab.training.launcher import run_training
 
     outcome = run_training(cfg, resume=resume, echo=echo)

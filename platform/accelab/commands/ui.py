@@ -12,7 +12,7 @@ from pathlib import Path
 def latest_sweep_url(tracking_uri: str, base: str) -> str:
     from mlflow.tracking import MlflowClient
 
-    from accelab.review.ui import experiment_url, run_url
+    from accelab.tracking.ui import experiment_url, run_url
 
     client = MlflowClient(tracking_uri)
     experiments = [e.experiment_id for e in client.search_experiments()]
@@ -27,7 +27,7 @@ def latest_sweep_url(tracking_uri: str, base: str) -> str:
 
 
 def ui(tracking_uri: str | None, port: int, echo: Callable[[str], None] = print) -> int:
-    from accelab.tracking import tracking_store
+    from accelab.tracking.client import tracking_store
 
     uri = tracking_store(tracking_uri, "--tracking-uri", must_exist=True)
     if uri.startswith(("http://", "https://")):

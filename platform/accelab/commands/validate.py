@@ -9,7 +9,7 @@ from accelab.errors import UsageError
 
 def validate(files: list[str], overrides: list[str], echo: Callable[[str], None] = print) -> None:
     """Every file is checked (and every sweep point expanded); all problems at once."""
-    from accelab.config import load_config
+    from accelab.preflight import load_config
 
     problems: list[str] = []
     for path in files:

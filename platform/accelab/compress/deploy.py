@@ -29,7 +29,7 @@ from accelab.compress.quant import (
     save_int8,
 )
 from accelab.errors import UsageError
-from accelab.registry import resolve_task
+from accelab.tasks import resolve_task
 from accelab.training.checkpoint import load_model_state, save_model
 
 RECIPE = "deploy.json"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -193,13 +194,15 @@ def _repaired(data: dict[str, Any], exc: ValidationError) -> ExperimentConfig | 
     return None
 
 
-def validate_dict(
-    data: dict[str, Any], source: str | Sources, semantic: bool = True
-) -> ExperimentConfig:
-    """Validate a raw mapping (already overridden) and run cross-field checks; every
-    problem is reported at once."""
-    from accelab.config.checks import semantic_errors
+Checks = Callable[[ExperimentConfig], list[str]]
 
+
+def validate_dict(
+    data: dict[str, Any], source: str | Sources, checks: Checks | None = None
+) -> ExperimentConfig:
+    """Validate a raw mapping (already overridden), then run ``checks`` (cross-field checks
+    that need the trainable or the engine: ``accelab.preflight`` passes them); every
+    problem is reported at once, each naming its file or override and dotted key."""
     sources = source if isinstance(source, Sources) else Sources(source)
     try:
         cfg = ExperimentConfig.model_validate(data)
@@ -207,24 +210,27 @@ def validate_dict(
     except ValidationError as exc:
         problems = format_validation_error(exc, sources)
         cfg = _repaired(data, exc)
-        if cfg is None or not semantic:
+        if cfg is None or checks is None:
             raise ConfigError(problems) from None
         failed = {key for key, _ in validation_problems(exc)}
-        extra = [p for p in semantic_errors(cfg) if p.split(":", 1)[0] not in failed]
+        extra = [p for p in checks(cfg) if p.split(":", 1)[0] not in failed]
         raise ConfigError(
             problems + [f"{sources.of(p.split(':', 1)[0])}: {p}" for p in extra]
         ) from None
-    if semantic:
-        problems = [f"{sources.of(p.split(':', 1)[0])}: {p}" for p in semantic_errors(cfg)]
+    if checks is not None:
+        problems = [f"{sources.of(p.split(':', 1)[0])}: {p}" for p in checks(cfg)]
     if problems:
         raise ConfigError(problems)
     return cfg
 
 
-def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
-    """Load, override and validate one experiment file. Raises ``ConfigError``."""
+def load_config(
+    path: str | Path, overrides: list[str] | tuple[str, ...] = (), checks: Checks | None = None
+) -> ExperimentConfig:
+    """Load, override and validate one experiment file (schema only, unless ``checks`` are
+    given: ``accelab.preflight.load_config`` adds the cross-field ones). Raises ``ConfigError``."""
     data, origin = apply_overrides(read_yaml(path), list(overrides))
     sources = Sources(str(path), origin)
-    cfg = validate_dict(data, sources)
+    cfg = validate_dict(data, sources, checks)
     cfg._sources = sources
     return cfg

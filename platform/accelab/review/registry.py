@@ -15,8 +15,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from accelab.config.schema import ExperimentConfig
-from accelab.registry import resolve_task
 from accelab.sweep.summary import SweepSummary
+from accelab.tasks import resolve_task
 
 SPEEDUP_TAG = "accelab.speedup_value"
 TARGET_TAG = "accelab.target"

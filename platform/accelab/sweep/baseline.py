@@ -15,8 +15,8 @@ from pathlib import Path
 from mlflow.tracking import MlflowClient
 
 from accelab.config.schema import ExperimentConfig
-from accelab.judge import MB, interval, load_dense
 from accelab.stats import noise_floor
+from accelab.variant.judge import MB, interval, load_dense
 
 BASELINE_DIR_TAG = "accelab.baseline_dir"
 
@@ -25,8 +25,8 @@ def obtain_baseline(
     cfg: ExperimentConfig, tracking_uri: str, parent_id: str, echo: Callable[[str], None]
 ) -> Path:
     """Dense weights: ``sweep.baseline_from``, the one a resumed sweep trained, or train now."""
-    from accelab.sources import prepare_source
     from accelab.training.launcher import run_training
+    from accelab.variant.sources import prepare_source
 
     client = MlflowClient(tracking_uri)
     if cfg.sweep.baseline_from:
@@ -48,8 +48,8 @@ def obtain_baseline(
 def aa_control(cfg: ExperimentConfig, dense_dir: Path, tracking_uri: str, parent_id: str) -> dict:
     """Judge the dense model against itself on every target, exactly as a trial is judged;
     log the baseline's numbers and each target's noise floor (suffixed like trial metrics)."""
-    from accelab.judge import judge
-    from accelab.tracking import log_metrics_once
+    from accelab.tracking.client import log_metrics_once
+    from accelab.variant.judge import judge
 
     start = time.perf_counter()
     dense = load_dense(cfg, dense_dir)

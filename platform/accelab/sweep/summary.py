@@ -15,7 +15,7 @@ from typing import Any
 from mlflow.tracking import MlflowClient
 
 from accelab.errors import UsageError
-from accelab.pareto import Constraints, TrialPoint, pareto_front, recommend, violations
+from accelab.sweep.pareto import Constraints, TrialPoint, pareto_front, recommend, violations
 
 SWEEP_KIND = "sweep"
 TRIAL_KIND = "trial"

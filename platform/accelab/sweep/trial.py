@@ -16,11 +16,11 @@ from typing import Any
 from accelab.config.loader import set_dotted
 from accelab.config.schema import Constraints as ConstraintsSection
 from accelab.config.schema import ExperimentConfig
-from accelab.judge import MB, VariantResult
-from accelab.pareto import Constraints, TrialPoint, violations
+from accelab.sweep.pareto import Constraints, TrialPoint, violations
 from accelab.sweep.space import SEARCH_QUALITY, assignments
-from accelab.variant import StopVariant
-from accelab.variant_log import STATUS_TAG
+from accelab.variant.judge import MB, VariantResult
+from accelab.variant.record import STATUS_TAG
+from accelab.variant.run import StopVariant
 
 TRIAL_TAG = "accelab.trial_id"
 
@@ -52,7 +52,7 @@ def child_run(
     from mlflow.entities import Param
     from mlflow.tracking import MlflowClient
 
-    from accelab.runs import start_mlflow_run, variant_name
+    from accelab.tracking.runs import start_mlflow_run, variant_name
 
     client = MlflowClient(ctx.tracking_uri)
     parent = client.get_run(ctx.parent_run_id)
@@ -111,7 +111,7 @@ def stage_report_callback(carry: dict[str, Any], metric: str):
     ``search_quality``: searchers and schedulers need their metrics in every result."""
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from accelab.variant import FINETUNE_PREFIX
+    from accelab.variant.run import FINETUNE_PREFIX
 
     class StageReportCallback(TuneReportCallback):
         def after_report(self, run_context, metrics, checkpoint):
@@ -130,8 +130,8 @@ def stage_report_callback(carry: dict[str, Any], metric: str):
 
 
 def record_stop(client, run_id: str, pre: VariantResult, reason: str) -> None:
-    from accelab.tracking import log_metrics_once
-    from accelab.variant_log import log_variant_tags
+    from accelab.tracking.client import log_metrics_once
+    from accelab.variant.record import log_variant_tags
 
     log_metrics_once(client, run_id, 0, pre.metrics)
     log_variant_tags(client, run_id, pre)
@@ -144,8 +144,8 @@ def sweep_trial(config: dict[str, Any], ctx: SweepContext) -> None:
     from mlflow.tracking import MlflowClient
     from ray import tune
 
-    from accelab.tracking import apply_client_env
-    from accelab.variant import run_variant
+    from accelab.tracking.client import apply_client_env
+    from accelab.variant.run import run_variant
 
     apply_client_env(ctx.mlflow_env)  # trials may run on other nodes than the driver
     trial_id = tune.get_context().get_trial_id()

@@ -13,7 +13,7 @@ from typing import Any
 from accelab import started
 from accelab.config.schema import ExperimentConfig
 from accelab.errors import collect
-from accelab.runs import (
+from accelab.tracking.runs import (
     create_while,
     find_resumable,
     mark_failed,
@@ -67,7 +67,7 @@ def build_trainer(
 def joined(cfg: ExperimentConfig, tracking_uri: str, echo: Callable[[str], None]) -> None:
     """Checks once Ray is up: the request fits the cluster (or its autoscaler), and on
     several nodes the tracking store and results storage are ones every node reaches."""
-    from accelab.store_check import check_shared_stores
+    from accelab.tracking.store_check import check_shared_stores
     from accelab.training import resources
 
     nodes = len(resources.cluster_nodes())
@@ -91,11 +91,11 @@ def run_training(
     ``resume=True`` continues the newest run of ``cfg.run_name`` (``resume="<ray run>"``
     a named one) from its last checkpoint, in the same MLflow run.
     """
-    from accelab.ray_session import init_ray, will_start_local_ray
-    from accelab.registry import resolve_task
-    from accelab.tracking import client_env, tracking_store
+    from accelab.tasks import resolve_task
+    from accelab.tracking.client import client_env, tracking_store
     from accelab.training import resources
     from accelab.training.progress import EpochProgress
+    from accelab.training.ray_session import init_ray, will_start_local_ray
 
     tracking_uri, _ = collect(
         lambda: tracking_store(cfg.tracking.uri, cfg.labelled("tracking.uri")),
@@ -166,8 +166,8 @@ def log_trained_model(cfg: ExperimentConfig, ckpt: Path, tracking_uri: str, run_
     from mlflow.tracking import MlflowClient
 
     from accelab.export.onnx import to_onnx
-    from accelab.registry import resolve_task
-    from accelab.review.models import log_onnx_model
+    from accelab.tasks import resolve_task
+    from accelab.tracking.models import log_onnx_model
     from accelab.training.checkpoint import MODEL_FILE, load_model_state
 
     client = MlflowClient(tracking_uri)
@@ -190,7 +190,7 @@ def record_finished(
     while the tracking server was away), then mark the run FINISHED."""
     from mlflow.tracking import MlflowClient
 
-    from accelab.tracking import log_metrics_once
+    from accelab.tracking.client import log_metrics_once
     from accelab.training.sync import sync_checkpoint, transient, with_retry
 
     client = MlflowClient(tracking_uri)

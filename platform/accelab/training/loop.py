@@ -22,7 +22,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from accelab.config.schema import ExperimentConfig
-from accelab.registry import resolve_task
+from accelab.tasks import resolve_task
 from accelab.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from accelab.training.distributed import (
     broadcast_object,

@@ -29,6 +29,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from accelab.host import device_name
+
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 MIN_GAIN = 0.05  # a lower precision must be >= 5% faster than fp32 (median of rounds) to win
 CACHE_ENV = "ACCELAB_CACHE_DIR"
@@ -54,22 +56,6 @@ class Precision:
 
 
 @cache
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform  # stdlib: the repo's platform/ folder has no __init__.py on purpose
-
-    return platform.processor() or platform.machine()
-
-
-def device_name(device: torch.device) -> str:
-    return torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
-
-
 def candidates(device: torch.device) -> list[str]:
     """Precisions worth timing on ``device`` (fp32 always first: the reference)."""
     if device.type == "cuda":

@@ -76,7 +76,7 @@ def check_placement(
 
 def check_before_ray(cfg: ExperimentConfig, workers: int | None = None) -> None:
     """Before ``ray.init`` starts a local Ray: the request must fit this machine."""
-    from accelab.ray_session import will_start_local_ray
+    from accelab.training.ray_session import will_start_local_ray
 
     if will_start_local_ray(cfg):
         check_placement(cfg, local_nodes(), "this machine", workers)

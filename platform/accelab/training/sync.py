@@ -28,7 +28,7 @@ def sync_checkpoint(directory: Path, tracking_uri: str | None = None) -> SyncRes
     """Log the checkpoint's missing epochs (and model file) into its MLflow run."""
     from mlflow.tracking import MlflowClient
 
-    from accelab.tracking import log_metrics_once, run_artifact_paths
+    from accelab.tracking.client import log_metrics_once, run_artifact_paths
 
     meta = read_meta(directory)
     record = meta.get("mlflow") or {}

@@ -39,7 +39,7 @@ class Tracker:
     def _open(self, tracking_uri: str, env: dict[str, str]) -> None:
         from mlflow.tracking import MlflowClient
 
-        from accelab.tracking import apply_client_env
+        from accelab.tracking.client import apply_client_env
 
         apply_client_env(env)
         client = MlflowClient(tracking_uri)
@@ -64,7 +64,7 @@ class Tracker:
 
     def flush(self) -> bool:
         """Write everything pending, oldest first; False if the server still fails."""
-        from accelab.tracking import log_metrics_once
+        from accelab.tracking.client import log_metrics_once
 
         if not self.client:
             return True

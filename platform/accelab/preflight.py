@@ -1,4 +1,9 @@
-"""Cross-field checks that need more than one key, or the trainable itself.
+"""Pre-flight: load a config, then check it against the trainable and the engine, before
+Ray or MLflow start (errors exit 2, naming the file or override and the dotted key).
+
+``accelab.config`` validates the schema alone (it imports no engine code); the checks here
+need more than one key, the trainable itself, or the engine (which layers a structured
+pruning may cut, whether a GPU is there to measure on).
 
 Every sweep point goes through the same checks as a single config: each grid value,
 each choice, both ends of every range, and each hand-picked variant, combined, so that
@@ -14,10 +19,14 @@ import json
 from typing import Any
 
 import torch
+from pydantic import ValidationError
 from torch import nn
 
+from accelab.compress.prune import structured_targets
+from accelab.config import loader
 from accelab.config.schema import ExperimentConfig
-from accelab.registry import UnknownTrainable, resolve_task
+from accelab.errors import ConfigError, UsageError
+from accelab.tasks import UnknownTrainable, resolve_task
 
 MAX_POINTS = 2000  # a bigger sweep is checked one dimension at a time
 
@@ -68,8 +77,6 @@ def layer_errors(model: nn.Module, cfg: ExperimentConfig, only: tuple[str, ...] 
             f"compression.prune.exclude: no such layer {missing}; layers are {sorted(layers)}"
         )
     if prune.method == "structured" and layers:
-        from accelab.compress.prune import structured_targets
-
         targets = structured_targets(model, prune.exclude, only)
         if not targets:
             problems.append(
@@ -172,18 +179,13 @@ def culprit(combo: list[tuple[str, str, dict[str, Any]]], why: str) -> tuple[str
 
 def point_errors(base: dict[str, Any], values: dict[str, Any], cache: dict) -> list[str]:
     """Why the config with ``values`` set is invalid (schema, then cross-field)."""
-    from pydantic import ValidationError
-
-    from accelab.config.loader import set_dotted, validation_problems
-    from accelab.errors import ConfigError
-
     data = copy.deepcopy(base)
     try:
         for key, value in values.items():
-            set_dotted(data, key.split("."), value)
+            loader.set_dotted(data, key.split("."), value)
         cfg = ExperimentConfig.model_validate(data)
     except ValidationError as exc:
-        return [f"{key}: {msg}" for key, msg in validation_problems(exc)]
+        return [f"{key}: {msg}" for key, msg in loader.validation_problems(exc)]
     except ConfigError as exc:
         return list(exc.messages)
     return training_errors(cfg) + measure_errors(cfg, True) + model_errors(cfg, cache)
@@ -237,3 +239,17 @@ def sweep_errors(cfg: ExperimentConfig, known: tuple[str, ...] = ()) -> list[str
 def semantic_errors(cfg: ExperimentConfig) -> list[str]:
     problems = training_errors(cfg) + measure_errors(cfg, cfg.sweep is not None) + model_errors(cfg)
     return problems + sweep_errors(cfg, tuple(problems))
+
+
+def load_config(path, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
+    """Load, override and validate one experiment file, with every cross-field check."""
+    return loader.load_config(path, overrides, checks=semantic_errors)
+
+
+def check_measure_device(cfg: ExperimentConfig) -> None:
+    """``measure.device: cuda`` needs a GPU here, where the measuring process runs."""
+    if cfg.measure.device == "cuda" and not torch.cuda.is_available():
+        raise UsageError(
+            f"{cfg.labelled('measure.device')}: cuda, but torch sees no CUDA device on this "
+            f"machine (torch {torch.__version__}); measure on cpu, or run where a GPU is"
+        )

@@ -135,15 +135,3 @@ def check_shared_stores(cfg, tracking_uri: str, storage: str, nodes: int) -> Non
         )
     if problems:
         raise UsageError(problems)
-
-
-def check_measure_device(cfg) -> None:
-    """``measure.device: cuda`` needs a GPU here, where the measuring process runs."""
-    if cfg.measure.device == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            raise UsageError(
-                f"{cfg.labelled('measure.device')}: cuda, but torch sees no CUDA device on this "
-                f"machine (torch {torch.__version__}); measure on cpu, or run where a GPU is"
-            )

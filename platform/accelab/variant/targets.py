@@ -91,14 +91,19 @@ class Exports:
 EXPORT_CHECK_EXAMPLES = 256  # the export is checked against torch on this many test inputs
 
 
-def export_fp32(x: Exports, cfg: ExperimentConfig, task: Task, check_inputs: Tensor) -> Exports:
+def export_fp32(
+    x: Exports, cfg: ExperimentConfig, task: Task, check_inputs: Tensor | None = None
+) -> Exports:
+    """Export ``x.model`` to ONNX once; with ``check_inputs``, check it against torch."""
     from accelab.export.onnx import EXPORT_ATOL, ExportError, max_abs_diff, to_onnx
 
     if x.fp32 is None and x.error is None:
         try:
             x.fp32 = to_onnx(x.model, task.example_input(2), cfg.measure.onnx_exporter)
-            x.max_abs_diff = max_abs_diff(x.model, x.fp32, check_inputs[:EXPORT_CHECK_EXAMPLES])
-            if x.max_abs_diff > EXPORT_ATOL:
+            if check_inputs is not None:
+                inputs = check_inputs[:EXPORT_CHECK_EXAMPLES]
+                x.max_abs_diff = max_abs_diff(x.model, x.fp32, inputs)
+            if x.max_abs_diff is not None and x.max_abs_diff > EXPORT_ATOL:
                 x.error = (
                     f"ONNX export differs from torch by up to {x.max_abs_diff:.2e} "
                     f"(> {EXPORT_ATOL:g}) on the test split"
@@ -108,12 +113,26 @@ def export_fp32(x: Exports, cfg: ExperimentConfig, task: Task, check_inputs: Ten
     return x
 
 
+def onnx_of(x: Exports, cfg: ExperimentConfig, task: Task) -> bytes:
+    """What ONNX Runtime runs for the config's bit-width: the fp32 export, or its int8
+    quantization (made once per scheme, calibrated on training data)."""
+    from accelab.compress.pipeline import calibration_batches
+    from accelab.export.onnx import quantize
+
+    q = cfg.compression.quant
+    if q.bits != 8:
+        return x.fp32
+    if q.scheme not in x.int8:
+        x.int8[q.scheme] = quantize(x.fp32, q.scheme, calibration_batches(task, cfg))
+    return x.int8[q.scheme]
+
+
 def build_on(
     runtime: str, model: nn.Module, cfg: ExperimentConfig, task: Task, exports: Exports,
     check_inputs: Tensor,
 ) -> Built:  # fmt: skip
     """``model`` (pruned/fine-tuned, fake-quant wrapped for QAT) as it ships on ``runtime``."""
-    from accelab.compress.pipeline import calibration_batches, finalize
+    from accelab.compress.pipeline import finalize
 
     q, threads = cfg.compression.quant, cfg.measure.threads
     if runtime == "onnxruntime" and q.bits == 16:
@@ -126,18 +145,28 @@ def build_on(
     export_fp32(exports, cfg, task, check_inputs)
     if exports.error:
         return Built(backend, error=exports.error)
-    from accelab.export.onnx import quantize
     from accelab.export.runner import OrtRunner
 
-    onnx = exports.fp32
-    if q.bits == 8:
-        if q.scheme not in exports.int8:
-            exports.int8[q.scheme] = quantize(
-                exports.fp32, q.scheme, calibration_batches(task, cfg)
-            )
-        onnx = exports.int8[q.scheme]
+    onnx = onnx_of(exports, cfg, task)
     runner = OrtRunner(onnx, exports.model, backend, threads)
     return Built(backend, runner, onnx=onnx, export_max_abs_diff=exports.max_abs_diff)
+
+
+def variant_onnx(r, cfg: ExperimentConfig, task: Task) -> tuple[bytes, str, nn.Module]:
+    """The ONNX model a variant ships as (the one an ONNX Runtime target measured, else
+    made now the same way), its backend, and the fp32 torch model it came from."""
+    from accelab.export.onnx import ExportError
+
+    for t in r.targets.values():
+        if t.built is not None and t.built.onnx is not None:
+            return t.built.onnx, t.backend, t.built.runner.model
+    exports = export_fp32(Exports(strip_for_export(r.float_model)), cfg, task)
+    if exports.error:
+        raise ExportError(exports.error)
+    q = cfg.compression.quant
+    backend = backend_for("onnxruntime", q.bits, q.scheme)
+    data = onnx_of(exports, cfg, task)
+    return data, backend or "ort-fp32 (weights not quantized: simulated bit-width)", exports.model
 
 
 @dataclass
@@ -258,4 +287,5 @@ def strip_for_export(model: nn.Module) -> nn.Module:
 
 
 __all__ = ["SIMULATED", "TORCH_FP32", "Built", "DenseRunners", "Exports", "TargetResult",
-           "TargetSpec", "build_on", "measure_target", "strip_for_export", "targets_of"]  # fmt: skip
+           "TargetSpec", "build_on", "measure_target", "strip_for_export", "targets_of",
+           "variant_onnx"]  # fmt: skip

@@ -18,6 +18,8 @@ import yaml
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
+from accelab.host import cpu_model, device_name
+
 DEFAULT_DB = "mlflow.db"
 TAG_PREFIX = "accelab."
 
@@ -40,7 +42,7 @@ def resolve_tracking_uri(uri: str | None, cwd: str | None = None) -> str:
 def tracking_store(uri: str | None, key: str = "tracking.uri", must_exist: bool = False) -> str:
     """The resolved tracking URI, checked before anything runs (``UsageError`` naming ``key``).
     ``must_exist``: a read-only use, which must find the store and never creates one."""
-    from accelab.store_check import check_tracking_uri
+    from accelab.tracking.store_check import check_tracking_uri
 
     return check_tracking_uri(resolve_tracking_uri(uri), key, must_exist)
 
@@ -60,15 +62,12 @@ def environment_tags() -> dict[str, str]:
     import ray
     import torch
 
-    from accelab.training.precision import cpu_model
-
-    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
     return {
         "accelab.torch_version": torch.__version__,
         "accelab.ray_version": ray.__version__,
         "accelab.mlflow_version": mlflow.__version__,
         "accelab.python": sys.version.split()[0],
-        "accelab.device": device,
+        "accelab.device": device_name(),
         "accelab.cpu_model": cpu_model(),
         "accelab.cpu_count": str(os.cpu_count()),
     }
@@ -161,7 +160,7 @@ def set_note_error(client: MlflowClient, run_id: str, text: str) -> None:
 
 
 def ui_hint(client: MlflowClient, run_id: str) -> str:
-    from accelab.review.ui import experiment_url
+    from accelab.tracking.ui import experiment_url
 
     exp = client.get_run(run_id).info.experiment_id
     return (

@@ -71,7 +71,7 @@ def start_mlflow_run(
 ) -> str:
     """Create the run with every identifying tag at once (a crash leaves no untagged run).
     ``display_name`` is what the MLflow UI lists (default: the Ray run name)."""
-    from accelab.tracking import create_run, environment_tags
+    from accelab.tracking.client import create_run, environment_tags
 
     tags = {
         KIND_TAG: kind,
@@ -92,8 +92,8 @@ def start_mlflow_run(
 def prepare_view(tracking_uri: str, run_id: str, cfg: ExperimentConfig) -> None:
     from mlflow.tracking import MlflowClient
 
-    from accelab.registry import resolve_task
-    from accelab.review.ui import VIEW_TAG, ensure_view
+    from accelab.tasks import resolve_task
+    from accelab.tracking.ui import VIEW_TAG, ensure_view
 
     client = MlflowClient(tracking_uri)
     exp = client.get_experiment(client.get_run(run_id).info.experiment_id)
@@ -105,7 +105,7 @@ def mark_failed(tracking_uri: str, run_id: str, exc: BaseException) -> None:
     """End ``run_id`` as FAILED (KILLED on Ctrl-C) with the error text on the run."""
     from mlflow.tracking import MlflowClient
 
-    from accelab.tracking import set_note_error
+    from accelab.tracking.client import set_note_error
 
     client = MlflowClient(tracking_uri)
     interrupted = isinstance(exc, KeyboardInterrupt)

@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 
 from accelab.config.schema import ExperimentConfig
-from accelab.judge import VariantResult
+from accelab.variant.judge import VariantResult
 
 STATUS_TAG = "accelab.status"
 
@@ -19,7 +19,7 @@ def log_variant(tracking_uri: str, run_id: str, r: VariantResult, cfg: Experimen
     from mlflow.tracking import MlflowClient
 
     from accelab.compress.deploy import save_deployable
-    from accelab.tracking import log_metrics_once
+    from accelab.tracking.client import log_metrics_once
 
     client = MlflowClient(tracking_uri)
     log_metrics_once(client, run_id, 0, r.metrics)
@@ -42,8 +42,9 @@ def log_variant(tracking_uri: str, run_id: str, r: VariantResult, cfg: Experimen
 
 def log_model(tracking_uri: str, run_id: str, r: VariantResult, cfg: ExperimentConfig) -> None:
     """The variant as an MLflow Model (ONNX): loadable with mlflow.pyfunc, no accelab code."""
-    from accelab.registry import resolve_task
-    from accelab.review.models import log_onnx_model, variant_onnx
+    from accelab.tasks import resolve_task
+    from accelab.tracking.models import log_onnx_model
+    from accelab.variant.targets import variant_onnx
 
     task = resolve_task(cfg.trainable.name)
     data, backend, reference = variant_onnx(r, cfg, task)

@@ -22,9 +22,10 @@ from accelab.compress.pipeline import Deployable, finalize, prune_exclude
 from accelab.compress.prune import sparsity_report
 from accelab.config.schema import ExperimentConfig
 from accelab.measure import Comparison, Measurement, TorchRunner, estimate, per_example
-from accelab.registry import resolve_task
 from accelab.stats import Estimate
-from accelab.targets import (
+from accelab.tasks import resolve_task
+from accelab.training.checkpoint import MODEL_FILE, load_model_state
+from accelab.variant.targets import (
     Built,
     DenseRunners,
     Exports,
@@ -34,7 +35,6 @@ from accelab.targets import (
     strip_for_export,
     targets_of,
 )
-from accelab.training.checkpoint import MODEL_FILE, load_model_state
 from trainables.base import Splits, Task
 
 MB = 1024 * 1024

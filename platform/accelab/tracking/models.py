@@ -43,23 +43,3 @@ def log_onnx_model(
             onnx_execution_providers=["CPUExecutionProvider"],
         )  # fmt: skip
     return info.model_uri
-
-
-def variant_onnx(r, cfg, task: Task) -> tuple[bytes, str, nn.Module]:
-    """The ONNX model a variant ships as (the one an ONNX Runtime target measured, else
-    made now the same way), its backend, and the fp32 torch model it came from."""
-    from accelab.backends import backend_for
-    from accelab.compress.pipeline import calibration_batches
-    from accelab.export.onnx import quantize, to_onnx
-    from accelab.targets import strip_for_export
-
-    for t in r.targets.values():
-        if t.built is not None and t.built.onnx is not None:
-            return t.built.onnx, t.backend, t.built.runner.model
-    q = cfg.compression.quant
-    fp32 = strip_for_export(r.float_model)
-    data = to_onnx(fp32, task.example_input(2), cfg.measure.onnx_exporter)
-    backend = backend_for("onnxruntime", q.bits, q.scheme)
-    if q.bits == 8:
-        data = quantize(data, q.scheme, calibration_batches(task, cfg))
-    return data, backend or "ort-fp32 (weights not quantized: simulated bit-width)", fp32

@@ -27,7 +27,7 @@ def from_mlflow(run_id: str, tracking_uri: str, cache_root: Path) -> Path:
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    from accelab.tracking import tracking_store
+    from accelab.tracking.client import tracking_store
 
     client = MlflowClient(tracking_store(tracking_uri, f"--from runs:/{run_id}", must_exist=True))
     try:
@@ -92,7 +92,7 @@ def check_same_trainable(directory: Path, cfg: ExperimentConfig) -> dict[str, An
 
 def prepare_source(cfg: ExperimentConfig, source: str, tracking_uri: str) -> Path:
     """The dense model's local checkpoint directory, checked against ``cfg``."""
-    from accelab.runs import storage_path
+    from accelab.tracking.runs import storage_path
 
     cache = (
         Path(storage_path(cfg)) / "baselines"
@@ -108,7 +108,7 @@ def prepare_source(cfg: ExperimentConfig, source: str, tracking_uri: str) -> Pat
 def check_weights(directory: Path, cfg: ExperimentConfig) -> None:
     """The weights load into the configured model (right names and shapes), now rather
     than after an MLflow run was created."""
-    from accelab.registry import resolve_task
+    from accelab.tasks import resolve_task
     from accelab.training.checkpoint import load_model_state
 
     state = load_model_state(directory / MODEL_FILE)

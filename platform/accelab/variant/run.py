@@ -17,9 +17,9 @@ from torch import nn
 
 from accelab.compress.pipeline import CompressionHooks, compress_for_training
 from accelab.config.schema import ExperimentConfig
-from accelab.judge import Dense, VariantResult, judge, load_dense, train_loss
 from accelab.measure import TorchRunner
 from accelab.training.checkpoint import MODEL_FILE, load_model_state, read_meta
+from accelab.variant.judge import Dense, VariantResult, judge, load_dense, train_loss
 
 __all__ = ["FINETUNE_PREFIX", "StopVariant", "VariantResult", "run_variant"]
 
@@ -42,7 +42,7 @@ def finetune(
 ) -> tuple[nn.Module, float | None]:
     """Fine-tune the compressed model with TorchTrainer (DDP, AMP). Returns the fine-tuned
     model (rebuilt here from the checkpoint) and the seconds its training loop took."""
-    from accelab.tracking import client_env
+    from accelab.tracking.client import client_env
     from accelab.training.launcher import build_trainer
     from accelab.training.loop import LoopHooks, LoopSettings
 
@@ -66,7 +66,7 @@ def finetune(
     if run_id:  # what rank 0 could not write (a busy or absent store) is in the checkpoint
         from mlflow.tracking import MlflowClient
 
-        from accelab.tracking import log_metrics_once
+        from accelab.tracking.client import log_metrics_once
         from accelab.training.sync import with_retry
 
         client = MlflowClient(tracking_uri)
@@ -121,7 +121,7 @@ def run_variant(
             result.warnings.append(warning)
     result.metrics["compute_s"] = compute
     if run_id:
-        from accelab.variant_log import log_variant
+        from accelab.variant.record import log_variant
 
         log_variant(tracking_uri, run_id, result, cfg)
     return result

@@ -18,11 +18,11 @@ def finish(
     write the run's description, print the table."""
     from accelab.review.note import sweep_note
     from accelab.review.registry import alias_of, register
-    from accelab.review.ui import NOTE_TAG
     from accelab.sweep.plot import plot_pareto
     from accelab.sweep.summary import summarize, targets_of
     from accelab.sweep.table import format_table, recommendation_line, target_lines, write_csv
-    from accelab.tracking import log_metrics_once
+    from accelab.tracking.client import log_metrics_once
+    from accelab.tracking.ui import NOTE_TAG
 
     parent = client.get_run(parent_id)
     s = summarize(client, parent)
