@@ -50,7 +50,7 @@ def test_an_autoscalable_node_type_makes_a_big_request_placeable(tmp_path):
     ],
 )
 def test_what_a_sweep_trial_reserves(overrides, bundle):
-    from accelab.commands.sweep import trial_resources
+    from accelab.sweep.tune import trial_resources
 
     base = load_config(CONFIGS / "digits_sweep.yaml").model_dump(mode="json")
     factory = trial_resources(base, threads=2)(overrides)
