@@ -1,4 +1,5 @@
-"""Where a dense model comes from: a checkpoint dir, a Ray Train run dir, or an MLflow run.
+"""Where a dense model comes from: a checkpoint dir, a Ray Train run dir, an MLflow run, or a
+plain weights file trained elsewhere (``weights_file``).
 
 ``prepare_source`` resolves and checks it before any Ray work or MLflow run (errors exit 2).
 """
@@ -15,6 +16,7 @@ import yaml
 from accelab.config.schema import ExperimentConfig
 from accelab.errors import UsageError
 from accelab.training.checkpoint import META_FILE, MODEL_FILE, read_meta
+from accelab.variant.weights_file import first_mismatch, plain_weights, stage_weights
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
@@ -64,13 +66,14 @@ def resolve_dense_source(source: str, tracking_uri: str, cache_root: Path) -> Pa
         )
     path = Path(source).expanduser().resolve()  # workers and trials run in other directories
     if not path.exists():
-        raise UsageError(f"--from {source}: no such checkpoint directory")
+        raise UsageError(f"--from {source}: no such checkpoint directory or weights file")
     if (path / META_FILE).is_file():
         return path
     latest = latest_checkpoint(path)
     if latest is None:
         raise UsageError(
-            f"--from {source}: no accelab checkpoint in it (no {META_FILE}, no checkpoint_*/)"
+            f"--from {source}: no accelab checkpoint in it (no {META_FILE}, no checkpoint_*/, "
+            f"no {MODEL_FILE})"
         )
     return latest
 
@@ -99,7 +102,11 @@ def prepare_source(cfg: ExperimentConfig, source: str, tracking_uri: str) -> Pat
         if "://" not in cfg.run.storage_path
         else Path(".accelab_cache").resolve()
     )
-    dense_dir = resolve_dense_source(source, tracking_uri, cache)
+    weights = plain_weights(source)
+    if weights is not None:  # trained outside accelab: staged as a checkpoint of cfg's model
+        dense_dir = stage_weights(weights, source, cfg, cache)
+    else:
+        dense_dir = resolve_dense_source(source, tracking_uri, cache)
     check_same_trainable(dense_dir, cfg)
     check_weights(dense_dir, cfg)
     return dense_dir
@@ -115,11 +122,5 @@ def check_weights(directory: Path, cfg: ExperimentConfig) -> None:
     model = resolve_task(cfg.trainable.name).build_model(
         cfg.trainable.model, **cfg.trainable.model_args
     )
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        lines = [line.strip() for line in str(exc).strip().splitlines()]
-        first = next((line for line in lines[1:] if line), lines[0])
-        raise UsageError(
-            f"{directory / MODEL_FILE}: does not fit the configured model ({first})"
-        ) from None
+    if problem := first_mismatch(state, model):
+        raise UsageError(f"{directory / MODEL_FILE}: does not fit the configured model ({problem})")
