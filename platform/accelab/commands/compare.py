@@ -32,10 +32,10 @@ def find(client, ref: str):
 def lines_of(s, title: str) -> list[str]:
     from accelab.sweep.table import fmt_drop, fmt_speedup, recommendation_line
 
-    rows = [r for r in s.rows if r["on_front"]]
+    rows = [r for r in s.rows if r.on_front]
     out = [f"{title}: target {s.target[1]}, noise floor {s.noise:.0%}, frontier ({len(rows)}):"]
-    out += [f"  {r['trial_id']:<12} {r.get('name', ''):<28} {r['backend']:<22} {s.metric.name} "
-            f"{r['q']:.4f} drop {fmt_drop(s, r['q_drop'])} speedup {fmt_speedup(r)}" for r in rows]  # fmt: skip
+    out += [f"  {r.trial_id:<12} {r.name:<28} {r.backend:<22} {s.metric.name} "
+            f"{r.q:.4f} drop {fmt_drop(s, r.q_drop)} speedup {fmt_speedup(r)}" for r in rows]  # fmt: skip
     return out + ["  " + recommendation_line(s)]
 
 
@@ -55,7 +55,7 @@ def compare(
     titles = [f"{p.info.run_name} ({p.info.run_id[:8]})" for p in parents]
     for s, title in zip(summaries, titles, strict=True):
         echo("\n".join(lines_of(s, title)))
-    speeds = [s.recommended["speedup"] if s.recommended else None for s in summaries]
+    speeds = [s.recommended.speedup if s.recommended else None for s in summaries]
     echo(
         "recommended speedups: " + " vs ".join("none" if v is None else f"{v:.2f}x" for v in speeds)
     )

@@ -34,20 +34,20 @@ def finish(
         client.log_artifact(parent_id, str(Path(tmp, "pareto.png")))
         if s.recommended:
             r = s.recommended
-            local = client.download_artifacts(r["run_id"], "deployable_model", tmp)
+            local = client.download_artifacts(r.run_id, "deployable_model", tmp)
             client.log_artifacts(parent_id, local, "recommended_model")
-            client.set_tag(parent_id, "accelab.recommended_trial", r["trial_id"])
-            client.set_tag(parent_id, "accelab.recommended_run_id", r["run_id"])
+            client.set_tag(parent_id, "accelab.recommended_trial", r.trial_id)
+            client.set_tag(parent_id, "accelab.recommended_run_id", r.run_id)
             # step = trials summarized: a resumed sweep's new summary is a new row, not skipped
             # the recommendation's numbers under the trial columns' names too: the sweep's row
             # in the MLflow runs table shows what it recommends
             m = s.metric.name
             log_metrics_once(client, parent_id, len(s.rows), {
-                "recommended_speedup": r["speedup"], "recommended_quality": r["q"],
-                "recommended_drop": r["q_drop"], "recommended_size_ratio": r["size_ratio"],
-                "speedup": r["speedup"], m: r["q"], f"{m}_drop": r["q_drop"],
-                f"val_{m}_drop": r["val_q_drop"], "latency_p50_ms": r["latency_p50_ms"],
-                "size_ratio": r["size_ratio"],
+                "recommended_speedup": r.speedup, "recommended_quality": r.q,
+                "recommended_drop": r.q_drop, "recommended_size_ratio": r.size_ratio,
+                "speedup": r.speedup, m: r.q, f"{m}_drop": r.q_drop,
+                f"val_{m}_drop": r.val_q_drop, "latency_p50_ms": r.latency_p50_ms,
+                "size_ratio": r.size_ratio,
             })  # fmt: skip
     client.set_tag(parent_id, "accelab.recommendation", recommendation_line(s))
     for other in others:

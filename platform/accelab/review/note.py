@@ -22,19 +22,19 @@ def sweep_note(s: SweepSummary, others: list[SweepSummary], parent_id: str, regi
     knobs = [k.split(".")[-1] for k in s.searched]
     head = ["trial", "run", *knobs, "backend", name, "drop pts [95% CI]", "val drop", "speedup (min-max)",
             "size MB", "front"]  # fmt: skip
-    rows = sorted(s.rows, key=lambda r: (not r["recommended"], not r["on_front"], r["trial_id"]))
+    rows = sorted(s.rows, key=lambda r: (not r.recommended, not r.on_front, r.trial_id))
     table = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows[:MAX_ROWS]:
-        mark = "**recommended**" if r["recommended"] else ("frontier" if r["on_front"] else "")
-        cells = [r["trial_id"], r.get("name", ""), *(short(str(r.get(k, ""))) for k in s.searched),
-                 r["backend"], f"{r['q']:.4f}" if r["q"] is not None else "n/a",
-                 fmt_drop(s, r["q_drop"], r["q_drop_lo"], r["q_drop_hi"]), fmt_drop(s, r["val_q_drop"]),
-                 fmt_speedup(r), f"{r['size_mb']:.3f}" if r["size_mb"] else "", mark]  # fmt: skip
+        mark = "**recommended**" if r.recommended else ("frontier" if r.on_front else "")
+        cells = [r.trial_id, r.name, *(short(str(r.searched.get(k, ""))) for k in s.searched),
+                 r.backend, f"{r.q:.4f}" if r.q is not None else "n/a",
+                 fmt_drop(s, r.q_drop, r.q_drop_lo, r.q_drop_hi), fmt_drop(s, r.val_q_drop),
+                 fmt_speedup(r), f"{r.size_mb:.3f}" if r.size_mb else "", mark]  # fmt: skip
         table.append("| " + " | ".join(str(c) for c in cells) + " |")
     r = s.recommended
     headline = (
-        f"### Recommended: {r.get('name') or r['trial_id']}: {fmt_speedup(r)} faster than the dense "
-        f"model on {s.target[1]}, test drop {fmt_drop(s, r['q_drop'], r['q_drop_lo'], r['q_drop_hi'])}"
+        f"### Recommended: {r.name or r.trial_id}: {fmt_speedup(r)} faster than the dense "
+        f"model on {s.target[1]}, test drop {fmt_drop(s, r.q_drop, r.q_drop_lo, r.q_drop_hi)}"
         f" {drop_unit(s)[1]}"
         if r
         else f"### No recommendation on {s.target[1]}"

@@ -30,17 +30,17 @@ def alias_of(cfg: ExperimentConfig) -> str:
 
 def version_tags(s: SweepSummary, parent_id: str) -> dict[str, str]:
     r = s.recommended
-    d = f"{r['q_drop'] * 100:+.2f} [{r['q_drop_lo'] * 100:+.2f}, {r['q_drop_hi'] * 100:+.2f}]"
+    d = f"{r.q_drop * 100:+.2f} [{r.q_drop_lo * 100:+.2f}, {r.q_drop_hi * 100:+.2f}]"
     return {
-        "accelab.speedup": f"{r['speedup']:.2f}x ({r['speedup_lo']:.2f}-{r['speedup_hi']:.2f} over rounds)",
-        SPEEDUP_TAG: f"{r['speedup']:.6g}",
-        "accelab.quality_drop": f"{d} points of test {s.metric.name} on {int(r['n_test'] or 0)} examples",
-        "accelab.backend": r["backend"],
+        "accelab.speedup": f"{r.speedup:.2f}x ({r.speedup_lo:.2f}-{r.speedup_hi:.2f} over rounds)",
+        SPEEDUP_TAG: f"{r.speedup:.6g}",
+        "accelab.quality_drop": f"{d} points of test {s.metric.name} on {int(r.n_test or 0)} examples",
+        "accelab.backend": r.backend,
         TARGET_TAG: s.target[0],
         "accelab.target_label": s.target[1],
         "accelab.noise_floor": f"{s.noise:.3f}",
         "accelab.sweep_run_id": parent_id,
-        "accelab.trial_run_id": r["run_id"],
+        "accelab.trial_run_id": r.run_id,
     }
 
 
@@ -68,11 +68,11 @@ def register(
     except MlflowException:
         client.create_registered_model(name, description=f"accelab recommendations of {cfg.name}")
     tags = version_tags(s, parent_id)
-    model = logged_model(client, r["run_id"])
+    model = logged_model(client, r.run_id)
     version = client.create_model_version(
-        name, model.artifact_location, run_id=r["run_id"], tags=tags, model_id=model.model_id
+        name, model.artifact_location, run_id=r.run_id, tags=tags, model_id=model.model_id
     ).version
-    move, why = decide(client, name, alias, r["speedup"], s)
+    move, why = decide(client, name, alias, r.speedup, s)
     if move:
         client.set_registered_model_alias(name, alias, version)
     client.set_model_version_tag(name, version, "accelab.alias_decision", why)

@@ -28,23 +28,53 @@ class TrialPoint:
     selection_drop: float | None = None  # validation drop: what constraints judge
 
 
-def dominates(a: TrialPoint, b: TrialPoint, cost: str) -> bool:
-    """a is at least as good on score and ``cost`` and strictly better on one."""
-    ca, cb = getattr(a, cost), getattr(b, cost)
-    no_worse = a.score >= b.score and ca <= cb
-    return no_worse and (a.score > b.score or ca < cb)
+def quality(p: TrialPoint, by: str = "test") -> float | None:
+    """Higher is better: the test score (reported), or minus the validation drop (what the
+    recommendation is chosen on)."""
+    if by == "test":
+        return p.score
+    return None if p.selection_drop is None else -p.selection_drop
 
 
-def pareto_front(points: Sequence[TrialPoint], cost: str = "latency_ms") -> list[TrialPoint]:
-    """Non-dominated measured points on (max score, min ``cost``), sorted by cost.
+def beats(x: float, y: float, cost: str, noise: float = 0.0) -> bool:
+    """``x`` is better than ``y`` on ``cost`` beyond the relative noise floor (a speedup is
+    higher-is-better, a latency or size lower-is-better)."""
+    return x > y * (1.0 + noise) if cost == "speedup" else x * (1.0 + noise) < y
 
-    Simulated points (no latency; a computed, not a real, size) and points that are not
-    ``ok`` are left out. Exact ties are all kept: neither dominates the other."""
+
+def dominates(
+    a: TrialPoint, b: TrialPoint, cost: str, noise: float = 0.0, by: str = "test"
+) -> bool:
+    """a is at least as good on quality and ``cost`` (within the noise floor) and better on
+    one (quality strictly, or ``cost`` beyond the floor)."""
+    qa, qb, ca, cb = quality(a, by), quality(b, by), getattr(a, cost), getattr(b, cost)
+    no_worse = qa >= qb and not beats(cb, ca, cost, noise)
+    return no_worse and (qa > qb or beats(ca, cb, cost, noise))
+
+
+def pareto_front(
+    points: Sequence[TrialPoint], cost: str = "latency_ms", noise: float = 0.0, by: str = "test"
+) -> list[TrialPoint]:
+    """Non-dominated measured points on (quality, ``cost``), best cost first.
+
+    ``cost``: ``latency_ms``, ``size_mb`` (lower is better) or ``speedup`` (higher);
+    ``noise``: costs within this relative floor of each other are a tie; ``by``: quality on
+    the test split (``test``) or the validation drop (``selection``). Simulated points (no
+    latency; a computed, not a real, size), points that are not ``ok`` and points without
+    the quality or cost are left out. Exact ties are all kept: neither dominates the other."""
     usable = [
-        p for p in points if p.status == "ok" and not p.simulated and getattr(p, cost) is not None
+        p
+        for p in points
+        if p.status == "ok"
+        and not p.simulated
+        and getattr(p, cost) is not None
+        and quality(p, by) is not None
     ]
-    front = [p for p in usable if not any(dominates(q, p, cost) for q in usable if q is not p)]
-    return sorted(front, key=lambda p: (getattr(p, cost), -p.score, p.trial_id))
+    front = [
+        p for p in usable if not any(dominates(q, p, cost, noise, by) for q in usable if q is not p)
+    ]
+    sign = -1.0 if cost == "speedup" else 1.0
+    return sorted(front, key=lambda p: (sign * getattr(p, cost), -quality(p, by), p.trial_id))
 
 
 @dataclass(frozen=True)

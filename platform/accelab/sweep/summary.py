@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from mlflow.tracking import MlflowClient
@@ -57,6 +57,59 @@ class MetricInfo:
 
 
 @dataclass
+class TrialRow:
+    """One trial on one deployment target, as every view of a sweep reads it (table,
+    pareto.csv, pareto.png, the MLflow description, the registry). Quality fields are the
+    task's metric (``q``: accuracy, perplexity, ...); drops are > 0 when worse than dense."""
+
+    trial_id: str
+    name: str = ""
+    run_id: str = ""
+    status: str = "ok"
+    backend: str = ""
+    simulated: bool = False
+    latency_p50_ms: float | None = None
+    latency_p95_ms: float | None = None
+    latency_p50_ms_lo: float | None = None
+    latency_p50_ms_hi: float | None = None
+    baseline_latency_p50_ms: float | None = None
+    torch_latency_p50_ms: float | None = None
+    speedup: float | None = None  # against the dense model on this runtime, same process
+    speedup_lo: float | None = None
+    speedup_hi: float | None = None
+    speedup_vs_torch: float | None = None
+    size_mb: float | None = None
+    packed_size_mb: float | None = None
+    size_ratio: float | None = None
+    sparsity: float | None = None
+    bits: float | None = None
+    n_test: float | None = None
+    q: float | None = None
+    q_lo: float | None = None
+    q_hi: float | None = None
+    q_drop: float | None = None
+    q_drop_lo: float | None = None
+    q_drop_hi: float | None = None
+    val_q: float | None = None
+    val_q_drop: float | None = None
+    val_q_drop_lo: float | None = None
+    val_q_drop_hi: float | None = None
+    searched: dict[str, str] = field(default_factory=dict)  # knob -> value as logged
+    on_front: bool = False
+    on_size_front: bool = False
+    recommended: bool = False
+    meets_constraints: bool = False
+
+    def as_dict(self, metric: str = "q") -> dict[str, Any]:
+        """Flat columns (pareto.csv): quality columns under the metric's own name
+        (``accuracy_drop``, ...), the searched knobs under their dotted keys."""
+        rename = {k.format(m="q"): k.format(m=metric) for k in QUALITY_METRICS}
+        out = {rename.get(f.name, f.name): getattr(self, f.name) for f in fields(self)}
+        del out["searched"]
+        return {**out, **self.searched}
+
+
+@dataclass
 class SweepSummary:
     parent_run_id: str
     target: tuple[str, str]  # (key, label) of the deployment target this summary is about
@@ -64,10 +117,10 @@ class SweepSummary:
     baseline: dict[str, float]  # the A/A control: baseline quality, latency, noise floor
     constraints: Constraints
     searched: list[str]
-    rows: list[dict[str, Any]]
+    rows: list[TrialRow]
     front: list[str]
     size_front: list[str]
-    recommended: dict[str, Any] | None
+    recommended: TrialRow | None
 
     @property
     def noise(self) -> float:
@@ -94,44 +147,48 @@ def child_runs(client: MlflowClient, parent) -> list:
     return client.search_runs([parent.info.experiment_id], query, max_results=5000)
 
 
-def trial_row(run, metric: MetricInfo, sfx: str = "") -> dict[str, Any]:
+def trial_row(run, metric: MetricInfo, sfx: str = "") -> TrialRow:
     """One trial on one target (``sfx`` = ".<target key>", "" for the primary target)."""
     m, tags = run.data.metrics, run.data.tags
     simulated = m.get(f"simulated{sfx}")
-    row: dict[str, Any] = {
-        "trial_id": tags.get("accelab.trial_id", run.info.run_id[:8]),
-        "name": tags.get("mlflow.runName", ""),
-        "run_id": run.info.run_id,
-        "status": tags.get("accelab.status", "unfinished"),
-        "backend": tags.get(f"accelab.backend{sfx}", ""),
-        "simulated": bool(simulated)
+    status = tags.get("accelab.status", "unfinished")
+    if error := tags.get(f"accelab.target_error{sfx}"):
+        status = f"n/a: {error}"
+    target_free = {"sparsity", "bits", "n_test"}
+    numbers = {k: m.get(k if k in target_free else k + sfx) for k in ROW_METRICS}
+    quality = {k.format(m="q"): m.get(k.format(m=metric.name) + sfx) for k in QUALITY_METRICS}
+    return TrialRow(
+        trial_id=tags.get("accelab.trial_id", run.info.run_id[:8]),
+        name=tags.get("mlflow.runName", ""),
+        run_id=run.info.run_id,
+        status=status,
+        backend=tags.get(f"accelab.backend{sfx}", ""),
+        simulated=bool(simulated)
         if simulated is not None
         else tags.get("accelab.simulated") == "true",
-    }
-    if error := tags.get(f"accelab.target_error{sfx}"):
-        row["status"] = f"n/a: {error}"
-    target_free = {"sparsity", "bits", "n_test"}
-    row.update({k: m.get(k if k in target_free else k + sfx) for k in ROW_METRICS})
-    row.update({k.format(m="q"): m.get(k.format(m=metric.name) + sfx) for k in QUALITY_METRICS})
-    row.update(
-        {k[len("searched.") :]: v for k, v in run.data.params.items() if k.startswith("searched.")}
+        searched={
+            k[len("searched.") :]: v
+            for k, v in run.data.params.items()
+            if k.startswith("searched.")
+        },
+        **numbers,
+        **quality,
     )
-    return row
 
 
-def point(row: dict[str, Any], metric: MetricInfo) -> TrialPoint:
-    q = row["q"]
+def point(row: TrialRow, metric: MetricInfo) -> TrialPoint:
+    q = row.q
     score = -math.inf if q is None else (q if metric.higher_is_better else -q)
     return TrialPoint(
-        trial_id=row["trial_id"],
+        trial_id=row.trial_id,
         score=score,
-        latency_ms=None if row["simulated"] else row["latency_p50_ms"],
-        size_mb=row["size_mb"] if row["size_mb"] is not None else math.inf,
-        simulated=row["simulated"],
-        backend=row["backend"],
-        status=row["status"],
-        speedup=None if row["simulated"] else row["speedup"],
-        selection_drop=row["val_q_drop"],
+        latency_ms=None if row.simulated else row.latency_p50_ms,
+        size_mb=row.size_mb if row.size_mb is not None else math.inf,
+        simulated=row.simulated,
+        backend=row.backend,
+        status=row.status,
+        speedup=None if row.simulated else row.speedup,
+        selection_drop=row.val_q_drop,
     )
 
 
@@ -164,7 +221,7 @@ def summarize(client: MlflowClient, parent, target: str | None = None) -> SweepS
     index = [k for k, _ in targets].index(target) if target else 0
     sfx = "" if index == 0 else f".{targets[index][0]}"
     runs = child_runs(client, parent)
-    rows = sorted((trial_row(r, metric, sfx) for r in runs), key=lambda r: r["trial_id"])
+    rows = sorted((trial_row(r, metric, sfx) for r in runs), key=lambda r: r.trial_id)
     baseline = {
         k[len("baseline_") :].removesuffix(sfx): v
         for k, v in parent.data.metrics.items()
@@ -189,19 +246,25 @@ def build_summary(
     baseline: dict[str, float],
     constraints: Constraints,
     searched: list[str],
-    rows: list[dict[str, Any]],
+    rows: list[TrialRow],
 ) -> SweepSummary:
-    """Mark each row (frontiers, constraints, recommendation): pure, given the rows."""
+    """Mark each row (frontiers, constraints, recommendation): pure, given the rows.
+
+    Both the latency frontier and the recommendation judge speed by the same number (each
+    trial's speedup over the dense model timed alongside it, ties within the noise floor)
+    and quality by the same split (validation), so the recommendation is always on the
+    frontier and every view of the sweep agrees."""
+    noise = baseline.get("noise_floor", 0.0)
     points = [point(r, metric) for r in rows]
-    front = [q.trial_id for q in pareto_front(points)]
-    size_front = [q.trial_id for q in pareto_front(points, cost="size_mb")]
-    best = recommend(points, constraints, baseline.get("noise_floor", 0.0))
+    front = [q.trial_id for q in pareto_front(points, "speedup", noise, by="selection")]
+    size_front = [q.trial_id for q in pareto_front(points, "size_mb", by="selection")]
+    best = recommend(points, constraints, noise)
     for row, q in zip(rows, points, strict=True):
-        row["on_front"] = row["trial_id"] in front
-        row["on_size_front"] = row["trial_id"] in size_front
-        row["recommended"] = best is not None and q.trial_id == best.trial_id
-        row["meets_constraints"] = q.status == "ok" and not violations(q, constraints)
-    recommended = next((r for r in rows if r["recommended"]), None)
+        row.on_front = row.trial_id in front
+        row.on_size_front = row.trial_id in size_front
+        row.recommended = best is not None and q.trial_id == best.trial_id
+        row.meets_constraints = q.status == "ok" and not violations(q, constraints)
+    recommended = next((r for r in rows if r.recommended), None)
     return SweepSummary(
         parent_run_id, target, metric, baseline, constraints, searched, rows, front, size_front,
         recommended,

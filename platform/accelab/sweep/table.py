@@ -11,7 +11,7 @@ import csv
 from pathlib import Path
 from typing import Any
 
-from accelab.sweep.summary import QUALITY_METRICS, SweepSummary
+from accelab.sweep.summary import SweepSummary, TrialRow
 
 
 def short(value: str) -> str:
@@ -46,21 +46,21 @@ def fmt_drop(s: SweepSummary, value, lo=None, hi=None) -> str:
     return text
 
 
-def fmt_speedup(r: dict[str, Any]) -> str:
-    if r["simulated"]:
+def fmt_speedup(r: TrialRow) -> str:
+    if r.simulated:
         return "n/a (simulated)"
-    if r["speedup"] is None:
+    if r.speedup is None:
         return "n/a"
-    text = f"{r['speedup']:.2f}x"
-    if r.get("speedup_lo") is not None and r.get("speedup_hi") is not None:
-        text += f" ({r['speedup_lo']:.2f}-{r['speedup_hi']:.2f})"
+    text = f"{r.speedup:.2f}x"
+    if r.speedup_lo is not None and r.speedup_hi is not None:
+        text += f" ({r.speedup_lo:.2f}-{r.speedup_hi:.2f})"
     return text
 
 
-def mark(r: dict[str, Any]) -> str:
-    if r["recommended"]:
+def mark(r: TrialRow) -> str:
+    if r.recommended:
         return "*"
-    return "F" if r["on_front"] else ("S" if r["on_size_front"] else "")
+    return "F" if r.on_front else ("S" if r.on_size_front else "")
 
 
 def header_lines(s: SweepSummary) -> list[str]:
@@ -76,7 +76,9 @@ def header_lines(s: SweepSummary) -> list[str]:
         lines.append(
             f"noise floor: the dense model timed against itself read {b['aa_speedup']:.2f}x "
             f"({b.get('aa_speedup_lo', 0):.2f}-{b.get('aa_speedup_hi', 0):.2f}); speedups within "
-            f"{s.noise:.0%} of each other count as a tie"
+            f"{s.noise:.0%} of each other count as a tie, in the frontier (F) and the "
+            "recommendation (*) alike; among tied trials the smaller validation drop wins, then "
+            "the smaller size, then the higher speedup"
         )
     return lines
 
@@ -90,13 +92,13 @@ def format_table(s: SweepSummary) -> str:
     lines = []
     for r in s.rows:
         lines.append([
-            r["trial_id"], *(short(str(r.get(k, ""))) for k in s.searched), r["backend"],
-            _fmt(r["q"]), fmt_drop(s, r["q_drop"], r["q_drop_lo"], r["q_drop_hi"]),
-            fmt_drop(s, r["val_q_drop"]), _fmt(r["latency_p50_ms"], ".3f"),
-            _fmt(r["baseline_latency_p50_ms"], ".3f"), fmt_speedup(r),
-            "" if r["speedup_vs_torch"] is None else f"{r['speedup_vs_torch']:.2f}x",
-            _fmt(r["size_mb"], ".3f"),
-            _fmt(r["packed_size_mb"], ".3f") if r["simulated"] else "", mark(r), r["status"][:40],
+            r.trial_id, *(short(str(r.searched.get(k, ""))) for k in s.searched), r.backend,
+            _fmt(r.q), fmt_drop(s, r.q_drop, r.q_drop_lo, r.q_drop_hi),
+            fmt_drop(s, r.val_q_drop), _fmt(r.latency_p50_ms, ".3f"),
+            _fmt(r.baseline_latency_p50_ms, ".3f"), fmt_speedup(r),
+            "" if r.speedup_vs_torch is None else f"{r.speedup_vs_torch:.2f}x",
+            _fmt(r.size_mb, ".3f"),
+            _fmt(r.packed_size_mb, ".3f") if r.simulated else "", mark(r), r.status[:40],
         ])  # fmt: skip
     widths = [max(len(str(x)) for x in col) for col in zip(head, *lines, strict=True)]
     out = [
@@ -124,22 +126,21 @@ def recommendation_line(s: SweepSummary) -> str:
             f"recommendation for {s.target[1]}: none - no measured trial meets {limits} (on validation) while "
             f"being faster than the dense model by more than the {s.noise:.0%} noise floor"
         )
-    knobs = ", ".join(f"{k}={short(str(r[k]))}" for k in s.searched if r.get(k) is not None)
+    knobs = ", ".join(f"{k}={short(str(r.searched[k]))}" for k in s.searched if k in r.searched)
     _, unit = drop_unit(s)
     return (
-        f"recommendation for {s.target[1]}: trial {r['trial_id']} ({knobs}; {r['backend']}): "
+        f"recommendation for {s.target[1]}: trial {r.trial_id} ({knobs}; {r.backend}): "
         f"{fmt_speedup(r)} faster than the dense model on {s.target[1].split(',')[0]}, "
-        f"{s.metric.name} {r['q']:.4f} "
-        f"(test drop {fmt_drop(s, r['q_drop'], r['q_drop_lo'], r['q_drop_hi'])} {unit}; chosen on "
-        f"validation drop {fmt_drop(s, r['val_q_drop'])} {unit}), size {r['size_ratio']:.2f}x; "
-        f"MLflow run {r['run_id']}"
+        f"{s.metric.name} {r.q:.4f} "
+        f"(test drop {fmt_drop(s, r.q_drop, r.q_drop_lo, r.q_drop_hi)} {unit}; chosen on "
+        f"validation drop {fmt_drop(s, r.val_q_drop)} {unit}), size {r.size_ratio:.2f}x; "
+        f"MLflow run {r.run_id}"
     )
 
 
 def write_csv(s: SweepSummary, path: Path) -> None:
     """Every column of every row; quality columns under the metric's own name."""
-    rename = {k.format(m="q"): k.format(m=s.metric.name) for k in QUALITY_METRICS}
-    rows = [{rename.get(k, k): v for k, v in row.items()} for row in s.rows]
+    rows = [row.as_dict(s.metric.name) for row in s.rows]
     keys = list(dict.fromkeys(k for row in rows for k in row)) or ["trial_id"]
     with open(path, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=keys, restval="")
@@ -151,7 +152,7 @@ def target_lines(others: list[SweepSummary]) -> list[str]:
     """The other targets in brief: frontier and recommendation of each."""
     out = []
     for s in others:
-        front = ", ".join(f"{r['trial_id']} {fmt_speedup(r)}" for r in s.rows if r["on_front"])
+        front = ", ".join(f"{r.trial_id} {fmt_speedup(r)}" for r in s.rows if r.on_front)
         out += [f"target {s.target[1]}: noise floor {s.noise:.0%}; frontier: {front or 'none'}",
                 recommendation_line(s)]  # fmt: skip
     return out

@@ -68,11 +68,11 @@ def sweep(tmp_path):
 def test_recommendation_is_chosen_on_validation_with_the_noise_floor(sweep):
     client, parent = sweep
     s = summarize(client, parent)
-    by_id = {r["trial_id"]: r for r in s.rows}
-    assert not by_id["t1"]["meets_constraints"]  # great test numbers, bad validation drop
+    by_id = {r.trial_id: r for r in s.rows}
+    assert not by_id["t1"].meets_constraints  # great test numbers, bad validation drop
     assert s.noise == pytest.approx(0.04)
     # t2 (2.40x) and t4 (2.35x) are a tie within 4%: the smaller validation drop wins
-    assert s.recommended["trial_id"] == "t4"
+    assert s.recommended.trial_id == "t4"
     line = recommendation_line(s)
     assert "trial t4" in line and "validation drop +0.00" in line
 
@@ -84,15 +84,15 @@ def test_without_noise_floor_the_faster_wins(tmp_path):
     })  # fmt: skip
     client.log_metric(parent.info.run_id, "noise_floor", 0.0, step=1)
     s = summarize(client, client.get_run(parent.info.run_id))
-    assert s.recommended["trial_id"] == "t2"
+    assert s.recommended.trial_id == "t2"
 
 
 def test_simulated_trial_is_on_no_frontier_and_its_sizes_are_separate(sweep):
     client, parent = sweep
     s = summarize(client, parent)
-    t3 = next(r for r in s.rows if r["trial_id"] == "t3")
-    assert not t3["on_front"] and not t3["on_size_front"]
-    assert t3["size_mb"] == 4.0 and t3["packed_size_mb"] == 0.5
+    t3 = next(r for r in s.rows if r.trial_id == "t3")
+    assert not t3.on_front and not t3.on_size_front
+    assert t3.size_mb == 4.0 and t3.packed_size_mb == 0.5
     row = next(line for line in format_table(s).splitlines() if line.startswith("t3"))
     assert "n/a (simulated)" in row and "4.000" in row and "0.500" in row
 
@@ -153,15 +153,15 @@ def test_a_trial_row_reads_its_target_and_falls_back_sensibly(tmp_path):
                      params=[Param("searched.compression.quant.bits", "8")])  # fmt: skip
     lm = MetricInfo("perplexity", higher_is_better=False, relative_drop=True)
     row = trial_row(client.get_run(rid), lm, ".ort_b1")
-    assert row["trial_id"] == rid[:8] and row["name"] == "int8" and row["run_id"] == rid
-    assert row["status"] == "n/a: export failed"  # the target's own error
-    assert row["backend"] == "ort-int8-dynamic" and row["simulated"] is False  # the target's
-    assert (row["sparsity"], row["bits"], row["n_test"]) == (0.5, 8, 270)  # not per target
-    assert row["speedup"] == 3.0 and row["q"] == 9.5 and row["val_q_drop"] == 0.01
-    assert row["compression.quant.bits"] == "8"
+    assert row.trial_id == rid[:8] and row.name == "int8" and row.run_id == rid
+    assert row.status == "n/a: export failed"  # the target's own error
+    assert row.backend == "ort-int8-dynamic" and row.simulated is False  # the target's
+    assert (row.sparsity, row.bits, row.n_test) == (0.5, 8, 270)  # not per target
+    assert row.speedup == 3.0 and row.q == 9.5 and row.val_q_drop == 0.01
+    assert row.searched["compression.quant.bits"] == "8"
     primary = trial_row(client.get_run(rid), lm)
-    assert primary["status"] == "unfinished" and primary["backend"] == ""
-    assert primary["simulated"] is True and primary["speedup"] == 1.1 and primary["q"] is None
+    assert primary.status == "unfinished" and primary.backend == ""
+    assert primary.simulated is True and primary.speedup == 1.1 and primary.q is None
 
 
 def test_constraints_come_back_from_the_sweep_params():
@@ -181,10 +181,12 @@ def test_constraints_come_back_from_the_sweep_params():
 
 
 def test_a_row_becomes_a_point_oriented_so_that_higher_is_better():
-    from accelab.sweep.summary import point
+    from dataclasses import replace
 
-    row = {"trial_id": "t", "q": 8.5, "simulated": False, "latency_p50_ms": 2.0, "size_mb": 1.0,
-           "backend": "ort-fp32", "status": "ok", "speedup": 1.5, "val_q_drop": 0.01}  # fmt: skip
+    from accelab.sweep.summary import TrialRow, point
+
+    row = TrialRow("t", q=8.5, latency_p50_ms=2.0, size_mb=1.0, backend="ort-fp32", speedup=1.5,
+                   val_q_drop=0.01)  # fmt: skip
     lm = MetricInfo("perplexity", higher_is_better=False, relative_drop=True)
     p = point(row, lm)
     assert (p.score, p.latency_ms, p.speedup, p.selection_drop) == (-8.5, 2.0, 1.5, 0.01)
@@ -196,10 +198,44 @@ def test_a_row_becomes_a_point_oriented_so_that_higher_is_better():
         False,
     )
     assert point(row, MetricInfo()).score == 8.5
-    sim = point({**row, "q": None, "simulated": True, "size_mb": None}, MetricInfo())
+    sim = point(replace(row, q=None, simulated=True, size_mb=None), MetricInfo())
     assert (sim.score, sim.latency_ms, sim.speedup, sim.size_mb) == (
         -math.inf,
         None,
         None,
         math.inf,
     )
+
+
+def test_one_answer_per_target_the_recommendation_is_on_the_frontier_everywhere(tmp_path):
+    """A trial timed at a noisier moment has the higher absolute p50 but the higher speedup
+    over its own dense timing: the frontier and the recommendation judge speed by the same
+    number, so the table, the printed frontier, pareto.csv and the plot all agree."""
+    from accelab.sweep.table import format_table, target_lines
+
+    client, parent = make_sweep(tmp_path, {
+        "a": (trial_metrics(0.96, 0.0, 0.0, p50=0.9, base_p50=3.8), False),  # 4.22x
+        "b": (trial_metrics(0.96, 0.0, 0.0, p50=0.8, base_p50=3.03), False),  # 3.79x
+    })  # fmt: skip
+    s = summarize(client, parent)
+    assert s.recommended.trial_id == "a"
+    assert [r.trial_id for r in s.rows if r.on_front] == ["a"]  # b: as good, slower beyond 4%
+    marks = {line.split()[0]: line for line in format_table(s).splitlines()[4:6]}
+    assert " * " in marks["a"] and " F " not in marks["b"]
+    assert "frontier: a 4.22x" in target_lines([s])[0]
+    write_csv(s, tmp_path / "p.csv")
+    with open(tmp_path / "p.csv") as fh:
+        on_front = {r["trial_id"]: r["on_front"] for r in csv.DictReader(fh)}
+    assert on_front == {"a": "True", "b": "False"}
+
+
+def test_speedups_inside_the_noise_floor_are_ties_in_the_frontier_too(tmp_path):
+    client, parent = make_sweep(tmp_path, {
+        "a": (trial_metrics(0.96, 0.0, 0.002, p50=1.0, base_p50=2.40), False),  # 2.40x
+        "b": (trial_metrics(0.96, 0.0, 0.000, p50=1.0, base_p50=2.35), False),  # 2.35x: a tie
+    })  # fmt: skip
+    s = summarize(client, parent)
+    # within the 4% floor b is as fast as a and better on validation: b dominates a
+    assert [r.trial_id for r in s.rows if r.on_front] == ["b"]
+    assert s.recommended.trial_id == "b"
+    assert "then the smaller size" in format_table(s)

@@ -18,7 +18,7 @@ from accelab.errors import ConfigError
 from accelab.preflight import load_config
 from accelab.stats import Estimate
 from accelab.sweep.pareto import Constraints
-from accelab.sweep.summary import MetricInfo, build_summary
+from accelab.sweep.summary import MetricInfo, TrialRow, build_summary
 from accelab.training.checkpoint import load_model_state, save_checkpoint
 from accelab.training.epoch import fit
 from accelab.variant.judge import judge, load_dense
@@ -143,17 +143,15 @@ def test_a_worse_model_has_a_positive_drop_and_selection_prefers_lower_perplexit
     d = drop(base, worse, TASK.metric)
     assert d.value == pytest.approx(math.exp(0.1) - 1, rel=1e-6)  # +10.5% perplexity
     rows = [
-        {"trial_id": "a", "q": 8.0, "val_q_drop": 0.05, "simulated": False, "latency_p50_ms": 1.0,
-         "size_mb": 1.0, "status": "ok", "backend": "x", "speedup": 3.0},
-        {"trial_id": "b", "q": 7.5, "val_q_drop": 0.01, "simulated": False, "latency_p50_ms": 1.2,
-         "size_mb": 1.0, "status": "ok", "backend": "x", "speedup": 2.5},
-    ]  # fmt: skip
+        TrialRow("a", q=8.0, val_q_drop=0.05, latency_p50_ms=1.0, size_mb=1.0, speedup=3.0),
+        TrialRow("b", q=7.5, val_q_drop=0.01, latency_p50_ms=1.2, size_mb=1.0, speedup=2.5),
+    ]
     metric = MetricInfo("perplexity", higher_is_better=False, relative_drop=True)
     s = build_summary(
         "p", ("torch_b16", "torch"), metric, {"noise_floor": 0.0}, Constraints(0.02), [], rows
     )
-    assert s.recommended["trial_id"] == "b"  # a breaks the 2% constraint on validation
-    assert [r["trial_id"] for r in s.rows if r["on_front"]] == ["a", "b"]  # lower ppl is better
+    assert s.recommended.trial_id == "b"  # a breaks the 2% constraint on validation
+    assert [r.trial_id for r in s.rows if r.on_front] == ["a", "b"]  # lower ppl is better
     assert isinstance(d, Estimate)
 
 
