@@ -7,6 +7,7 @@ from collections.abc import Callable
 from accelab.config.schema import ExperimentConfig
 from accelab.errors import collect
 from accelab.measure import Measurement
+from accelab.measure.quality import drop_unit, format_drop
 from accelab.variant.run import FINETUNE_PREFIX, VariantResult
 
 
@@ -41,7 +42,8 @@ def run_compress(
     client = MlflowClient(tracking_uri)
     client.set_tag(run_id, "accelab.dense_source", str(source))
     echo(f"compressing {dense_dir} ({describe(cfg)}) -> MLflow run {run_id}")
-    metric = resolve_task(cfg.trainable.name).metric.name
+    task_metric = resolve_task(cfg.trainable.name).metric
+    metric = task_metric.name
     try:
         with EpochProgress(
             tracking_uri, run_id, cfg.finetune.epochs, echo, prefix=FINETUNE_PREFIX, metric=metric
@@ -53,7 +55,7 @@ def run_compress(
         mark_failed(tracking_uri, run_id, exc)
         raise
     client.set_terminated(run_id, "FINISHED")
-    echo(format_comparison(result, metric))
+    echo(format_comparison(result, metric, task_metric.transform == "exp"))
     echo(format_targets(result, metric))
     for warning in result.warnings:
         echo(f"warning: {warning}")
@@ -76,8 +78,9 @@ def _cell(value, spec: str) -> str:
     return "n/a" if value is None else format(value, spec)
 
 
-def format_comparison(r: VariantResult, metric: str = "accuracy") -> str:
-    """Baseline and variant side by side; speedup only where both ran real kernels."""
+def format_comparison(r: VariantResult, metric: str = "accuracy", relative: bool = False) -> str:
+    """Baseline and variant side by side; speedup only where both ran real kernels.
+    ``relative``: the metric's drop is relative (perplexity: percent), else in points."""
     rows = [("", "dense fp32 (baseline)", "variant")]
 
     def add(label: str, get: Callable[[Measurement], object], spec: str) -> None:
@@ -104,11 +107,12 @@ def format_comparison(r: VariantResult, metric: str = "accuracy") -> str:
         speed_text = f"{s.value:.2f}x (rounds {s.lo:.2f}-{s.hi:.2f})"
     if not m.simulated and r.metrics.get("sparsity", 0.0) > 0:
         speed_text += " (dense kernels: zeroed weights are still computed, sparsity is not faster)"
-    d, vd = cmp.drop, r.val_drop
+    d, vd, unit = cmp.drop, r.val_drop, drop_unit(relative)
     lines.append(
         f"speedup {speed_text}, size ratio {cmp.size_ratio:.3f}, test drop "
-        f"{d.value * 100:+.2f} points [{d.lo * 100:+.2f}, {d.hi * 100:+.2f}] on {d.n} examples "
-        f"(validation drop {vd.value * 100:+.2f}), sparsity {r.metrics['sparsity']:.3f} "
+        f"{format_drop(d.value, d.lo, d.hi, relative)} {unit} on {d.n} examples "
+        f"(validation drop {format_drop(vd.value, relative=relative)} {unit}), "
+        f"sparsity {r.metrics['sparsity']:.3f} "
         f"({m.device}, {m.threads} thread(s), batch {m.batch_size})"
     )
     return "\n".join(lines)

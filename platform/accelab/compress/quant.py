@@ -123,39 +123,36 @@ class ActivationFakeQuant(nn.Module):
         return f"bits={self.bits}, {kind}, observer={self.observer}"
 
 
-class FakeQuantLinear(nn.Module):
-    """Holds an ``nn.Linear``; runs it with fake-quantized weights (and inputs)."""
+class FakeQuant(nn.Module):
+    """Holds a layer; runs it with fake-quantized weights (and inputs). Subclasses say how
+    the layer applies a weight (``forward``); the holding and naming is shared."""
 
-    def __init__(self, layer: nn.Linear, bits: int, input_quant: nn.Module | None = None):
+    def __init__(self, layer: nn.Module, bits: int, input_quant: nn.Module | None = None):
         super().__init__()
         self.layer, self.bits = layer, bits
         self.input_quant = input_quant if input_quant is not None else nn.Identity()
+
+    def extra_repr(self) -> str:
+        return f"bits={self.bits}"
+
+
+class FakeQuantLinear(FakeQuant):
+    """Holds an ``nn.Linear``."""
 
     def forward(self, x: Tensor) -> Tensor:
         weight = fake_quant_weight(self.layer.weight, self.bits)
         return F.linear(self.input_quant(x), weight, self.layer.bias)
 
-    def extra_repr(self) -> str:
-        return f"bits={self.bits}"
 
-
-class FakeQuantConv2d(nn.Module):
-    """Holds an ``nn.Conv2d``; runs it with fake-quantized weights (and inputs)."""
-
-    def __init__(self, layer: nn.Conv2d, bits: int, input_quant: nn.Module | None = None):
-        super().__init__()
-        self.layer, self.bits = layer, bits
-        self.input_quant = input_quant if input_quant is not None else nn.Identity()
+class FakeQuantConv2d(FakeQuant):
+    """Holds an ``nn.Conv2d``."""
 
     def forward(self, x: Tensor) -> Tensor:
         weight = fake_quant_weight(self.layer.weight, self.bits)
         return self.layer._conv_forward(self.input_quant(x), weight, self.layer.bias)
 
-    def extra_repr(self) -> str:
-        return f"bits={self.bits}"
 
-
-FAKE_QUANT_TYPES = (FakeQuantLinear, FakeQuantConv2d)
+FAKE_QUANT_TYPES = (FakeQuant,)
 
 
 def has_fake_quant(model: nn.Module) -> bool:

@@ -62,3 +62,19 @@ def drop(base: Tensor, variant: Tensor, metric: Metric) -> Estimate:
     if metric.higher_is_better:
         return d
     return Estimate(-d.value, -d.hi, -d.lo, d.n)
+
+
+def drop_unit(relative: bool) -> str:
+    """A relative drop (perplexity) prints as percent, one in metric units as points (x100)."""
+    return "%" if relative else "pts"
+
+
+def format_drop(value: float | None, lo=None, hi=None, relative: bool = False) -> str:
+    """``+1.23 [+0.40,+2.10]``: the drop x100 (points of accuracy, or percent of a relative
+    metric), with its interval when given; ``n/a`` without a value."""
+    if value is None:
+        return "n/a"
+    text = f"{value * 100:+.2f}"
+    if lo is not None and hi is not None:
+        text += f" [{lo * 100:+.2f},{hi * 100:+.2f}]"
+    return text

@@ -11,6 +11,7 @@ import csv
 from pathlib import Path
 from typing import Any
 
+from accelab.measure import quality
 from accelab.sweep.summary import SweepSummary, TrialRow
 
 
@@ -33,17 +34,11 @@ def _fmt(value: Any, spec: str = ".4f") -> str:
 
 def drop_unit(s: SweepSummary) -> tuple[float, str]:
     """Drops print as points (x100) for a proportion and as percent for a relative drop."""
-    return (100.0, "%") if s.metric.relative_drop else (100.0, "pts")
+    return 100.0, quality.drop_unit(s.metric.relative_drop)
 
 
 def fmt_drop(s: SweepSummary, value, lo=None, hi=None) -> str:
-    if value is None:
-        return "n/a"
-    scale, _ = drop_unit(s)
-    text = f"{value * scale:+.2f}"
-    if lo is not None and hi is not None:
-        text += f" [{lo * scale:+.2f},{hi * scale:+.2f}]"
-    return text
+    return quality.format_drop(value, lo, hi, s.metric.relative_drop)
 
 
 def fmt_speedup(r: TrialRow) -> str:
