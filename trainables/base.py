@@ -75,6 +75,9 @@ class Task:
     # structured pruning may remove output channels only of layers named ``*<suffix>``
     # (e.g. a transformer's MLP "fc1": hidden units); empty = any layer but the output one
     structured_only: tuple[str, ...] = ()
+    # what the model's input is and how raw data becomes it (shown with every served model:
+    # the MLflow Model's metadata and the registered version's description)
+    input_description: str = ""
 
     def build_model(self, model: str, **model_args) -> nn.Module:
         if model not in self.models:

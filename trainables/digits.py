@@ -104,4 +104,8 @@ TASK = Task(
     input_shape=INPUT_SHAPE,
     load_splits=load_splits,
     models={"cnn": SimpleModel, "mlp": build_mlp},
+    input_description=(
+        "float32 (batch, 1, 8, 8): scikit-learn digits images, pixel values 0-16 divided by "
+        "16 (so 0.0-1.0); output: 10 class logits (digit 0-9)"
+    ),
 )

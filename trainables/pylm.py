@@ -212,4 +212,8 @@ TASK = Task(
     secondary={"next_byte_accuracy": next_byte_accuracy},
     generates=True,
     structured_only=("fc1",),
+    input_description=(
+        f"int64 (batch, {CONTEXT}): UTF-8 bytes of Python source as ids 0-255 (no tokenizer); "
+        f"output: next-byte logits (batch, {CONTEXT}, {VOCAB})"
+    ),
 )

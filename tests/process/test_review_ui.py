@@ -42,7 +42,9 @@ def sweep(tmp_path_factory):
     cfg = yaml.safe_load((CONFIGS / "digits_sweep.yaml").read_text())
     cfg.update(name=NAME)
     cfg["trainable"]["model_args"]["hidden"] = HIDDEN
-    cfg["measure"].update(repeats=30, warmup=5, rounds=5, targets=[{"runtime": "torch"}])
+    # the registered model is the ONNX file an ONNX Runtime target measured (what is served)
+    targets = [{"runtime": "onnxruntime"}]
+    cfg["measure"].update(repeats=30, warmup=5, rounds=5, targets=targets)
     cfg["sweep"].update(space={}, variants=[
         {"compression.prune.method": "none"},
         {"compression.prune.method": "structured", "compression.prune.sparsity": 0.3},
@@ -145,7 +147,11 @@ def test_the_registered_recommendation_loads_with_pyfunc_without_accelab(sweep, 
     root, db, _ = sweep
     client = MlflowClient(db)
     version = client.get_model_version_by_alias(NAME, "fastest-within-5pt")
-    assert version.tags["accelab.backend"] and "x (" in version.tags["accelab.speedup"]
+    assert (
+        version.tags["accelab.backend"].startswith("ort-")
+        and "x (" in version.tags["accelab.speedup"]
+    )
+    assert version.tags["accelab.target"] == "ort_b64" and "pixel values" in version.description
     assert "points of test accuracy on 270 examples" in version.tags["accelab.quality_drop"]
     test = TASK.load_splits(0).test
     data = tmp_path / "test.npz"

@@ -17,7 +17,7 @@ def finish(
     """Summarize the trials, log pareto.csv/png and the recommended model, register it,
     write the run's description, print the table."""
     from accelab.review.note import sweep_note
-    from accelab.review.registry import alias_of, register
+    from accelab.review.registry import alias_of, register, served_summary
     from accelab.sweep.plot import plot_pareto
     from accelab.sweep.summary import summarize, targets_of
     from accelab.sweep.table import format_table, recommendation_line, target_lines, write_csv
@@ -57,7 +57,8 @@ def finish(
     client.set_tag(parent_id, "accelab.trials", str(len(s.rows)))
     echo("\n".join([format_table(s), *target_lines(others)]))
     registered = ""
-    if cfg is not None and (reg := register(client, cfg, s, parent_id, echo)):
+    served = served_summary([s, *others])
+    if cfg is not None and (reg := register(client, cfg, served, parent_id, echo)):
         name, version, moved = reg
         registered = f"Registered as **{name}** version {version}" + (
             f" (alias `{alias_of(cfg)}`)" if moved else f" (alias `{alias_of(cfg)}` unchanged)"

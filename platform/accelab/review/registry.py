@@ -5,6 +5,12 @@ Each sweep registers its recommended model as a new version of ``registry.model_
 The alias (default ``fastest-within-<N>pt``) moves to the new version only when it is
 measurably faster than the version holding it (beyond the noise floor) on the same
 deployment target; otherwise it stays, and the new version says why.
+
+What is registered is what was measured: the trial's MLflow Model is the ONNX model an
+ONNX Runtime target ran, so the recommendation registered is the one for that target
+(``served_summary``), and a version is only created when the logged model's backend is the
+backend its numbers were measured on. A rerun whose recommendation is the same model (same
+trial run) creates no new version.
 """
 
 from __future__ import annotations
@@ -15,8 +21,10 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from accelab.config.schema import ExperimentConfig
+from accelab.measure.quality import format_drop
 from accelab.sweep.summary import SweepSummary
 from accelab.tasks import resolve_task
+from accelab.variant.record import MODEL_SHA_TAG
 
 SPEEDUP_TAG = "accelab.speedup_value"
 TARGET_TAG = "accelab.target"
@@ -30,11 +38,12 @@ def alias_of(cfg: ExperimentConfig) -> str:
 
 def version_tags(s: SweepSummary, parent_id: str) -> dict[str, str]:
     r = s.recommended
-    d = f"{r.q_drop * 100:+.2f} [{r.q_drop_lo * 100:+.2f}, {r.q_drop_hi * 100:+.2f}]"
+    d = format_drop(r.q_drop, r.q_drop_lo, r.q_drop_hi, s.metric.relative_drop)
+    unit = "percent" if s.metric.relative_drop else "points"
     return {
         "accelab.speedup": f"{r.speedup:.2f}x ({r.speedup_lo:.2f}-{r.speedup_hi:.2f} over rounds)",
         SPEEDUP_TAG: f"{r.speedup:.6g}",
-        "accelab.quality_drop": f"{d} points of test {s.metric.name} on {int(r.n_test or 0)} examples",
+        "accelab.quality_drop": f"{d} {unit} of test {s.metric.name} on {int(r.n_test or 0)} examples",
         "accelab.backend": r.backend,
         TARGET_TAG: s.target[0],
         "accelab.target_label": s.target[1],
@@ -55,6 +64,29 @@ def logged_model(client: MlflowClient, run_id: str):
     return models[0]
 
 
+SERVED_RUNTIME_PREFIX = "ort_"  # target keys of ONNX Runtime targets (ort_b64, ort_gen)
+
+
+def served_summary(summaries: list[SweepSummary]) -> SweepSummary:
+    """The summary whose recommendation is what the registry serves: the first ONNX Runtime
+    target (the trials' MLflow Models are the ONNX files those targets ran), else the
+    primary target's (then ``register`` refuses it unless its backend is the served one)."""
+    return next(
+        (s for s in summaries if s.target[0].startswith(SERVED_RUNTIME_PREFIX)), summaries[0]
+    )
+
+
+def existing_version(client: MlflowClient, name: str, model):
+    """A version of ``name`` that already serves the same file as ``model`` (a logged
+    model): the same run, or the same ONNX bytes from a rerun of the same recipe on the
+    same weights."""
+    digest = model.tags.get(MODEL_SHA_TAG)
+    for v in client.search_model_versions(f"name = '{name}'"):
+        if v.run_id == model.source_run_id or (digest and v.tags.get(MODEL_SHA_TAG) == digest):
+            return v
+    return None
+
+
 def register(
     client: MlflowClient, cfg: ExperimentConfig, s: SweepSummary, parent_id: str,
     echo: Callable[[str], None],
@@ -67,11 +99,24 @@ def register(
         client.get_registered_model(name)
     except MlflowException:
         client.create_registered_model(name, description=f"accelab recommendations of {cfg.name}")
-    tags = version_tags(s, parent_id)
     model = logged_model(client, r.run_id)
+    served = model.tags.get("accelab.backend")
+    if served != r.backend:
+        echo(
+            f"not registered: the recommendation for {s.target[1]} was measured on {r.backend}, "
+            f"but its MLflow Model runs {served}; add an onnxruntime target to measure.targets "
+            "to register what is served"
+        )
+        return None
+    if same := existing_version(client, name, model):
+        echo(f"{name} version {same.version} already serves this model (the same ONNX file)")
+        return None
+    task = resolve_task(cfg.trainable.name)
     version = client.create_model_version(
-        name, model.artifact_location, run_id=r.run_id, tags=tags, model_id=model.model_id
-    ).version
+        name, model.artifact_location, run_id=r.run_id,
+        tags={**version_tags(s, parent_id), MODEL_SHA_TAG: model.tags.get(MODEL_SHA_TAG, "")},
+        model_id=model.model_id, description=f"Input: {task.input_description}",
+    ).version  # fmt: skip
     move, why = decide(client, name, alias, r.speedup, s)
     if move:
         client.set_registered_model_alias(name, alias, version)

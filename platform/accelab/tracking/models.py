@@ -41,5 +41,6 @@ def log_onnx_model(
             onnx.load_from_string(onnx_bytes), name=MODEL_NAME, signature=signature,
             input_example=example, pip_requirements=requirements(), tags=tags,
             onnx_execution_providers=["CPUExecutionProvider"],
+            metadata={"input": task.input_description} if task.input_description else None,
         )  # fmt: skip
     return info.model_uri

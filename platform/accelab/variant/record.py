@@ -3,6 +3,7 @@ model, and the ONNX files ONNX Runtime targets ran (exports of the run)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import tempfile
 from pathlib import Path
@@ -11,6 +12,7 @@ from accelab.config.schema import ExperimentConfig
 from accelab.variant.judge import VariantResult
 
 STATUS_TAG = "accelab.status"
+MODEL_SHA_TAG = "accelab.model_sha256"  # sha256 of the MLflow Model's ONNX file
 
 
 def log_variant(tracking_uri: str, run_id: str, r: VariantResult, cfg: ExperimentConfig) -> None:
@@ -48,7 +50,9 @@ def log_model(tracking_uri: str, run_id: str, r: VariantResult, cfg: ExperimentC
 
     task = resolve_task(cfg.trainable.name)
     data, backend, reference = variant_onnx(r, cfg, task)
-    tags = {"accelab.backend": backend, "accelab.kind": "variant"}
+    # the served file's digest: a rerun that recommends the same model registers no new version
+    digest = hashlib.sha256(data).hexdigest()
+    tags = {"accelab.backend": backend, "accelab.kind": "variant", MODEL_SHA_TAG: digest}
     log_onnx_model(tracking_uri, run_id, data, task, reference, tags)
 
 
