@@ -8,23 +8,36 @@ than that are a tie), and its baseline numbers head the table.
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
+import shutil
+import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
+from accelab import training
 from accelab.config.schema import ExperimentConfig
 from accelab.stats import noise_floor
+from accelab.training.checkpoint import META_FILE, read_meta
 from accelab.variant.judge import MB, interval, load_dense
 
 BASELINE_DIR_TAG = "accelab.baseline_dir"
+BASELINE_KEY_TAG = "accelab.baseline_key"  # the cache key of the dense model (baseline_key)
 
 
 def obtain_baseline(
-    cfg: ExperimentConfig, tracking_uri: str, parent_id: str, echo: Callable[[str], None]
+    cfg: ExperimentConfig,
+    tracking_uri: str,
+    parent_id: str,
+    echo: Callable[[str], None],
+    retrain: bool = False,
 ) -> Path:
-    """Dense weights: ``sweep.baseline_from``, the one a resumed sweep trained, or train now."""
+    """Dense weights: ``sweep.baseline_from``, the one a resumed sweep trained, the cached
+    one this config trained before (same key: see ``baseline_key``), or train now."""
     from accelab.training.launcher import run_training
     from accelab.variant.sources import prepare_source
 
@@ -34,15 +47,75 @@ def obtain_baseline(
     elif known := client.get_run(parent_id).data.tags.get(BASELINE_DIR_TAG):
         echo(f"baseline: reusing {known}")
         return Path(known)
+    elif (cached := cache_dir(cfg)).is_dir() and not retrain:
+        trained_in = read_meta(cached).get("mlflow_run_id", "?")
+        echo(
+            f"baseline: reusing the dense model this config trained before ({cached}; key "
+            f"{cached.name[:12]}, MLflow run {trained_in}); --retrain trains it again"
+        )
+        client.set_tag(parent_id, BASELINE_KEY_TAG, cached.name)
+        dense = cached
     else:
         echo(f"baseline: training the dense model once for the whole sweep ({cfg.train.precision})")
         dense_cfg = cfg.model_copy(update={"sweep": None})
         outcome = run_training(
             dense_cfg, echo=echo, parent_run_id=parent_id, display_name="baseline-dense-training"
         )
-        dense = Path(outcome.checkpoint_path)
+        dense = store_in_cache(Path(outcome.checkpoint_path), cfg, outcome.mlflow_run_id)
+        client.set_tag(parent_id, BASELINE_KEY_TAG, dense.name)
     client.set_tag(parent_id, BASELINE_DIR_TAG, str(dense))
     return dense
+
+
+def baseline_key(cfg: ExperimentConfig) -> str:
+    """sha256 of everything that determines the dense model: the trainable and its data,
+    the training settings, the number of DDP workers, the code (the trainable's module and
+    accelab's training loop) and the environment (torch, the device)."""
+    import torch
+
+    from accelab.host import device_name
+    from accelab.tasks import resolve_task
+
+    task = resolve_task(cfg.trainable.name)
+    module = sys.modules[task.load_splits.__module__]
+    code = [Path(module.__file__)] + sorted(Path(training.__file__).parent.glob("*.py"))
+    data = task.describe_data(cfg.trainable.data_seed) if task.describe_data else None
+    device = torch.device("cuda" if cfg.scaling.use_gpu else "cpu")
+    parts = {
+        "trainable": cfg.trainable.model_dump(mode="json"),
+        "train": cfg.train.model_dump(mode="json"),
+        "workers": cfg.scaling.num_workers,
+        "data": data,
+        "code": {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in code},
+        "env": [torch.__version__, device_name(device) if device.type == "cuda" else "cpu"],
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def cache_dir(cfg: ExperimentConfig) -> Path:
+    """Where the dense model of this key lives (on a shared storage path, so every node
+    and every later sweep finds it; a URI storage path caches in ./.accelab_cache)."""
+    from accelab.tracking.runs import storage_path
+
+    root = storage_path(cfg)
+    base = Path(root) if "://" not in root else Path(".accelab_cache").resolve()
+    return base / "baselines" / baseline_key(cfg)
+
+
+def store_in_cache(checkpoint: Path, cfg: ExperimentConfig, run_id: str) -> Path:
+    """Copy the trained checkpoint under its key (atomically: a half-copied entry never
+    exists); the copy is what the sweep uses, so the Ray run directory may be cleaned."""
+    target = cache_dir(cfg)
+    if target.is_dir():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        staged = Path(tmp, "entry")
+        shutil.copytree(checkpoint, staged)
+        meta = read_meta(staged)
+        (staged / META_FILE).write_text(json.dumps({**meta, "mlflow_run_id": run_id}))
+        staged.rename(target)
+    return target
 
 
 def aa_control(cfg: ExperimentConfig, dense_dir: Path, tracking_uri: str, parent_id: str) -> dict:
