@@ -32,7 +32,16 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 
 def save_model(model: nn.Module, path: Path) -> None:
-    state = {k: v.detach().contiguous().cpu() for k, v in unwrap(model).state_dict().items()}
+    """A tensor shared by two names (an LM head tied to its embedding) is stored once per
+    name: safetensors refuses aliases, and loading both back into the tied model writes the
+    same values twice."""
+    state, storages = {}, set()
+    for k, v in unwrap(model).state_dict().items():
+        t = v.detach().contiguous().cpu()
+        if t.untyped_storage().data_ptr() in storages:
+            t = t.clone()
+        storages.add(t.untyped_storage().data_ptr())
+        state[k] = t
     save_file(state, str(path))
 
 

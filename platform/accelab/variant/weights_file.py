@@ -97,8 +97,9 @@ def adapt(state: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.T
     ):
         state = {k[len("module.") :]: v for k, v in state.items()}
     prefix = common_prefix(want)
-    if prefix and not any(k.startswith(prefix) for k in state):
-        state = {prefix + k: v for k, v in state.items()}
+    prefixed = {prefix + k: v for k, v in state.items()}
+    if prefix and len(want.keys() & prefixed.keys()) > len(want.keys() & state.keys()):
+        state = prefixed
     for name, alias in tied_names(model).items():
         if name not in state and alias in state:
             state[name] = state[alias]
