@@ -9,6 +9,7 @@ from pathlib import Path
 from mlflow.tracking import MlflowClient
 
 from accelab.sweep.summary import SweepSummary
+from accelab.tracking import names
 
 
 def finish(
@@ -36,8 +37,8 @@ def finish(
             r = s.recommended
             local = client.download_artifacts(r.run_id, "deployable_model", tmp)
             client.log_artifacts(parent_id, local, "recommended_model")
-            client.set_tag(parent_id, "accelab.recommended_trial", r.trial_id)
-            client.set_tag(parent_id, "accelab.recommended_run_id", r.run_id)
+            client.set_tag(parent_id, names.RECOMMENDED_TRIAL, r.trial_id)
+            client.set_tag(parent_id, names.RECOMMENDED_RUN, r.run_id)
             # step = trials summarized: a resumed sweep's new summary is a new row, not skipped
             # the recommendation's numbers under the trial columns' names too: the sweep's row
             # in the MLflow runs table shows what it recommends
@@ -49,12 +50,14 @@ def finish(
                 f"val_{m}_drop": r.val_q_drop, "latency_p50_ms": r.latency_p50_ms,
                 "size_ratio": r.size_ratio,
             })  # fmt: skip
-    client.set_tag(parent_id, "accelab.recommendation", recommendation_line(s))
+    client.set_tag(parent_id, names.RECOMMENDATION, recommendation_line(s))
     for other in others:
         client.set_tag(
-            parent_id, f"accelab.recommendation.{other.target[0]}", recommendation_line(other)
+            parent_id,
+            names.for_target(names.RECOMMENDATION, other.target[0]),
+            recommendation_line(other),
         )
-    client.set_tag(parent_id, "accelab.trials", str(len(s.rows)))
+    client.set_tag(parent_id, names.TRIALS, str(len(s.rows)))
     echo("\n".join([format_table(s), *target_lines(others)]))
     registered = ""
     served = served_summary([s, *others])
@@ -63,6 +66,6 @@ def finish(
         registered = f"Registered as **{name}** version {version}" + (
             f" (alias `{alias_of(cfg)}`)" if moved else f" (alias `{alias_of(cfg)}` unchanged)"
         )
-        client.set_tag(parent_id, "accelab.registered_model", f"{name}/{version}")
+        client.set_tag(parent_id, names.REGISTERED_MODEL, f"{name}/{version}")
     client.set_tag(parent_id, NOTE_TAG, sweep_note(s, others, parent_id, registered))
     return s

@@ -24,10 +24,11 @@ from accelab.config.schema import ExperimentConfig
 from accelab.measure.quality import format_drop
 from accelab.sweep.summary import SweepSummary
 from accelab.tasks import resolve_task
+from accelab.tracking import names
 from accelab.variant.record import MODEL_SHA_TAG
 
-SPEEDUP_TAG = "accelab.speedup_value"
-TARGET_TAG = "accelab.target"
+SPEEDUP_TAG = names.SPEEDUP_VALUE
+TARGET_TAG = names.TARGET
 
 
 def alias_of(cfg: ExperimentConfig) -> str:
@@ -41,15 +42,15 @@ def version_tags(s: SweepSummary, parent_id: str) -> dict[str, str]:
     d = format_drop(r.q_drop, r.q_drop_lo, r.q_drop_hi, s.metric.relative_drop)
     unit = "percent" if s.metric.relative_drop else "points"
     return {
-        "accelab.speedup": f"{r.speedup:.2f}x ({r.speedup_lo:.2f}-{r.speedup_hi:.2f} over rounds)",
+        names.SPEEDUP: f"{r.speedup:.2f}x ({r.speedup_lo:.2f}-{r.speedup_hi:.2f} over rounds)",
         SPEEDUP_TAG: f"{r.speedup:.6g}",
-        "accelab.quality_drop": f"{d} {unit} of test {s.metric.name} on {int(r.n_test or 0)} examples",
-        "accelab.backend": r.backend,
+        names.QUALITY_DROP: f"{d} {unit} of test {s.metric.name} on {int(r.n_test or 0)} examples",
+        names.BACKEND: r.backend,
         TARGET_TAG: s.target[0],
-        "accelab.target_label": s.target[1],
-        "accelab.noise_floor": f"{s.noise:.3f}",
-        "accelab.sweep_run_id": parent_id,
-        "accelab.trial_run_id": r.run_id,
+        names.TARGET_LABEL: s.target[1],
+        names.NOISE_FLOOR: f"{s.noise:.3f}",
+        names.SWEEP_RUN: parent_id,
+        names.TRIAL_RUN: r.run_id,
     }
 
 
@@ -100,7 +101,7 @@ def register(
     except MlflowException:
         client.create_registered_model(name, description=f"accelab recommendations of {cfg.name}")
     model = logged_model(client, r.run_id)
-    served = model.tags.get("accelab.backend")
+    served = model.tags.get(names.BACKEND)
     if served != r.backend:
         echo(
             f"not registered: the recommendation for {s.target[1]} was measured on {r.backend}, "
@@ -120,7 +121,7 @@ def register(
     move, why = decide(client, name, alias, r.speedup, s)
     if move:
         client.set_registered_model_alias(name, alias, version)
-    client.set_model_version_tag(name, version, "accelab.alias_decision", why)
+    client.set_model_version_tag(name, version, names.ALIAS_DECISION, why)
     echo(f"registered {name} version {version}; alias {alias}: {why}")
     return name, version, move
 

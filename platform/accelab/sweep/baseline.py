@@ -22,11 +22,12 @@ from mlflow.tracking import MlflowClient
 from accelab import training
 from accelab.config.schema import ExperimentConfig
 from accelab.stats import noise_floor
+from accelab.tracking import names
 from accelab.training.checkpoint import META_FILE, read_meta
 from accelab.variant.judge import MB, interval, load_dense
 
-BASELINE_DIR_TAG = "accelab.baseline_dir"
-BASELINE_KEY_TAG = "accelab.baseline_key"  # the cache key of the dense model (baseline_key)
+BASELINE_DIR_TAG = names.BASELINE_DIR
+BASELINE_KEY_TAG = names.BASELINE_KEY  # the cache key of the dense model (baseline_key)
 
 
 def obtain_baseline(
@@ -139,7 +140,7 @@ def aa_control(cfg: ExperimentConfig, dense_dir: Path, tracking_uri: str, parent
     for i, (key, t) in enumerate(r.targets.items()):
         if t.error:
             continue
-        sfx = "" if i == 0 else f".{key}"
+        sfx = names.suffix(key, primary=i == 0)
         metrics[f"baseline_latency_p50_ms{sfx}"] = t.family_baseline.latency_p50_ms
         metrics[f"baseline_latency_p95_ms{sfx}"] = t.family_baseline.latency_p95_ms
         metrics.update(

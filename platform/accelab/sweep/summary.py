@@ -16,13 +16,14 @@ from mlflow.tracking import MlflowClient
 
 from accelab.errors import UsageError
 from accelab.sweep.pareto import Constraints, TrialPoint, pareto_front, recommend, violations
+from accelab.tracking import names
 
 SWEEP_KIND = "sweep"
 TRIAL_KIND = "trial"
-TARGETS_TAG = "accelab.targets"  # [[key, label], ...] of the sweep, the primary one first
-METRIC_TAG = "accelab.metric"
-HIGHER_TAG = "accelab.metric_higher_is_better"
-RELATIVE_TAG = "accelab.metric_relative_drop"
+TARGETS_TAG = names.TARGETS  # [[key, label], ...] of the sweep, the primary one first
+METRIC_TAG = names.METRIC
+HIGHER_TAG = names.METRIC_HIGHER
+RELATIVE_TAG = names.METRIC_RELATIVE
 ROW_METRICS = (
     "latency_p50_ms", "latency_p95_ms", "latency_p50_ms_lo", "latency_p50_ms_hi",
     "baseline_latency_p50_ms", "torch_latency_p50_ms", "speedup", "speedup_lo", "speedup_hi",
@@ -132,7 +133,7 @@ def find_parent(client: MlflowClient, experiment: str, parent_run_id: str | None
         return client.get_run(parent_run_id)
     exp = client.get_experiment_by_name(experiment)
     runs = client.search_runs(
-        [exp.experiment_id], f"tags.`accelab.kind` = '{SWEEP_KIND}'", max_results=1,
+        [exp.experiment_id], f"tags.`{names.KIND}` = '{SWEEP_KIND}'", max_results=1,
         order_by=["start_time DESC"],
     ) if exp else []  # fmt: skip
     if not runs:
@@ -143,7 +144,7 @@ def find_parent(client: MlflowClient, experiment: str, parent_run_id: str | None
 
 
 def child_runs(client: MlflowClient, parent) -> list:
-    query = f"tags.`mlflow.parentRunId` = '{parent.info.run_id}' and tags.`accelab.kind` = '{TRIAL_KIND}'"
+    query = f"tags.`mlflow.parentRunId` = '{parent.info.run_id}' and tags.`{names.KIND}` = '{TRIAL_KIND}'"
     return client.search_runs([parent.info.experiment_id], query, max_results=5000)
 
 
@@ -151,21 +152,19 @@ def trial_row(run, metric: MetricInfo, sfx: str = "") -> TrialRow:
     """One trial on one target (``sfx`` = ".<target key>", "" for the primary target)."""
     m, tags = run.data.metrics, run.data.tags
     simulated = m.get(f"simulated{sfx}")
-    status = tags.get("accelab.status", "unfinished")
-    if error := tags.get(f"accelab.target_error{sfx}"):
+    status = tags.get(names.STATUS, "unfinished")
+    if error := tags.get(names.TARGET_ERROR + sfx):
         status = f"n/a: {error}"
     target_free = {"sparsity", "bits", "n_test"}
     numbers = {k: m.get(k if k in target_free else k + sfx) for k in ROW_METRICS}
     quality = {k.format(m="q"): m.get(k.format(m=metric.name) + sfx) for k in QUALITY_METRICS}
     return TrialRow(
-        trial_id=tags.get("accelab.trial_id", run.info.run_id[:8]),
+        trial_id=tags.get(names.TRIAL_ID, run.info.run_id[:8]),
         name=tags.get("mlflow.runName", ""),
         run_id=run.info.run_id,
         status=status,
-        backend=tags.get(f"accelab.backend{sfx}", ""),
-        simulated=bool(simulated)
-        if simulated is not None
-        else tags.get("accelab.simulated") == "true",
+        backend=tags.get(names.BACKEND + sfx, ""),
+        simulated=bool(simulated) if simulated is not None else tags.get(names.SIMULATED) == "true",
         searched={
             k[len("searched.") :]: v
             for k, v in run.data.params.items()

@@ -9,10 +9,11 @@ import tempfile
 from pathlib import Path
 
 from accelab.config.schema import ExperimentConfig
+from accelab.tracking import names
 from accelab.variant.judge import VariantResult
 
-STATUS_TAG = "accelab.status"
-MODEL_SHA_TAG = "accelab.model_sha256"  # sha256 of the MLflow Model's ONNX file
+STATUS_TAG = names.STATUS
+MODEL_SHA_TAG = names.MODEL_SHA  # sha256 of the MLflow Model's ONNX file
 
 
 def log_variant(tracking_uri: str, run_id: str, r: VariantResult, cfg: ExperimentConfig) -> None:
@@ -52,25 +53,23 @@ def log_model(tracking_uri: str, run_id: str, r: VariantResult, cfg: ExperimentC
     data, backend, reference = variant_onnx(r, cfg, task)
     # the served file's digest: a rerun that recommends the same model registers no new version
     digest = hashlib.sha256(data).hexdigest()
-    tags = {"accelab.backend": backend, "accelab.kind": "variant", MODEL_SHA_TAG: digest}
+    tags = {names.BACKEND: backend, names.KIND: "variant", MODEL_SHA_TAG: digest}
     log_onnx_model(tracking_uri, run_id, data, task, reference, tags)
 
 
 def log_variant_tags(client, run_id: str, r: VariantResult) -> None:
     p = r.primary
     tags = {
-        "accelab.backend": p.backend,
-        "accelab.simulated": str(p.measurement.simulated).lower(),
-        "accelab.device": p.measurement.device,
-        "accelab.targets": json.dumps(
-            [[k, t.target.label, t.backend] for k, t in r.targets.items()]
-        ),
+        names.BACKEND: p.backend,
+        names.SIMULATED: str(p.measurement.simulated).lower(),
+        names.DEVICE: p.measurement.device,
+        names.TARGETS: json.dumps([[k, t.target.label, t.backend] for k, t in r.targets.items()]),
     }
     for key, t in list(r.targets.items())[1:]:
-        tags[f"accelab.backend.{key}"] = t.backend
+        tags[names.for_target(names.BACKEND, key)] = t.backend
         if t.error:
-            tags[f"accelab.target_error.{key}"] = t.error[:5000]
+            tags[names.for_target(names.TARGET_ERROR, key)] = t.error[:5000]
     if r.warnings:
-        tags["accelab.warning"] = " | ".join(r.warnings)[:5000]
+        tags[names.WARNING] = " | ".join(r.warnings)[:5000]
     for key, value in tags.items():
         client.set_tag(run_id, key, value)

@@ -1,0 +1,69 @@
+"""Every MLflow tag name accelab writes, and how a deployment target's key is encoded in a
+metric or tag name. Writers and readers import these; no other module spells them.
+
+A run's numbers for its primary (first) target carry plain names (``speedup``,
+``accuracy``); every other target's carry a ``.<target key>`` suffix (``speedup.ort_b1``),
+and so do per-target tags (``accelab.backend.ort_b1``).
+"""
+
+from __future__ import annotations
+
+PREFIX = "accelab."
+
+# what a run is, and how it is found again (``--resume``)
+KIND = "accelab.kind"  # train | compress | sweep | trial
+RAY_RUN = "accelab.ray_run"  # the Ray Train / Tune run name (its directory under storage_path)
+RUN_BASE = "accelab.run_base"  # the config's run name (what --resume looks for)
+STATUS = "accelab.status"  # a trial's outcome; "ok" once everything is recorded
+ERROR = "accelab.error"  # why a run failed or was stopped
+TRIAL_ID = "accelab.trial_id"
+
+# a variant's measurement
+BACKEND = "accelab.backend"  # the kernel its numbers ran on (per target: + suffix)
+TARGET_ERROR = "accelab.target_error"  # why a target has no number (+ suffix)
+SIMULATED = "accelab.simulated"
+DEVICE = "accelab.device"
+TARGETS = "accelab.targets"  # [[key, label, ...], ...], the primary target first
+WARNING = "accelab.warning"
+MODEL_SHA = "accelab.model_sha256"  # sha256 of the MLflow Model's ONNX file
+
+# a sweep's parent run
+METRIC = "accelab.metric"
+METRIC_HIGHER = "accelab.metric_higher_is_better"
+METRIC_RELATIVE = "accelab.metric_relative_drop"
+BASELINE_DIR = "accelab.baseline_dir"
+BASELINE_KEY = "accelab.baseline_key"  # the dense model's cache key
+RECOMMENDATION = "accelab.recommendation"  # (+ suffix for other targets)
+RECOMMENDED_TRIAL = "accelab.recommended_trial"
+RECOMMENDED_RUN = "accelab.recommended_run_id"
+REGISTERED_MODEL = "accelab.registered_model"
+TRIALS = "accelab.trials"
+
+# a registered model version
+TARGET = "accelab.target"
+TARGET_LABEL = "accelab.target_label"
+SPEEDUP = "accelab.speedup"
+SPEEDUP_VALUE = "accelab.speedup_value"
+QUALITY_DROP = "accelab.quality_drop"
+NOISE_FLOOR = "accelab.noise_floor"
+SWEEP_RUN = "accelab.sweep_run_id"
+TRIAL_RUN = "accelab.trial_run_id"
+ALIAS_DECISION = "accelab.alias_decision"
+
+
+def suffix(key: str, primary: bool) -> str:
+    """The name suffix of a target's numbers: none for the primary target."""
+    return "" if primary else f".{key}"
+
+
+def for_target(name: str, key: str | None) -> str:
+    """``name`` as written for target ``key`` (None: the primary target)."""
+    return name if key is None else f"{name}.{key}"
+
+
+def split_target(name: str, keys: list[str]) -> tuple[str, str | None]:
+    """(plain name, target key or None) of a metric or tag name written by ``for_target``."""
+    for key in keys:
+        if name.endswith(f".{key}"):
+            return name[: -len(key) - 1], key
+    return name, None
