@@ -6,7 +6,10 @@
   hybrid score interval for paired proportions (method 10, Newcombe 1998), a paired t
   interval for means. Paired intervals are much tighter than two independent ones
   because both models see the same hard and easy examples.
-- A speedup measured in alternating rounds carries the spread of its per-round ratios.
+- A speedup is the median of paired per-block ratios (baseline and variant interleaved in
+  short blocks) with a distribution-free 95% interval of that median from order
+  statistics: timing noise on a busy machine is skewed and heavy-tailed, so no normal
+  approximation is assumed.
 """
 
 from __future__ import annotations
@@ -107,6 +110,47 @@ def paired_mean_drop(base: Sequence[float], variant: Sequence[float]) -> Estimat
     return mean_interval([b - v for b, v in zip(base, variant, strict=True)])
 
 
+def median_ranks(n: int, confidence: float = 0.95) -> tuple[int, int]:
+    """1-based ranks (j, n + 1 - j) of the order statistics that bound the median with at
+    least ``confidence`` coverage, for any continuous distribution: the largest j with
+    P(Binomial(n, 1/2) < j) <= (1 - confidence) / 2. With n too small for that coverage
+    (n < 6 at 95%) the widest interval there is: (1, n)."""
+    if n < 1:
+        raise ValueError(f"median_ranks needs n >= 1, got {n}")
+    tail, cdf, j = (1.0 - confidence) / 2.0, 0.0, 0
+    while j < n // 2:
+        cdf += math.comb(n, j) / 2.0**n  # P(B <= j) = P(B < j + 1)
+        if cdf > tail:
+            break
+        j += 1
+    j = max(j, 1)
+    return j, n + 1 - j
+
+
+def median_interval(values: Sequence[float], confidence: float = 0.95) -> Estimate:
+    """Median with its distribution-free (order-statistic) interval."""
+    if not values:
+        raise ValueError("median_interval needs at least one value")
+    xs = sorted(values)
+    j, k = median_ranks(len(xs), confidence)
+    return Estimate(statistics.median(xs), xs[j - 1], xs[k - 1], len(xs))
+
+
+def paired_ratio(numerators: Sequence[float], denominators: Sequence[float]) -> Estimate:
+    """Paired ratios ``num[i] / den[i]`` (baseline ms / variant ms in the same block):
+    their median with the order-statistic 95% interval of that median."""
+    if len(numerators) != len(denominators) or not numerators:
+        raise ValueError("paired_ratio needs equally many (>= 1) numerators and denominators")
+    return median_interval([n / d for n, d in zip(numerators, denominators, strict=True)])
+
+
+def relative_half_width(e: Estimate) -> float:
+    """Half the interval's width relative to its point value (inf when undefined)."""
+    if not e.value or not math.isfinite(e.lo) or not math.isfinite(e.hi):
+        return math.inf
+    return (e.hi - e.lo) / 2.0 / abs(e.value)
+
+
 def ratio_spread(numerators: Sequence[float], denominators: Sequence[float]) -> Estimate:
     """Per-round ratios ``num[i] / den[i]`` (e.g. baseline ms / variant ms): their median
     and [min, max]. With few rounds a min-max range is the honest spread to show."""
@@ -118,5 +162,6 @@ def ratio_spread(numerators: Sequence[float], denominators: Sequence[float]) -> 
 
 def noise_floor(aa: Estimate) -> float:
     """Relative speed noise from an A/A control (a model timed against itself): how far
-    its per-round ratios strayed from 1.0. Two speedups closer than this are a tie."""
+    its paired ratios (the interval of their median) strayed from 1.0. Two speedups closer
+    than this are a tie."""
     return max(aa.hi - 1.0, 1.0 - aa.lo, abs(aa.value - 1.0), 0.0)

@@ -252,11 +252,39 @@ class MeasureConfig(Section):
         1, description="Intra-op threads while measuring latency."
     )
     warmup: Count = Field(10, description="Untimed runs before timing (real kernels warm).")
-    repeats: Count = Field(50, description="Timed runs per round.")
+    method: Literal["blocks", "rounds"] = Field(
+        "blocks",
+        description="blocks: baseline and variant interleaved in short blocks (order "
+        "rotated), the speedup is the median of the per-block ratios with an order-statistic "
+        "95% interval, sampled until target_precision or max_seconds; rounds (the old "
+        "method): `rounds` alternating rounds of `repeats` runs, min-max of the round ratios.",
+    )
+    block_calls: Annotated[int, Field(ge=1, le=1000)] = Field(
+        3, description="blocks: timed runs of each model per block (the block's fastest)."
+    )
+    min_blocks: Annotated[int, Field(ge=1, le=100000)] = Field(
+        20, description="blocks: blocks timed before the stopping rule is checked."
+    )
+    target_precision: Annotated[float, Field(gt=0, le=1)] = Field(
+        0.01,
+        description="blocks: stop once every speedup's 95% interval has at most this "
+        "relative half-width (0.01 = +-1%).",
+    )
+    max_seconds: Annotated[float, Field(gt=0, le=3600)] = Field(
+        5.0,
+        description="blocks: time budget of one measurement (the interval is reported "
+        "as wide as it is when the budget runs out).",
+    )
+    pin_cpu: bool = Field(
+        False,
+        description="Pin the measuring process to one CPU while timing (os.sched_setaffinity, "
+        "where the OS has it; restored afterwards).",
+    )
+    repeats: Count = Field(50, description="rounds: timed runs per round.")
     rounds: Annotated[int, Field(ge=1, le=1000)] = Field(
         5,
-        description="Alternating baseline/variant rounds: the speedup is the median of the "
-        "per-round ratios, shown with their min-max.",
+        description="rounds: alternating baseline/variant rounds: the speedup is the median "
+        "of the per-round ratios, shown with their min-max.",
     )
 
 

@@ -1,8 +1,9 @@
 """Honest measurement of a (compressed) model next to its baseline.
 
 Quality: the task's metric on the held-out split, per example, with a 95% interval and
-the paired drop against the baseline. Latency: real kernels after warm-up, in alternating
-rounds against the baseline in the same process, the speedup with its per-round spread.
+the paired drop against the baseline. Latency: real kernels after warm-up, interleaved with
+the baseline in short blocks in the same process, the speedup the median of the paired
+block ratios with its 95% interval (``accelab.measure.latency``).
 Simulated runners (fake quantization) get quality and a computed packed size, never a
 latency or a speedup. Every measurement names its backend, device and threads.
 """
@@ -15,7 +16,14 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from accelab.config.schema import MeasureConfig
-from accelab.measure.latency import Latency, speedup, time_alternating, time_round
+from accelab.measure.latency import (
+    Latency,
+    speedup,
+    time_alternating,
+    time_blocks,
+    time_round,
+    time_runners,
+)
 from accelab.measure.model_stats import (
     count_macs,
     count_params,
@@ -40,7 +48,7 @@ __all__ = [
     "TorchRunner", "compare", "count_macs", "count_params", "drop", "estimate", "evaluate",
     "first_batch",
     "measure_pair", "per_example", "serialized_size_bytes", "speedup", "time_alternating",
-    "time_round",
+    "time_blocks", "time_round", "time_runners",
 ]  # fmt: skip
 
 
@@ -133,11 +141,11 @@ def compare(base: Measurement, m: Measurement, base_values: Tensor, values: Tens
 def measure_pair(
     baseline: Runner, variant: Runner, test_set: Dataset, task: Task, s: MeasureConfig
 ) -> tuple[Measurement, Measurement, Comparison]:
-    """Baseline and variant side by side: quality on every test example, latency in
-    alternating rounds (the variant only if it runs on a real kernel)."""
+    """Baseline and variant side by side: quality on every test example, latency
+    interleaved in blocks (the variant only if it runs on a real kernel)."""
     batch = first_batch(test_set, s.batch_size)
     timed = [baseline] if variant.simulated else [baseline, variant]
-    latencies = time_alternating(timed, batch, s.rounds, s.warmup, s.repeats)
+    latencies = time_runners(timed, batch, s)
     base_values = per_example(baseline, test_set, task)
     var_values = per_example(variant, test_set, task)
     base = describe(baseline, base_values, task, latencies[0], len(batch))

@@ -22,7 +22,7 @@ from accelab.compress.pipeline import Deployable, finalize, prune_exclude
 from accelab.compress.prune import sparsity_report
 from accelab.config.schema import ExperimentConfig
 from accelab.measure import Comparison, Measurement, TorchRunner, estimate, per_example
-from accelab.stats import Estimate
+from accelab.stats import Estimate, median_interval
 from accelab.tasks import resolve_task
 from accelab.training.checkpoint import MODEL_FILE, load_model_state
 from accelab.variant.targets import (
@@ -151,12 +151,13 @@ def target_metrics(t: TargetResult, name: str, sfx: str) -> dict[str, float | No
         return {}
     m, fam, torch_base = t.measurement, t.family_baseline, t.torch_baseline
     latency = m.latency
+    p50 = median_interval(latency.rounds_p50_ms) if latency else None
     out: dict[str, float | None] = {
         **interval(name, m.quality), **interval(f"{name}_drop", t.vs_family.drop),
         **interval(f"val_{name}", t.val_quality), **interval(f"val_{name}_drop", t.val_drop),
         "latency_p50_ms": m.latency_p50_ms, "latency_p95_ms": m.latency_p95_ms,
-        "latency_p50_ms_lo": min(latency.rounds_p50_ms) if latency else None,
-        "latency_p50_ms_hi": max(latency.rounds_p50_ms) if latency else None,
+        "latency_p50_ms_lo": p50.lo if p50 else None, "latency_p50_ms_hi": p50.hi if p50 else None,
+        "timing_blocks": p50.n if p50 else None,  # blocks (or rounds) behind p50 and speedup
         "throughput_sps": m.throughput_sps,
         "baseline_latency_p50_ms": fam.latency_p50_ms, "torch_latency_p50_ms": torch_base.latency_p50_ms,
         **interval("speedup", t.vs_family.speedup), **interval("speedup_vs_torch", t.vs_torch.speedup),

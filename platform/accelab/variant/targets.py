@@ -31,7 +31,7 @@ from accelab.measure import (
     describe,
     first_batch,
     per_example,
-    time_alternating,
+    time_runners,
 )
 from accelab.stats import Estimate
 from trainables.base import Task
@@ -215,8 +215,8 @@ def measure_target(
     target: TargetSpec, built: Built, dense: DenseRunners, test_set: Dataset, val_set: Dataset,
     settings: MeasureConfig, cfg: ExperimentConfig,
 ) -> TargetResult:  # fmt: skip
-    """Time the variant, the dense model on its runtime, and dense torch, in alternating
-    rounds at the target's batch size; quality on every test and validation example."""
+    """Time the variant, the dense model on its runtime, and dense torch, interleaved in
+    blocks (``measure.method``) at the target's batch size; quality on every test and validation example."""
     from accelab.measure.quality import drop, estimate
 
     result = TargetResult(target, built.backend, built.error, built=built)
@@ -231,12 +231,9 @@ def measure_target(
     batch = first_batch(test_set, target.batch_size)
     if target.mode == "generate":  # each timed run generates ``tokens`` new tokens
         timed_runs = [GenerateRunner(r, target.tokens) for r in timed]
-        latencies = [per_token(x, target.tokens) for x in time_alternating(
-            timed_runs, batch, settings.rounds, settings.warmup, settings.repeats)]  # fmt: skip
+        latencies = [per_token(x, target.tokens) for x in time_runners(timed_runs, batch, settings)]
     else:
-        latencies = time_alternating(
-            timed, batch, settings.rounds, settings.warmup, settings.repeats
-        )
+        latencies = time_runners(timed, batch, settings)
     lat = dict(zip(map(id, timed), latencies, strict=True))
     values = per_example(variant, test_set, dense.task)
     family_values = (
@@ -264,11 +261,11 @@ def measure_target(
 
 def per_token(latency: Latency, tokens: int) -> Latency:
     return Latency(latency.p50_ms / tokens, latency.p95_ms / tokens,
-                   tuple(r / tokens for r in latency.rounds_p50_ms), 1)  # fmt: skip
+                   tuple(r / tokens for r in latency.rounds_p50_ms), 1, latency.method)  # fmt: skip
 
 
 def _with_speedup(c: Comparison, base: Measurement, m: Measurement) -> Comparison:
-    """``c`` with its speedup taken against ``base``'s latency (same rounds)."""
+    """``c`` with its speedup taken against ``base``'s latency (same blocks)."""
     from accelab.measure.latency import speedup
 
     timed = base.latency is not None and m.latency is not None

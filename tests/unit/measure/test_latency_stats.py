@@ -1,0 +1,156 @@
+"""The block-interleaved timing method's statistics: the order-statistic interval of a
+median (exact binomial coverage), the stopping rule, and a timed run that must stop on
+precision or on its time budget, with p50s and speedup from the same blocks."""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+from accelab.measure.latency import precise_enough, speedup, time_blocks, widest_half_width
+from accelab.stats import median_interval, median_ranks, noise_floor, paired_ratio
+
+
+def _below(n: int, j: int) -> float:
+    """P(Binomial(n, 1/2) < j)."""
+    return sum(math.comb(n, i) for i in range(j)) / 2.0**n
+
+
+@pytest.mark.parametrize(("n", "ranks"), [(6, (1, 6)), (10, (2, 9)), (20, (6, 15)),
+                                          (50, (18, 33)), (100, (40, 61))])  # fmt: skip
+def test_median_ranks_match_the_published_table(n, ranks):
+    assert median_ranks(n) == ranks
+
+
+@pytest.mark.parametrize("n", range(6, 301))
+def test_median_ranks_cover_95_and_are_the_tightest_that_do(n):
+    j, k = median_ranks(n)
+    assert k == n + 1 - j
+    assert 1 - 2 * _below(n, j) >= 0.95  # P(x_(j) <= median <= x_(k)) for any distribution
+    assert 1 - 2 * _below(n, j + 1) < 0.95  # one rank closer would not
+
+
+def test_too_few_values_give_the_widest_interval():
+    assert median_ranks(5) == (1, 5) and median_ranks(1) == (1, 1)
+    e = median_interval([3.0, 1.0, 2.0])
+    assert (e.value, e.lo, e.hi, e.n) == (2.0, 1.0, 3.0, 3)
+    with pytest.raises(ValueError):
+        median_ranks(0)
+
+
+def test_median_interval_picks_the_order_statistics():
+    values = [float(v) for v in range(100, 0, -1)]  # unsorted on purpose
+    e = median_interval(values)
+    assert (e.value, e.lo, e.hi, e.n) == (50.5, 40.0, 61.0, 100)
+
+
+def test_paired_ratio_pairs_by_index():
+    e = paired_ratio([2.0] * 10, [1.0, 2.0, 4.0, 1.0, 2.0, 4.0, 1.0, 2.0, 4.0, 1.0])
+    assert e.value == 1.0 and (e.lo, e.hi) == (0.5, 2.0)  # ranks 2 and 9 of the 10 ratios
+    aa = paired_ratio([1.0] * 20, [1.0 + 0.01 * ((i % 5) - 2) for i in range(20)])
+    assert noise_floor(aa) == pytest.approx(1 / 0.99 - 1)
+
+
+def test_stopping_rule_needs_enough_blocks_and_a_narrow_interval():
+    flat = [[1.0] * 5, [1.0] * 5]
+    assert not precise_enough(flat, 0.05, min_blocks=1)  # 5 blocks: no 95% interval yet
+    assert precise_enough([[1.0] * 6, [1.0] * 6], 0.05, min_blocks=1)
+    assert not precise_enough([[1.0] * 6, [1.0] * 6], 0.05, min_blocks=7)
+    noisy = [[1.0] * 40, [1.0 + (0.2 if i % 2 else -0.2) for i in range(40)]]
+    assert widest_half_width(noisy) > 0.1
+    assert not precise_enough(noisy, 0.1, min_blocks=6)
+    assert precise_enough(noisy, 0.5, min_blocks=6)
+    # every pair counts: a third runner that is noisy against the second one stops nothing
+    three = [[1.0] * 40, [1.0] * 40, noisy[1]]
+    assert not precise_enough(three, 0.1, min_blocks=6)
+
+
+@dataclass
+class Sleeper:
+    """A runner whose call takes ``ms`` of wall time (sleeping), plus ``jitter`` of it at
+    random: a real clock, a cost the test controls."""
+
+    ms: float
+    jitter: float = 0.0
+    backend: str = "sleep"
+    device: str = "cpu"
+    threads: int = 1
+    simulated: bool = False
+
+    def active(self):
+        import contextlib
+
+        return contextlib.nullcontext()
+
+    def __call__(self, x):
+        time.sleep(self.ms / 1000.0 * (1.0 + self.jitter * float(torch.rand(()))))
+        return x
+
+
+def test_blocks_stop_on_precision_and_the_speedup_agrees_with_the_p50s():
+    x = torch.zeros(1, 1)
+    start = time.perf_counter()
+    slow, fast = time_blocks([Sleeper(4.0), Sleeper(2.0)], x, warmup=1, block_calls=3,
+                             min_blocks=10, target_precision=0.2, max_seconds=30)  # fmt: skip
+    assert time.perf_counter() - start < 10  # stopped on precision, long before the budget
+    s = speedup(slow, fast)
+    assert s.n == len(slow.rounds_p50_ms) == len(fast.rounds_p50_ms) >= 10
+    assert (s.hi - s.lo) / 2 / s.value <= 0.2
+    assert 1.3 < s.value < 2.2
+    # the printed p50s come from the same blocks, and their ratio lies in the interval
+    assert slow.p50_ms == statistics.median(slow.rounds_p50_ms)
+    assert s.lo <= slow.p50_ms / fast.p50_ms <= s.hi
+    assert slow.p95_ms >= slow.p50_ms and slow.method == "blocks"
+
+
+def test_blocks_stop_on_the_time_budget_when_never_precise():
+    x = torch.zeros(1, 1)
+    start = time.perf_counter()
+    a, b = time_blocks([Sleeper(1.0, jitter=3.0), Sleeper(1.0, jitter=3.0)], x, warmup=0,
+                       block_calls=1, min_blocks=6, target_precision=1e-6, max_seconds=0.3)  # fmt: skip
+    elapsed = time.perf_counter() - start
+    assert 0.3 <= elapsed < 1.5
+    assert len(a.rounds_p50_ms) == len(b.rounds_p50_ms) >= 6
+
+
+def test_order_rotates_every_block():
+    seen: list[str] = []
+
+    @dataclass
+    class Named(Sleeper):
+        name: str = ""
+
+        def __call__(self, x):
+            seen.append(self.name)
+            return x
+
+    runners = [Named(0.0, name="a"), Named(0.0, name="b"), Named(0.0, name="c")]
+    time_blocks(runners, torch.zeros(1), warmup=0, block_calls=1, min_blocks=6,
+                target_precision=1.0, max_seconds=30)  # fmt: skip
+    assert seen[:9] == list("abcbcacab")
+
+
+def test_a_block_counts_its_fastest_call():
+    """Two calls in three are disturbed (5x slower): each block of 3 keeps the undisturbed one,
+    so p50 is the undisturbed cost and the A/A ratio stays 1.0; p95 shows the disturbance."""
+    x = torch.zeros(1, 1)
+
+    @dataclass
+    class Hiccup(Sleeper):
+        count: int = 0
+
+        def __call__(self, x):
+            self.count += 1
+            time.sleep(self.ms / 1000.0 * (1.0 if self.count % 3 == 0 else 5.0))
+            return x
+
+    a, b = time_blocks([Hiccup(2.0), Hiccup(2.0)], x, warmup=0, block_calls=3, min_blocks=8,
+                       target_precision=0.05, max_seconds=5)  # fmt: skip
+    assert a.p50_ms < 4.0 and b.p50_ms < 4.0
+    assert a.p95_ms > 8.0
+    assert abs(speedup(a, b).value - 1.0) < 0.2
