@@ -53,8 +53,9 @@ def split_of(relative: str) -> str:
     return "train" if bucket < 80 else ("val" if bucket < 90 else "test")
 
 
-def _build(context: int) -> tuple[dict[str, np.ndarray], dict]:
-    """Token windows per split and the corpus description (what a run was trained on)."""
+def corpus() -> tuple[dict[str, list[bytes]], dict[str, int], dict[str, int]]:
+    """Per split: the file chunks, the bytes used and the number of files (another
+    tokenizer reads the same text: ``trainables.hf.text.causal_lm_task``)."""
     chunks: dict[str, list[bytes]] = {"train": [], "val": [], "test": []}
     used = dict.fromkeys(chunks, 0)
     files = dict.fromkeys(chunks, 0)
@@ -66,6 +67,12 @@ def _build(context: int) -> tuple[dict[str, np.ndarray], dict]:
         chunks[split].append(data + b"\n")
         used[split] += len(data) + 1
         files[split] += 1
+    return chunks, used, files
+
+
+def _build(context: int) -> tuple[dict[str, np.ndarray], dict]:
+    """Token windows per split and the corpus description (what a run was trained on)."""
+    chunks, used, files = corpus()
     arrays, digest = {}, hashlib.sha256()
     for split, parts in chunks.items():
         tokens = np.frombuffer(b"".join(parts), dtype=np.uint8)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import hashlib
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -23,7 +24,7 @@ from torch.utils.data import TensorDataset
 
 from trainables import pylm
 from trainables.base import Splits, Task
-from trainables.hf.models import TokenLogits, build
+from trainables.hf.models import TokenLogits, build, transformers
 
 # The MLP hidden units of the common families: gated (llama, mistral, qwen: both halves of
 # the gate are pruned together), bert/roberta/vit ``intermediate.dense``, opt/phi ``fc1``.
@@ -42,6 +43,49 @@ def causal_lm(config: dict | None = None, path: str | None = None) -> nn.Module:
 CAUSAL_LM = replace(
     pylm.TASK, name="hf_causal_lm", models={"causal_lm": causal_lm}, structured_only=MLP_UNITS
 )
+
+
+def causal_lm_task(tokenizer: str, name: str = "hf_causal_lm_tokenized") -> Task:
+    """``CAUSAL_LM`` on the same text, tokenized by the tokenizer of a local
+    ``save_pretrained`` directory (``local_files_only``). A task's data cannot depend on
+    ``model_args``, so a tokenizer is named in a module of your own and the config names it
+    by import path: ``TASK = causal_lm_task("./my_model")``, ``trainable.name: mytask:TASK``."""
+    directory = str(Path(tokenizer).expanduser().resolve())
+
+    @functools.lru_cache(maxsize=1)
+    def windows() -> tuple[dict[str, np.ndarray], dict]:
+        tok = transformers().AutoTokenizer.from_pretrained(directory, local_files_only=True)
+        chunks, _, files = pylm.corpus()
+        arrays, digest = {}, hashlib.sha256()
+        for split, parts in chunks.items():
+            text = b"".join(parts).decode("utf-8", errors="replace")
+            ids = np.asarray(tok(text, add_special_tokens=False)["input_ids"], dtype=np.int64)
+            n = (len(ids) - 1) // pylm.CONTEXT
+            w = np.lib.stride_tricks.sliding_window_view(ids, pylm.CONTEXT + 1)[:: pylm.CONTEXT][:n]
+            arrays[f"x_{split}"], arrays[f"y_{split}"] = w[:, :-1].copy(), w[:, 1:].copy()
+            digest.update(ids.tobytes())
+        description = {**pylm.describe_data(), "tokenizer": directory, "vocab": len(tok),
+                       "files": files, "sha256": digest.hexdigest(),
+                       "sequences": {s: int(len(arrays[f"x_{s}"])) for s in chunks}}  # fmt: skip
+        return arrays, description
+
+    def load_splits(seed: int = 0) -> Splits:
+        a = windows()[0]
+        return Splits(*(TensorDataset(torch.from_numpy(a[f"x_{s}"]), torch.from_numpy(a[f"y_{s}"]))
+                        for s in ("train", "val", "test")))  # fmt: skip
+
+    def model(config: dict | None = None, path: str | None = None) -> nn.Module:
+        vocab = windows()[1]["vocab"]
+        built = build("AutoModelForCausalLM", config, path, fixed={},
+                      defaults={**BYTE_LEVEL, "vocab_size": vocab, "tie_word_embeddings": False})  # fmt: skip
+        if built.config.vocab_size < vocab:
+            raise ValueError(f"vocab_size {built.config.vocab_size} < the tokenizer's {vocab}")
+        return TokenLogits(built)
+
+    return replace(CAUSAL_LM, name=name, load_splits=load_splits, models={"causal_lm": model},
+                   describe_data=lambda seed=0: windows()[1],
+                   secondary={"next_token_accuracy": pylm.next_byte_accuracy})  # fmt: skip
+
 
 CLASSES = ("library", "test")
 CLASSIFIER_BYTES = {"train": 600_000, "val": 80_000, "test": 80_000}

@@ -170,3 +170,33 @@ def test_a_vit_trains_on_digits_then_prunes_and_runs_int8_on_torch_and_ort(tmp_p
         assert m[f"simulated{sfx}"] == 0.0 and m[f"accuracy{sfx}"] > 0.6, m
         assert m[f"size_ratio{sfx}"] < 0.8, m
     assert m["export_max_abs_diff.ort_b64"] < 1e-4
+
+
+def test_a_tokenizer_directory_tokenizes_the_corpus_for_a_causal_lm(tmp_path):
+    """A BPE tokenizer saved with ``save_pretrained`` (trained here, offline): the task's
+    windows are its ids, decoding back to the corpus text, and the model gets its vocab."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from trainables import pylm
+    from trainables.hf.text import causal_lm_task
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=600, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    chunks, _, _ = pylm.corpus()
+    tok.train_from_iterator([c.decode("utf-8", "replace") for c in chunks["train"][:40]], trainer)
+    PreTrainedTokenizerFast(tokenizer_object=tok).save_pretrained(tmp_path / "tok")
+
+    task = causal_lm_task(str(tmp_path / "tok"))
+    splits = task.load_splits(0)
+    x, y = splits.test.tensors
+    assert torch.equal(x[:, 1:], y[:, :-1]) and 256 <= int(x.max()) < 600  # merged tokens
+    assert len(splits.train) < 0.8 * len(pylm.load_splits(0).train)  # fewer tokens than bytes
+    test_text = b"".join(chunks["test"]).decode("utf-8", "replace")
+    assert tok.decode(x[3].tolist()) in test_text
+    model = task.build_model("causal_lm", config=LLAMA).eval()
+    assert tuple(model(x[:2]).shape) == (2, 128, task.describe_data(0)["vocab"])
