@@ -9,16 +9,38 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import TensorDataset
+from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 
 @dataclass(frozen=True)
 class Splits:
-    """Train/validation/test splits. ``test`` is never used for selection."""
+    """Train/validation/test splits. ``test`` is never used for selection.
 
-    train: TensorDataset
-    val: TensorDataset
-    test: TensorDataset
+    Each is a map-style torch ``Dataset`` of (input, label) pairs: a ``TensorDataset`` held
+    in memory, or one that reads its examples lazily (from files, one ``__getitem__`` at a
+    time) for data larger than memory: training samples it per worker
+    (``DistributedSampler``), evaluation and calibration read it batch by batch."""
+
+    train: Dataset
+    val: Dataset
+    test: Dataset
+
+
+def examples_of(
+    dataset: Dataset, limit: int | None = None, batch_size: int = 1024
+) -> tuple[Tensor, Tensor]:
+    """The first ``limit`` (all when None) inputs and labels of a split as two tensors: a
+    ``TensorDataset``'s own tensors (views, no copy), any other dataset read batch by batch,
+    so only those examples are ever in memory."""
+    if isinstance(dataset, TensorDataset):
+        x, y = dataset.tensors[:2]
+        return (x, y) if limit is None else (x[:limit], y[:limit])
+    n = len(dataset) if limit is None else min(limit, len(dataset))
+    xs, ys = [], []
+    for xb, yb in DataLoader(Subset(dataset, range(n)), batch_size=batch_size):
+        xs.append(xb)
+        ys.append(yb)
+    return torch.cat(xs), torch.cat(ys)
 
 
 @dataclass(frozen=True)

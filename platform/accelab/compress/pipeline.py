@@ -40,7 +40,7 @@ from accelab.compress.quant import (
 )
 from accelab.config.schema import ExperimentConfig
 from accelab.training.checkpoint import load_model_state, unwrap
-from trainables.base import Task
+from trainables.base import Task, examples_of
 
 
 def output_layer(model: nn.Module) -> str:
@@ -132,8 +132,8 @@ class CompressionHooks:
 def calibration_from(task: Task, data_seed: int, batch_size: int, batches: int) -> list[Tensor]:
     """Training-split batches for activation observers and static quantization (never
     the validation or test split)."""
-    x = task.load_splits(data_seed).train.tensors[0]
-    limit = min(len(x), batch_size * batches)
+    x = examples_of(task.load_splits(data_seed).train, batch_size * batches)[0]
+    limit = len(x)
     return [x[i : i + batch_size] for i in range(0, limit, batch_size)]
 
 

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from accelab.export.onnx import EXPORT_ATOL, INPUT, OUTPUT, max_abs_diff, quantize, to_onnx
-from trainables.base import Task
+from trainables.base import Task, examples_of
 
 
 def write(
@@ -28,7 +28,7 @@ def write(
         },
         "output": {"name": OUTPUT},
     }
-    test_inputs = task.load_splits(0).test.tensors[0]
+    test_inputs = examples_of(task.load_splits(0).test)[0]
     if fmt == "torch-export":
         batch = torch.export.Dim("batch", min=1, max=65_536)
         with torch.no_grad():

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from trainables.base import Task
+from trainables.base import Task, examples_of
 
 MODEL_NAME = "model"  # runs:/<run id>/model
 
@@ -30,7 +30,9 @@ def log_onnx_model(
     import onnx
     from mlflow.models import infer_signature
 
-    inputs = task.load_splits(0).train.tensors[0][:2].to(task.input_dtype)  # token ids stay ints
+    inputs = examples_of(task.load_splits(0).train, 2)[0].to(
+        task.input_dtype
+    )  # token ids stay ints
     example = inputs.numpy()
     with torch.inference_mode():
         output = reference.eval()(inputs).float().numpy()

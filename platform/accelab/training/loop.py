@@ -33,7 +33,7 @@ from accelab.training.distributed import (
 from accelab.training.epoch import EpochContext, build_optimizer, build_scheduler, train_one_epoch
 from accelab.training.precision import Precision, resolve_precision
 from accelab.training.tracker import Tracker
-from trainables.base import Splits, Task
+from trainables.base import Splits, Task, examples_of
 
 
 @dataclass
@@ -154,7 +154,7 @@ def agree_on_precision(
     """Rank 0 resolves ``train.precision`` (``auto`` measures) and every rank uses its choice."""
     choice = None
     if rank == 0:
-        batch = splits.train[: cfg.train.batch_size]
+        batch = examples_of(splits.train, cfg.train.batch_size)
         choice = resolve_precision(cfg.train.precision, device, model, batch, task.loss)
     return broadcast_object(choice)
 

@@ -35,7 +35,7 @@ from accelab.variant.targets import (
     strip_for_export,
     targets_of,
 )
-from trainables.base import Splits, Task
+from trainables.base import Splits, Task, examples_of
 
 MB = 1024 * 1024
 
@@ -78,7 +78,7 @@ TRAIN_LOSS_EXAMPLES = 2048  # a stable mean needs a sample, not a whole corpus (
 def train_loss(runner: TorchRunner, task: Task, splits: Splits, batch: int = 256) -> float:
     """The model's mean loss (eval mode) on the first ``TRAIN_LOSS_EXAMPLES`` training
     examples, in batches: the yardstick for a fine-tune's loss, same examples for both."""
-    x, y = (t[:TRAIN_LOSS_EXAMPLES] for t in splits.train.tensors)
+    x, y = examples_of(splits.train, TRAIN_LOSS_EXAMPLES)
     total = 0.0
     with runner.active():
         for xb, yb in zip(x.split(batch), y.split(batch), strict=True):
@@ -124,7 +124,7 @@ def judge(dense: Dense, model: nn.Module, cfg: ExperimentConfig) -> VariantResul
     exports = Exports(strip_for_export(model))
     built: dict[str, Built] = {}
     results: dict[str, TargetResult] = {}
-    check_inputs = dense.splits.test.tensors[0]
+    check_inputs = examples_of(dense.splits.test)[0]
     for target in targets_of(cfg):
         if target.runtime not in built:
             built[target.runtime] = build_on(target.runtime, model, cfg, dense.task, exports,

@@ -34,7 +34,7 @@ from accelab.measure import (
     time_runners,
 )
 from accelab.stats import Estimate
-from trainables.base import Task
+from trainables.base import Task, examples_of
 
 
 @dataclass(frozen=True)
@@ -220,7 +220,7 @@ def measure_target(
     from accelab.measure.quality import drop, estimate
 
     result = TargetResult(target, built.backend, built.error, built=built)
-    check_inputs = test_set.tensors[0]
+    check_inputs = examples_of(test_set)[0]
     family = dense.on(target.runtime, cfg, check_inputs)
     if built.runner is None or family is None:
         result.error = result.error or f"dense model: {dense.ort.error}"
