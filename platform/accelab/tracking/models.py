@@ -30,9 +30,8 @@ def log_onnx_model(
     import onnx
     from mlflow.models import infer_signature
 
-    inputs = examples_of(task.load_splits(0).train, 2)[0].to(
-        task.input_dtype
-    )  # token ids stay ints
+    first = examples_of(task.load_splits(0).train, 2)[0]
+    inputs = first.to(task.input_dtype)  # token ids stay ints
     example = inputs.numpy()
     with torch.inference_mode():
         output = reference.eval()(inputs).float().numpy()
