@@ -111,22 +111,23 @@ def stage_report_callback(carry: dict[str, Any], metric: str):
     ``search_quality``: searchers and schedulers need their metrics in every result."""
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from accelab.variant.run import FINETUNE_PREFIX
-
     class StageReportCallback(TuneReportCallback):
         def after_report(self, run_context, metrics, checkpoint):
-            merged = [
-                {
-                    **carry,
-                    **m,
-                    SEARCH_QUALITY: m[f"{FINETUNE_PREFIX}val_{metric}"],
-                    "stage": "finetuning",
-                }
-                for m in metrics
-            ]
+            merged = [stage_result(carry, m, metric) for m in metrics]
             super().after_report(run_context, merged, checkpoint)
 
     return StageReportCallback()
+
+
+def stage_result(carry: dict[str, Any], epoch: dict[str, Any], metric: str) -> dict[str, Any]:
+    """One fine-tuning epoch as Tune sees it: the carried values, the epoch's metrics, and
+    the epoch's validation metric as ``search_quality`` (never the test split)."""
+    from accelab.variant.run import FINETUNE_PREFIX
+
+    return {
+        **carry, **epoch, SEARCH_QUALITY: epoch[f"{FINETUNE_PREFIX}val_{metric}"],
+        "stage": "finetuning",
+    }  # fmt: skip
 
 
 def record_stop(client, run_id: str, pre: VariantResult, reason: str) -> None:

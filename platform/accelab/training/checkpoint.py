@@ -105,3 +105,9 @@ def load_checkpoint(
     directory = Path(directory)
     meta = read_meta(directory)
     return load_model_state(directory / MODEL_FILE), safe_torch_load(directory / STATE_FILE), meta
+
+
+def epochs_left(state: dict[str, Any], epochs: int) -> range:
+    """The epochs a (possibly resumed) loop still runs: those after the last finished one
+    (``state["epoch"]``, -1 on a fresh start), so a restart neither repeats nor skips one."""
+    return range(state["epoch"] + 1, epochs)

@@ -23,7 +23,13 @@ from torch.utils.data import DataLoader
 
 from accelab.config.schema import ExperimentConfig
 from accelab.tasks import resolve_task
-from accelab.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from accelab.training.checkpoint import (
+    epochs_left,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from accelab.training.distributed import (
     broadcast_object,
     gather_objects,
@@ -132,7 +138,7 @@ def train_loop_per_worker(settings: LoopSettings) -> None:
             ),
         }
     )
-    for epoch in range(ctx.state["epoch"] + 1, settings.epochs):
+    for epoch in epochs_left(ctx.state, settings.epochs):
         fault = cfg.faults
         if fault.fail_at_epoch == epoch and not ctx.state["restarts"] and rank == fault.fail_rank:
             raise RuntimeError(f"accelab fault injection: rank {rank} fails at epoch {epoch}")
@@ -160,10 +166,15 @@ def agree_on_precision(
 
 
 def restore(w: Worker, checkpoint, tracker: Tracker) -> None:
-    """Continue from Ray Train's checkpoint: weights, optimizer, scaler, schedule, RNG,
-    counters; then backfill anything a crash kept out of MLflow (idempotent)."""
+    """Continue from Ray Train's checkpoint (see ``resume_from``)."""
     with checkpoint.as_directory() as ckpt_dir:
-        model_state, train_state, meta = load_checkpoint(Path(ckpt_dir))
+        resume_from(w, Path(ckpt_dir), tracker)
+
+
+def resume_from(w: Worker, directory: Path, tracker: Tracker) -> None:
+    """Continue from a checkpoint directory: weights, optimizer, scaler, schedule, RNG,
+    counters; then backfill anything a crash kept out of MLflow (idempotent)."""
+    model_state, train_state, meta = load_checkpoint(directory)
     ctx = w.ctx
     (ctx.model.module if hasattr(ctx.model, "module") else ctx.model).load_state_dict(model_state)
     ctx.optimizer.load_state_dict(train_state["optimizer"])
@@ -214,28 +225,31 @@ def epoch_metrics(
 
 def report(w: Worker, metrics: dict[str, Any], epoch: int) -> None:
     """Checkpoint (rank 0 writes it) and report to Ray Train: a barrier across ranks."""
-    ctx = w.ctx
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = None
         if w.rank == 0:
-            train_state = {
-                "optimizer": ctx.optimizer.state_dict(),
-                "scaler": ctx.scaler.state_dict(),
-                "rng": rng_state(),
-                "loop": dict(ctx.state),
-            }
-            if ctx.scheduler is not None:
-                train_state["scheduler"] = ctx.scheduler.state_dict()
-            meta = {
-                "epoch": epoch,
-                "epochs": w.settings.epochs,
-                "history": w.history,
-                "trainable": w.cfg.trainable.model_dump(),
-                "mlflow": {
-                    "tracking_uri": w.settings.tracking_uri,
-                    "run_id": w.settings.mlflow_run_id,
-                },
-            }
-            save_checkpoint(Path(tmp), ctx.model, train_state, meta)
+            save_checkpoint(Path(tmp), w.ctx.model, *checkpoint_contents(w, epoch))
             checkpoint = ray.train.Checkpoint.from_directory(tmp)
         ray.train.report({**metrics, "epoch": epoch}, checkpoint=checkpoint)
+
+
+def checkpoint_contents(w: Worker, epoch: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(train_state, meta) of the checkpoint after ``epoch``: what ``resume_from`` needs to
+    continue exactly where this epoch ended."""
+    ctx = w.ctx
+    train_state = {
+        "optimizer": ctx.optimizer.state_dict(),
+        "scaler": ctx.scaler.state_dict(),
+        "rng": rng_state(),
+        "loop": dict(ctx.state),
+    }
+    if ctx.scheduler is not None:
+        train_state["scheduler"] = ctx.scheduler.state_dict()
+    meta = {
+        "epoch": epoch,
+        "epochs": w.settings.epochs,
+        "history": w.history,
+        "trainable": w.cfg.trainable.model_dump(),
+        "mlflow": {"tracking_uri": w.settings.tracking_uri, "run_id": w.settings.mlflow_run_id},
+    }
+    return train_state, meta

@@ -31,19 +31,12 @@ class StopVariant(Exception):
     """Raised by a stage callback to stop before fine-tuning (e.g. a broken constraint)."""
 
 
-def finetune(
-    cfg: ExperimentConfig,
-    dense: Dense,
-    dense_weights: Path,
-    tracking_uri: str,
-    run_id: str | None,
-    ray_name: str,
-    callbacks=None,
-) -> tuple[nn.Module, float | None]:
-    """Fine-tune the compressed model with TorchTrainer (DDP, AMP). Returns the fine-tuned
-    model (rebuilt here from the checkpoint) and the seconds its training loop took."""
+def finetune_settings(
+    cfg: ExperimentConfig, dense: Dense, dense_weights: Path, tracking_uri: str, run_id: str | None
+):
+    """(CompressionHooks, LoopSettings) of a variant's fine-tune: the ``finetune`` budget
+    (epochs, lr, schedule) whatever the compression, the variant rebuilt on every worker."""
     from accelab.tracking.client import client_env
-    from accelab.training.launcher import build_trainer
     from accelab.training.loop import LoopHooks, LoopSettings
 
     steps = math.ceil(len(dense.splits.train) / cfg.scaling.num_workers / cfg.train.batch_size)
@@ -59,6 +52,23 @@ def finetune(
         schedule=cfg.finetune.schedule,
         mlflow_env=client_env(),
     )
+    return hooks, settings
+
+
+def finetune(
+    cfg: ExperimentConfig,
+    dense: Dense,
+    dense_weights: Path,
+    tracking_uri: str,
+    run_id: str | None,
+    ray_name: str,
+    callbacks=None,
+) -> tuple[nn.Module, float | None]:
+    """Fine-tune the compressed model with TorchTrainer (DDP, AMP). Returns the fine-tuned
+    model (rebuilt here from the checkpoint) and the seconds its training loop took."""
+    from accelab.training.launcher import build_trainer
+
+    hooks, settings = finetune_settings(cfg, dense, dense_weights, tracking_uri, run_id)
     result = build_trainer(cfg, settings, ray_name, callbacks).fit()
     with result.checkpoint.as_directory() as ckpt:
         state = load_model_state(Path(ckpt) / MODEL_FILE)

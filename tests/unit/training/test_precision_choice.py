@@ -1,0 +1,82 @@
+"""``train.precision: auto`` keeps a lower precision only when it measured faster than fp32
+by more than ``MIN_GAIN`` and trained stably: the rule on measured tables, and the real
+measurement on a tiny model (cached once per shape)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+
+from accelab.training.precision import MIN_GAIN, auto_precision, choose, resolve_precision
+from trainables.digits import TASK
+
+
+def table(**ms):
+    """{"fp32": 10.0, "bf16": (8.0, False)} -> the measured table ``choose`` reads."""
+    out = {}
+    for name, v in ms.items():
+        step, stable = v if isinstance(v, tuple) else (v, True)
+        out[name] = {"step_ms": step, "stable": stable}
+    return out
+
+
+@pytest.mark.parametrize(
+    ("measured", "chosen"),
+    [
+        (table(fp32=10.0, bf16=12.0), "fp32"),  # slower: never kept
+        (table(fp32=10.0, bf16=10.0), "fp32"),  # a tie
+        (table(fp32=10.0, bf16=9.6), "fp32"),  # faster, but inside MIN_GAIN (4% < 5%)
+        (table(fp32=10.0, bf16=10 * (1 - MIN_GAIN)), "fp32"),  # exactly MIN_GAIN: not more
+        (table(fp32=10.0, bf16=9.0), "bf16"),  # 10% faster
+        (table(fp32=10.0, bf16=(5.0, False)), "fp32"),  # fast but unstable (non-finite loss)
+        (table(fp32=10.0, bf16=8.0, fp16=6.0), "fp16"),  # the fastest of those that win
+        (table(fp32=10.0, bf16=6.0, fp16=8.0), "bf16"),
+        (table(fp32=10.0, bf16=(4.0, False), fp16=8.0), "fp16"),
+        (table(fp32=10.0, bf16=11.0, fp16=12.0), "fp32"),
+    ],
+)
+def test_a_lower_precision_is_kept_only_when_measurably_faster_and_stable(measured, chosen):
+    p = choose(measured)
+    assert p.name == chosen
+    assert p.reason.startswith("auto (measured)")
+    for name, m in measured.items():  # the reason shows every number it was chosen on
+        assert f"{name} {m['step_ms']:.2f} ms/step" in p.reason
+
+
+def test_the_reason_says_by_how_much_the_winner_was_faster():
+    assert "bf16 2.00x faster than fp32" in choose(table(fp32=10.0, bf16=5.0)).reason
+    assert "no lower precision was >5% faster" in choose(table(fp32=10.0, bf16=9.9)).reason
+    assert "(unstable)" in choose(table(fp32=10.0, bf16=(5.0, False))).reason
+
+
+def test_min_gain_is_a_parameter():
+    assert choose(table(fp32=10.0, bf16=9.0), min_gain=0.2).name == "fp32"
+    assert choose(table(fp32=10.0, bf16=9.9), min_gain=0.0).name == "bf16"
+
+
+def test_an_explicit_precision_is_used_as_asked_and_auto_without_a_model_is_fp32():
+    assert resolve_precision("bf16", torch.device("cpu")).name == "bf16"
+    assert resolve_precision("fp16", torch.device("cpu")).reason == "requested in config"
+    p = resolve_precision("auto", torch.device("cpu"))
+    assert (p.name, p.reason) == ("fp32", "auto without a model to measure: fp32")
+
+
+def test_auto_measures_the_real_model_follows_the_rule_and_caches_it(tmp_path, monkeypatch):
+    """The real timing on this CPU: whatever it measured, the choice obeys the rule."""
+    monkeypatch.setenv("ACCELAB_CACHE_DIR", str(tmp_path))
+    torch.manual_seed(0)
+    model = TASK.build_model("mlp", hidden=[32])
+    splits = TASK.load_splits(0)
+    batch = splits.train[:32]
+    p = auto_precision(model, batch, TASK.loss, torch.device("cpu"))
+    ms = {n: float(v) for n, v in re.findall(r"(fp32|bf16|fp16) ([\d.]+) ms/step", p.reason)}
+    assert set(ms) == {"fp32", "bf16"}
+    kept_lower = ms.get(p.name, 0) < ms["fp32"] * (1 - MIN_GAIN)
+    assert p.name == "fp32" or kept_lower, p.reason
+    if p.name == "fp32":
+        assert ms["bf16"] >= ms["fp32"] * (1 - MIN_GAIN) - 0.01, p.reason
+    again = auto_precision(model, batch, TASK.loss, torch.device("cpu"))
+    assert again.name == p.name and again.reason == p.reason + " [cached]"
+    assert (tmp_path / "precision.json").is_file()

@@ -1,0 +1,155 @@
+"""What a judged variant reports, target by target, without Ray: each drop from its own
+split, each speedup against the dense model on the same runtime, every runtime on
+``measure.threads``, sizes from the real files, calibration on training data."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import onnx
+import pytest
+import torch
+from onnx import numpy_helper
+
+from accelab.backends import ORT_FP32, TORCH_FP32
+from accelab.compress.pipeline import calibration_batches, compress_for_training, finalize
+from accelab.config.schema import ExperimentConfig, MeasureConfig
+from accelab.measure import serialized_size_bytes
+from accelab.measure.latency import speedup
+from accelab.training.checkpoint import save_checkpoint
+from accelab.variant.judge import MB, judge, load_dense
+from tests import tasks
+from tests.helpers_torch import trained_mlp
+from trainables.base import Splits, Task
+from trainables.digits import INPUT_SHAPE, NUM_CLASSES, build_mlp, load_splits
+
+TARGETS = [{"runtime": "torch"}, {"runtime": "onnxruntime", "batch_size": 16}]
+ORT = "ort_b16"
+
+
+def config(task: str, threads: int = 2, **sections) -> ExperimentConfig:
+    measure = {"rounds": 2, "warmup": 1, "repeats": 3, "threads": threads, "targets": TARGETS}
+    if "method" in MeasureConfig.model_fields:  # the quick timing: numbers, not precision
+        measure["method"] = "rounds"
+    return ExperimentConfig.model_validate(
+        {
+            "trainable": {"name": task, "model": "mlp", "model_args": {"hidden": [64]}},
+            "measure": measure,
+            **sections,
+        }  # fmt: skip
+    )
+
+
+def dense_dir(tmp_path: Path, cfg: ExperimentConfig) -> Path:
+    model, _ = trained_mlp((64,), epochs=4)
+    directory = tmp_path / "dense"
+    save_checkpoint(directory, model, {"loop": {}},
+                    {"epoch": 0, "history": [], "trainable": cfg.trainable.model_dump()})  # fmt: skip
+    return directory
+
+
+@pytest.fixture(scope="module")
+def judged(tmp_path_factory):
+    """A structured-pruned variant (no fine-tune) of a digits MLP on a task whose validation
+    labels are shifted (so validation and test numbers differ), on torch and ORT, 2 threads."""
+    cfg = config("tests.tasks:SHIFTED_VAL",
+                 compression={"prune": {"method": "structured", "sparsity": 0.75}})  # fmt: skip
+    dense = load_dense(cfg, dense_dir(tmp_path_factory.mktemp("v"), cfg))
+    model = compress_for_training(copy.deepcopy(dense.model), cfg, dense.task)
+    return dense, judge(dense, model, cfg), cfg
+
+
+def test_each_drop_is_measured_on_its_own_split(judged):
+    """Validation drop = dense validation - variant validation, test drop likewise, on every
+    target; the two differ here, so a drop recorded from the other split shows."""
+    _, r, _ = judged
+    m = r.metrics
+    for sfx in ("", f".{ORT}"):
+        val_drop = m["baseline_val_accuracy"] - m[f"val_accuracy{sfx}"]
+        test_drop = m["baseline_accuracy"] - m[f"accuracy{sfx}"]
+        assert abs(val_drop - test_drop) > 0.05  # the test can tell them apart
+        assert m[f"val_accuracy_drop{sfx}"] == pytest.approx(val_drop, abs=1e-9)
+        assert m[f"accuracy_drop{sfx}"] == pytest.approx(test_drop, abs=1e-9)
+        assert m[f"val_accuracy{sfx}"] < 0.3 < m[f"accuracy{sfx}"]  # shifted labels: val ~0
+    assert r.val_drop.n == m["n_val"] == len(load_splits(0).val)
+
+
+def test_each_speedup_is_against_the_dense_model_on_the_same_runtime(judged):
+    _, r, _ = judged
+    m = r.metrics
+    for key, backend, sfx in (("torch_b64", TORCH_FP32, ""), (ORT, ORT_FP32, f".{ORT}")):
+        t = r.targets[key]
+        assert t.family_baseline.backend == backend and t.torch_baseline.backend == TORCH_FP32
+        family = speedup(t.family_baseline.latency, t.measurement.latency)
+        vs_torch = speedup(t.torch_baseline.latency, t.measurement.latency)
+        assert t.vs_family.speedup == family and t.vs_torch.speedup == vs_torch
+        assert m[f"speedup{sfx}"] == family.value
+        assert m[f"speedup_vs_torch{sfx}"] == vs_torch.value
+        assert m[f"baseline_latency_p50_ms{sfx}"] == t.family_baseline.latency_p50_ms
+        assert m[f"torch_latency_p50_ms{sfx}"] == t.torch_baseline.latency_p50_ms
+    ort = r.targets[ORT]
+    assert ort.family_baseline.latency != ort.torch_baseline.latency  # two timed models
+
+
+def test_every_runtime_runs_on_the_configured_threads(judged):
+    dense, r, cfg = judged
+    threads = cfg.measure.threads
+    for t in r.targets.values():
+        assert t.measurement.threads == t.family_baseline.threads == threads
+        assert t.torch_baseline.threads == threads
+        assert r.metrics["threads"] == threads
+    sessions = [r.targets[ORT].built.runner._session, dense.runners.ort.runner._session]
+    for s in sessions:  # what ONNX Runtime was really told
+        assert s.get_session_options().intra_op_num_threads == threads
+
+
+def test_sizes_are_the_real_files_of_each_model(judged):
+    _, r, _ = judged
+    m = r.metrics
+    torch_t, ort_t = r.targets["torch_b64"], r.targets[ORT]
+    assert m["size_mb"] == serialized_size_bytes(torch_t.built.runner.model) / MB
+    assert m[f"size_mb.{ORT}"] == len(ort_t.built.onnx) / MB
+    # 75% of the hidden units removed: both files are far smaller than the dense ones
+    assert m["size_mb"] < 0.5 * m["baseline_size_mb"]
+    assert m[f"size_mb.{ORT}"] < 0.5 * ort_t.family_baseline.size_bytes / MB
+    assert m["size_ratio"] == pytest.approx(m["size_mb"] * MB / torch_t.family_baseline.size_bytes)
+
+
+# A digits task whose validation and test inputs are 8x larger than the training inputs:
+# a quantizer calibrated on anything but training data gets an 8x wider input range.
+def _scaled_splits(seed: int = 0) -> Splits:
+    s = load_splits(seed)
+    scale = lambda d: torch.utils.data.TensorDataset(d.tensors[0] * 8, d.tensors[1])  # noqa: E731
+    return Splits(s.train, scale(s.val), scale(s.test))
+
+
+SCALED = Task("scaled", NUM_CLASSES, INPUT_SHAPE, _scaled_splits, {"mlp": build_mlp})
+tasks.SCALED = SCALED  # resolvable as "tests.tasks:SCALED"
+
+
+def input_scale_onnx(data: bytes) -> float:
+    graph = onnx.load_from_string(data).graph
+    inits = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    first = next(n for n in graph.node if n.op_type == "QuantizeLinear")
+    return float(inits[first.input[1]])
+
+
+def input_scale_torch(model) -> float:
+    return float(next(v for k, v in model.state_dict().items() if k.endswith("scale_0")))
+
+
+def test_static_int8_is_calibrated_on_training_data(tmp_path):
+    cfg = config("tests.tasks:SCALED", threads=1,
+                 compression={"quant": {"bits": 8, "scheme": "static"}})  # fmt: skip
+    train_x = SCALED.load_splits(0).train.tensors[0]
+    for batch in calibration_batches(SCALED, cfg):
+        assert torch.equal(batch, train_x[: len(batch)]) or any(
+            torch.equal(batch, train_x[i : i + len(batch)])
+            for i in range(0, len(train_x), len(batch))
+        )
+    wide = float(train_x.max() - train_x.min()) / 255  # the training range in int8 steps
+    dense = load_dense(cfg, dense_dir(tmp_path, cfg))
+    r = judge(dense, copy.deepcopy(dense.model), cfg)
+    assert input_scale_onnx(r.targets[ORT].built.onnx) < 2 * wide
+    assert input_scale_torch(finalize(dense.model, cfg, dense.task).model) < 3 * wide
