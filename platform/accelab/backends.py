@@ -1,7 +1,7 @@
 """Names of the backends a model can be measured on; every number accelab reports names one.
 
-Torch eager on CPU or CUDA, ONNX Runtime, or a simulation (no real low-bit kernel: quality
-is real, speed is not measured).
+Torch eager on CPU or CUDA, ONNX Runtime, OpenVINO (CPU), or a simulation (no real low-bit
+kernel: quality is real, speed is not measured).
 """
 
 from __future__ import annotations
@@ -14,6 +14,11 @@ SIMULATED = "fake-quant (simulated)"  # low-bit weights simulated in fp32: no sp
 ORT_FP32 = "ort-fp32"  # ONNX Runtime, CPU execution provider
 ORT_INT8_DYNAMIC = "ort-int8-dynamic"  # ORT dynamic quantization, per-channel int8 weights
 ORT_INT8_STATIC = "ort-int8-static"  # ORT QDQ static quantization, calibrated on training data
+# OpenVINO: the name carries the precision the compiled model reports (export.runner.OvRunner)
+OV_F32 = "openvino-f32"  # INFERENCE_PRECISION_HINT=f32
+OV_BF16 = "openvino-bf16"  # the default hint, where the CPU runs it as bf16
+OV_INT8 = "openvino-int8-nncf"  # NNCF post-training int8 (float parts at the default hint)
+OV_SETTINGS = "INFERENCE_NUM_THREADS=measure.threads, NUM_STREAMS=1, PERFORMANCE_HINT=LATENCY"
 
 DESCRIPTIONS = {
     TORCH_FP32: "torch eager, fp32 dense kernels",
@@ -26,11 +31,20 @@ DESCRIPTIONS = {
     ORT_FP32: "ONNX Runtime (CPUExecutionProvider), fp32",
     ORT_INT8_DYNAMIC: "ONNX Runtime, int8 dynamic quantization, per-channel weights",
     ORT_INT8_STATIC: "ONNX Runtime, int8 static QDQ, per-channel, calibrated on training data",
+    OV_F32: f"OpenVINO CPU, INFERENCE_PRECISION_HINT=f32, {OV_SETTINGS}",
+    OV_BF16: f"OpenVINO CPU, default precision hint (runs bf16 on this CPU), {OV_SETTINGS}",
+    OV_INT8: f"OpenVINO CPU, NNCF post-training int8 (calibrated on training data), {OV_SETTINGS}",
+    OV_INT8 + "+bf16": f"OpenVINO CPU, NNCF post-training int8 (calibrated on training data), "
+    f"float parts bf16 (default hint), {OV_SETTINGS}",
 }
 
 
 def backend_for(runtime: str, bits: int, scheme: str, device: str = "cpu") -> str | None:
-    """The real kernel a (runtime, bit-width, scheme) runs on, or None (simulated)."""
+    """The real kernel a (runtime, bit-width, scheme) runs on, or None (simulated).
+    OpenVINO: 32 = the f32 hint, 16 = the default hint (bf16 where the CPU has it; the
+    runner names what really runs), 8 = NNCF int8 (static, whatever the scheme)."""
+    if runtime == "openvino":
+        return {32: OV_F32, 16: OV_BF16, 8: OV_INT8}.get(bits)
     if bits == 32:
         return TORCH_FP32 if runtime == "torch" else ORT_FP32
     if bits == 16:

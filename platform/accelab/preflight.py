@@ -126,6 +126,16 @@ def measure_errors(cfg: ExperimentConfig, in_sweep: bool = False) -> list[str]:
             "measure.targets: onnxruntime targets are measured on the CPU; with measure.device="
             "cuda list torch targets only"
         )
+    if m.device == "cuda" and any(t.runtime == "openvino" for t in m.targets):
+        problems.append(
+            "measure.targets: openvino targets are measured on the CPU; with measure.device="
+            "cuda list torch targets only"
+        )
+    if any(t.runtime == "openvino" for t in m.targets):
+        from accelab.export import openvino
+
+        if not openvino.available():
+            problems.append(openvino.MISSING)
     if m.device == "cuda" and in_sweep and cfg.finetune.epochs > 0:
         problems.append(
             f"finetune.epochs: {cfg.finetune.epochs}, but a sweep measured on cuda cannot "

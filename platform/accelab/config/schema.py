@@ -213,7 +213,11 @@ class FinetuneConfig(Section):
 class Target(Section):
     """A deployment target: the runtime a model ships on and the batch it serves."""
 
-    runtime: Literal["torch", "onnxruntime"] = "torch"
+    runtime: Literal["torch", "onnxruntime", "openvino"] = Field(
+        "torch",
+        description="openvino: CPU plugin (needs the [openvino] extra); bits 32 = f32 hint, "
+        "16 = default hint (bf16 on CPUs with bf16), 8 = NNCF post-training int8.",
+    )
     batch_size: BatchSize | None = Field(None, description="Default: measure.batch_size.")
     mode: Literal["forward", "generate"] = Field(
         "forward",
@@ -260,7 +264,9 @@ class MeasureConfig(Section):
         "method): `rounds` alternating rounds of `repeats` runs, min-max of the round ratios.",
     )
     block_calls: Annotated[int, Field(ge=1, le=1000)] = Field(
-        3, description="blocks: timed runs of each model per block (the block's fastest)."
+        5,
+        description="blocks: timed runs of each model per block, interleaved call by call "
+        "(the block's fastest counts).",
     )
     min_blocks: Annotated[int, Field(ge=1, le=100000)] = Field(
         20, description="blocks: blocks timed before the stopping rule is checked."

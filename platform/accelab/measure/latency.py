@@ -1,7 +1,7 @@
 """Latency with real kernels after warm-up, robust to other work on the machine.
 
-``blocks`` (the default): the runners are interleaved in short blocks of a few calls each,
-the order rotated every block, so that a slow phase of the machine (a busy SMT sibling, a lower clock)
+``blocks`` (the default): the runners are interleaved call by call (A B A B ...) in short
+blocks of a few calls each, the order rotated every block, so that a slow phase of the machine (a busy SMT sibling, a lower clock)
 lands on all of them alike within milliseconds instead of on whichever ran during a long
 round. Each block gives every runner one number: its fastest call in that block, because
 other work on the machine only ever adds time (a preempted call is slower, never faster),
@@ -148,12 +148,13 @@ def pinned_to_one_cpu(pin: bool) -> Iterator[int | None]:
 
 
 def time_blocks(
-    runners: Sequence[Runner], batch: Tensor, *, warmup: int = 10, block_calls: int = 3,
+    runners: Sequence[Runner], batch: Tensor, *, warmup: int = 10, block_calls: int = 5,
     min_blocks: int = 20, target_precision: float = 0.01, max_seconds: float = 5.0,
     pin_cpu: bool = False,
 ) -> list[Latency]:  # fmt: skip
-    """Interleave ``runners`` in blocks of ``block_calls`` calls each (order rotated per
-    block) after ``warmup`` calls each, until ``precise_enough`` or ``max_seconds``."""
+    """Interleave ``runners`` call by call in blocks of ``block_calls`` calls each (order
+    rotated per block) after ``warmup`` calls each, until ``precise_enough`` or
+    ``max_seconds``."""
     if block_calls < 1:
         raise ValueError(f"block_calls must be >= 1, got {block_calls}")
     k = len(runners)
@@ -165,11 +166,15 @@ def time_blocks(
         start, next_check = time.perf_counter(), max(min_blocks, MIN_BLOCKS_FOR_95)
         while True:
             b = len(blocks[0])
-            for i in [(b + j) % k for j in range(k)]:  # rotated: each runner leads in turn
-                with runners[i].active():
-                    times = _timed_calls(runners[i], batch, block_calls)
-                calls[i].extend(times)
-                blocks[i].append(min(times))  # other work only ever adds time
+            order = [(b + j) % k for j in range(k)]  # rotated: each runner leads in turn
+            times: list[list[float]] = [[] for _ in runners]
+            for _ in range(block_calls):  # A B A B ...: the runners' calls are neighbours
+                for i in order:
+                    with runners[i].active():
+                        times[i].extend(_timed_calls(runners[i], batch, 1))
+            for i in range(k):
+                calls[i].extend(times[i])
+                blocks[i].append(min(times[i]))  # other work only ever adds time
             n = b + 1
             if time.perf_counter() - start >= max_seconds:
                 break

@@ -3,6 +3,9 @@ measured there next to the dense model on the same runtime and on torch.
 
     torch        torch-fp32 | torch-int8-x86 (dynamic, Linear) | torch-int8-x86-static (FX)
     onnxruntime  ort-fp32 | ort-int8-dynamic | ort-int8-static (QDQ, calibrated on train data)
+    openvino     openvino-f32 (bits 32) | openvino-bf16 (bits 16: the default hint, named
+                 after what the CPU runs) | openvino-int8-nncf (bits 8: NNCF PTQ, calibrated
+                 on train data; transformer preset for language models)
 
 A bit-width with no real kernel on a runtime is simulated there (quality, no speed). An
 ONNX export that fails, or whose fp32 outputs differ from torch's by more than
@@ -18,7 +21,7 @@ from dataclasses import dataclass, field
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from accelab.backends import ORT_FP32, SIMULATED, TORCH_FP32, backend_for
+from accelab.backends import ORT_FP32, OV_F32, SIMULATED, TORCH_FP32, backend_for
 from accelab.config.schema import ExperimentConfig, MeasureConfig
 from accelab.measure import (
     Comparison,
@@ -39,14 +42,14 @@ from trainables.base import Task, examples_of
 
 @dataclass(frozen=True)
 class TargetSpec:
-    runtime: str  # torch | onnxruntime
+    runtime: str  # torch | onnxruntime | openvino
     batch_size: int
     mode: str = "forward"  # forward | generate (per new token, batch 1)
     tokens: int = 16
 
     @property
     def key(self) -> str:
-        runtime = "ort" if self.runtime == "onnxruntime" else "torch"
+        runtime = {"onnxruntime": "ort", "openvino": "ov"}.get(self.runtime, "torch")
         return f"{runtime}_gen" if self.mode == "generate" else f"{runtime}_b{self.batch_size}"
 
     @property
@@ -79,13 +82,15 @@ class Built:
 
 @dataclass
 class Exports:
-    """ONNX exports of one fp32 model, made once and shared by the targets that need them."""
+    """ONNX exports of one fp32 model, made once and shared by the targets that need them
+    (ONNX Runtime runs them; OpenVINO converts the same fp32 export)."""
 
     model: nn.Module
     fp32: bytes | None = None
     error: str | None = None
     max_abs_diff: float | None = None
     int8: dict[str, bytes] = field(default_factory=dict)
+    openvino: dict[str, object] = field(default_factory=dict)  # "fp32" | "int8": openvino.Model
 
 
 EXPORT_CHECK_EXAMPLES = 256  # the export is checked against torch on this many test inputs
@@ -127,6 +132,31 @@ def onnx_of(x: Exports, cfg: ExperimentConfig, task: Task) -> bytes:
     return x.int8[q.scheme]
 
 
+def openvino_of(x: Exports, cfg: ExperimentConfig, task: Task, bits: int | None = None):
+    """What OpenVINO runs for the config's bit-width: the fp32 export converted (bits 32 and
+    16: the precision is a compile hint), or its NNCF int8 (made once, calibrated on
+    training data; the transformer preset for a language model)."""
+    from accelab.compress.pipeline import calibration_batches
+    from accelab.export.openvino import from_onnx, quantize_int8
+
+    if "fp32" not in x.openvino:
+        x.openvino["fp32"] = from_onnx(x.fp32)
+    if (cfg.compression.quant.bits if bits is None else bits) != 8:
+        return x.openvino["fp32"]
+    if "int8" not in x.openvino:
+        batches = calibration_batches(task, cfg)
+        x.openvino["int8"] = quantize_int8(x.openvino["fp32"], batches, task.generates)
+    return x.openvino["int8"]
+
+
+def ov_runner(ov_model, model: nn.Module, bits: int, threads: int) -> Runner:
+    """bits 32: the f32 hint; 16: the default hint; 8: NNCF int8 at the default hint."""
+    from accelab.export.runner import OvRunner
+
+    kind, precision = {32: ("fp", "f32"), 16: ("fp", None)}.get(bits, ("int8-nncf", None))
+    return OvRunner(ov_model, model, kind, precision, threads)
+
+
 def build_on(
     runtime: str, model: nn.Module, cfg: ExperimentConfig, task: Task, exports: Exports,
     check_inputs: Tensor,
@@ -145,6 +175,9 @@ def build_on(
     export_fp32(exports, cfg, task, check_inputs)
     if exports.error:
         return Built(backend, error=exports.error)
+    if runtime == "openvino":
+        runner = ov_runner(openvino_of(exports, cfg, task), exports.model, q.bits, threads)
+        return Built(runner.backend, runner, export_max_abs_diff=exports.max_abs_diff)
     from accelab.export.runner import OrtRunner
 
     onnx = onnx_of(exports, cfg, task)
@@ -195,13 +228,24 @@ class DenseRunners:
     test_values: Tensor  # per-example quality of dense torch on the test split
     val_values: Tensor
     ort: Built | None = None
+    ov: Built | None = None  # OpenVINO, f32 hint
+    exports: Exports | None = None  # the dense model's ONNX export, shared by both runtimes
 
     def on(self, runtime: str, cfg: ExperimentConfig, check_inputs: Tensor) -> Runner | None:
         if runtime == "torch":
             return self.torch
+        if self.exports is None:
+            self.exports = export_fp32(Exports(self.torch.model), cfg, self.task, check_inputs)
+        exports = self.exports
+        if runtime == "openvino":
+            if self.ov is None:
+                self.ov = Built(OV_F32, error=exports.error)
+                if not exports.error:
+                    ov = openvino_of(exports, cfg, self.task, bits=32)
+                    runner = ov_runner(ov, self.torch.model, 32, self.torch.threads)
+                    self.ov = Built(runner.backend, runner)
+            return self.ov.runner
         if self.ort is None:
-            exports = Exports(self.torch.model)
-            export_fp32(exports, cfg, self.task, check_inputs)
             self.ort = Built(ORT_FP32, error=exports.error) if exports.error else None
             if self.ort is None:
                 from accelab.export.runner import OrtRunner
@@ -209,6 +253,10 @@ class DenseRunners:
                 runner = OrtRunner(exports.fp32, self.torch.model, ORT_FP32, self.torch.threads)
                 self.ort = Built(ORT_FP32, runner, onnx=exports.fp32)
         return self.ort.runner
+
+    def error_on(self, runtime: str) -> str | None:
+        built = self.ov if runtime == "openvino" else self.ort
+        return built.error if built is not None else None
 
 
 def measure_target(
@@ -223,7 +271,7 @@ def measure_target(
     check_inputs = examples_of(test_set)[0]
     family = dense.on(target.runtime, cfg, check_inputs)
     if built.runner is None or family is None:
-        result.error = result.error or f"dense model: {dense.ort.error}"
+        result.error = result.error or f"dense model: {dense.error_on(target.runtime)}"
         return result
     variant = built.runner
     runners: list[Runner] = [dense.torch] + ([] if family is dense.torch else [family])
