@@ -183,11 +183,40 @@ class QuantConfig(Section):
     calibration_batches: Annotated[int, Field(ge=1, le=10_000)] = Field(
         8, description="Training-split batches for activation ranges / static quantization."
     )
+    per_channel: bool = Field(
+        True,
+        description="ONNX Runtime int8: per-channel weight scales; false = per-tensor (ORT's "
+        "own default, often faster at batch 1). Searchable like any knob.",
+    )
+    activation_type: Literal["uint8", "int8"] = Field(
+        "uint8", description="ONNX Runtime static int8: activation type (ORT's default: int8)."
+    )
+    symmetric_activations: bool = Field(
+        False, description="ONNX Runtime static int8: symmetric activation ranges."
+    )
+    calibration_method: Literal["minmax", "entropy", "percentile"] = Field(
+        "minmax", description="ONNX Runtime static int8: how activation ranges are calibrated."
+    )
+    op_types: list[str] | None = Field(
+        None,
+        description="ONNX Runtime int8: op types to quantize, e.g. [MatMul, Gemm] (leaves "
+        "attention Softmax etc. in float); default: every op type ORT quantizes.",
+    )
     real_kernel: bool = Field(
         True,
         description="Run on a real low-bit kernel where one exists (torch-int8-x86 on CPU); "
         "false simulates 2-8 bits in fp32. bf16 (bits 16) always runs real bf16 kernels.",
     )
+
+    @property
+    def ort_recipe(self) -> dict[str, Any]:
+        """The ONNX Runtime quantization knobs (``accelab.export.onnx.OrtRecipe`` fields)."""
+        return {
+            "per_channel": self.per_channel, "activation_type": self.activation_type,
+            "symmetric_activations": self.symmetric_activations,
+            "calibration_method": self.calibration_method,
+            "op_types": tuple(self.op_types) if self.op_types is not None else None,
+        }  # fmt: skip
 
     @property
     def label(self) -> str:

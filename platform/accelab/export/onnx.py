@@ -1,5 +1,6 @@
 """torch -> ONNX (dynamic batch) -> ONNX Runtime int8 (dynamic, or static QDQ calibrated on
-training data only, per-channel weights), and the check that an export computes what the
+training data only; the recipe - per-channel or per-tensor weights, activation type and
+symmetry, calibration method, op types - is a searchable knob), and the check that an export computes what the
 torch model computes.
 
 Models cross this module as ONNX bytes (a ``ModelProto`` serialized): small, picklable,
@@ -14,6 +15,7 @@ import logging
 import tempfile
 import warnings
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -74,9 +76,41 @@ def quiet_exporter() -> Iterator[None]:
             lg.setLevel(level)
 
 
-def quantize(fp32: bytes, scheme: str, calibration: Iterable[Tensor] = ()) -> bytes:
+@dataclass(frozen=True)
+class OrtRecipe:
+    """How ONNX Runtime quantizes: the knobs of ``quantize_dynamic``/``quantize_static``.
+    The defaults are accelab's recipe (per-channel weights, uint8 activations);
+    ``ORT_DEFAULTS`` is what ORT does when called with its own default arguments."""
+
+    per_channel: bool = True
+    activation_type: str = "uint8"  # static: uint8 | int8
+    symmetric_activations: bool = False  # static: extra_options ActivationSymmetric
+    calibration_method: str = "minmax"  # static: minmax | entropy | percentile
+    op_types: tuple[str, ...] | None = None  # None: every op type ORT quantizes
+
+    @property
+    def suffix(self) -> str:
+        """Appended to the backend name where the recipe is not accelab's default."""
+        parts = [] if self.per_channel else ["per-tensor"]
+        if self.activation_type != "uint8":
+            parts.append(f"act-{self.activation_type}")
+        if self.symmetric_activations:
+            parts.append("sym-act")
+        if self.calibration_method != "minmax":
+            parts.append(self.calibration_method)
+        if self.op_types is not None:
+            parts.append("ops-" + "+".join(self.op_types))
+        return "".join(f"-{p}" for p in parts)
+
+
+ORT_DEFAULTS = OrtRecipe(per_channel=False, activation_type="int8")
+
+
+def quantize(
+    fp32: bytes, scheme: str, calibration: Iterable[Tensor] = (), recipe: OrtRecipe = OrtRecipe()
+) -> bytes:
     """ONNX Runtime int8: ``dynamic`` (weights int8, activations per batch at run time) or
-    ``static`` (QDQ, activations calibrated on ``calibration`` batches), per-channel weights."""
+    ``static`` (QDQ, activations calibrated on ``calibration`` batches), as ``recipe`` says."""
     from onnxruntime.quantization import CalibrationDataReader
 
     class Batches(CalibrationDataReader):
@@ -90,26 +124,39 @@ def quantize(fp32: bytes, scheme: str, calibration: Iterable[Tensor] = ()) -> by
     level = root.level
     root.setLevel(logging.ERROR)
     try:
-        return _quantize(fp32, scheme, calibration, Batches)
+        return _quantize(fp32, scheme, calibration, Batches, recipe)
     finally:
         root.setLevel(level)
 
 
-def _quantize(fp32: bytes, scheme: str, calibration, Batches) -> bytes:
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
+def _quantize(fp32: bytes, scheme: str, calibration, Batches, recipe: OrtRecipe) -> bytes:
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_dynamic,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     with tempfile.TemporaryDirectory() as tmp:
         src, pre, out = Path(tmp, "fp32.onnx"), Path(tmp, "pre.onnx"), Path(tmp, "int8.onnx")
         src.write_bytes(fp32)
         quant_pre_process(str(src), str(pre))
+        ops = list(recipe.op_types) if recipe.op_types is not None else None
         if scheme == "static":
+            method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+                      "percentile": CalibrationMethod.Percentile}[recipe.calibration_method]  # fmt: skip
+            act = QuantType.QUInt8 if recipe.activation_type == "uint8" else QuantType.QInt8
             quantize_static(
                 str(pre), str(out), Batches(calibration), quant_format=QuantFormat.QDQ,
-                per_channel=True, weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
+                op_types_to_quantize=ops, per_channel=recipe.per_channel,
+                weight_type=QuantType.QInt8, activation_type=act, calibrate_method=method,
+                extra_options={"ActivationSymmetric": recipe.symmetric_activations},
             )  # fmt: skip
         else:
-            quantize_dynamic(str(pre), str(out), weight_type=QuantType.QInt8, per_channel=True)
+            quantize_dynamic(str(pre), str(out), op_types_to_quantize=ops,
+                             weight_type=QuantType.QInt8, per_channel=recipe.per_channel)  # fmt: skip
         return out.read_bytes()
 
 

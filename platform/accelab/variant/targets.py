@@ -89,7 +89,7 @@ class Exports:
     fp32: bytes | None = None
     error: str | None = None
     max_abs_diff: float | None = None
-    int8: dict[str, bytes] = field(default_factory=dict)
+    int8: dict[tuple, bytes] = field(default_factory=dict)  # (scheme, recipe) -> ONNX
     openvino: dict[str, object] = field(default_factory=dict)  # "fp32" | "int8": openvino.Model
 
 
@@ -120,16 +120,27 @@ def export_fp32(
 
 def onnx_of(x: Exports, cfg: ExperimentConfig, task: Task) -> bytes:
     """What ONNX Runtime runs for the config's bit-width: the fp32 export, or its int8
-    quantization (made once per scheme, calibrated on training data)."""
+    quantization (made once per scheme and recipe, calibrated on training data)."""
     from accelab.compress.pipeline import calibration_batches
-    from accelab.export.onnx import quantize
+    from accelab.export.onnx import OrtRecipe, quantize
 
     q = cfg.compression.quant
     if q.bits != 8:
         return x.fp32
-    if q.scheme not in x.int8:
-        x.int8[q.scheme] = quantize(x.fp32, q.scheme, calibration_batches(task, cfg))
-    return x.int8[q.scheme]
+    recipe = OrtRecipe(**q.ort_recipe)
+    if (q.scheme, recipe) not in x.int8:
+        batches = calibration_batches(task, cfg)
+        x.int8[q.scheme, recipe] = quantize(x.fp32, q.scheme, batches, recipe)
+    return x.int8[q.scheme, recipe]
+
+
+def ort_backend(cfg: ExperimentConfig) -> str | None:
+    """The ONNX Runtime backend name, with the recipe where it is not accelab's default."""
+    from accelab.export.onnx import OrtRecipe
+
+    q = cfg.compression.quant
+    backend = backend_for("onnxruntime", q.bits, q.scheme)
+    return backend + OrtRecipe(**q.ort_recipe).suffix if backend and q.bits == 8 else backend
 
 
 def openvino_of(x: Exports, cfg: ExperimentConfig, task: Task, bits: int | None = None):
@@ -168,6 +179,8 @@ def build_on(
     if runtime == "onnxruntime" and q.bits == 16:
         return Built("n/a", error="bf16 has no ONNX Runtime backend here; measure it on torch")
     backend = backend_for(runtime, q.bits, q.scheme, cfg.measure.device) if q.real_kernel else None
+    if runtime == "onnxruntime" and backend is not None:
+        backend = ort_backend(cfg)
     if runtime == "torch" or backend is None:
         d = finalize(model, cfg, task, cfg.measure.device)
         runner = TorchRunner(d.model, d.backend, cfg.measure.device, threads, d.simulated)
@@ -196,8 +209,7 @@ def variant_onnx(r, cfg: ExperimentConfig, task: Task) -> tuple[bytes, str, nn.M
     exports = export_fp32(Exports(strip_for_export(r.float_model)), cfg, task)
     if exports.error:
         raise ExportError(exports.error)
-    q = cfg.compression.quant
-    backend = backend_for("onnxruntime", q.bits, q.scheme)
+    backend = ort_backend(cfg)
     data = onnx_of(exports, cfg, task)
     return data, backend or "ort-fp32 (weights not quantized: simulated bit-width)", exports.model
 
