@@ -63,3 +63,23 @@ def test_a_weights_file_of_another_width_exits_2_naming_the_first_mismatch(
         "(size mismatch for 1.weight: [128, 64] in the file, [64, 64] in the model)"
     ), proc.stderr
     assert "MLflow run" not in proc.stdout and "Traceback" not in proc.stderr
+
+
+def test_a_sweep_from_a_plain_safetensors_file_times_those_weights_as_its_baseline(
+    weights, store, tmp_path
+):
+    path, dense_accuracy = weights
+    proc = run_cli(
+        "sweep", str(CONFIGS / "digits_sweep.yaml"), f"sweep.baseline_from={path}",
+        "trainable.model_args.hidden=[128,128]", "sweep.space={}",
+        "sweep.variants=[{compression.prune.method: none, compression.quant.bits: 8}]",
+        "measure.targets=[{runtime: torch}]", "measure.repeats=10", "measure.warmup=3",
+        "measure.rounds=2", *store["overrides"], cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "training the dense model" not in proc.stdout
+    (parent,) = runs_of_kind(store, "sweep")
+    assert parent.data.metrics["baseline_accuracy"] == dense_accuracy  # the A/A control's
+    (trial,) = runs_of_kind(store, "trial")
+    assert trial.data.metrics["baseline_accuracy"] == dense_accuracy
+    assert runs_of_kind(store, "train") == []  # nothing dense was trained
