@@ -119,7 +119,7 @@ def median_ranks(n: int, confidence: float = 0.95) -> tuple[int, int]:
         raise ValueError(f"median_ranks needs n >= 1, got {n}")
     tail, cdf, j = (1.0 - confidence) / 2.0, 0.0, 0
     while j < n // 2:
-        cdf += math.comb(n, j) / 2.0**n  # P(B <= j) = P(B < j + 1)
+        cdf += math.comb(n, j) / (1 << n)  # P(B <= j): exact ints, no float overflow at n > 1023
         if cdf > tail:
             break
         j += 1

@@ -154,3 +154,9 @@ def test_a_block_counts_its_fastest_call():
     assert a.p50_ms < 4.0 and b.p50_ms < 4.0
     assert a.p95_ms > 8.0
     assert abs(speedup(a, b).value - 1.0) < 0.2
+
+
+def test_median_ranks_hold_for_thousands_of_blocks():
+    """A long measurement (thousands of blocks) must not overflow: 2.0**n does past 1023."""
+    j, k = median_ranks(5000)
+    assert k == 5001 - j and 2400 < j < 2460  # ~ n/2 - 1.96 sqrt(n)/2
