@@ -1,7 +1,8 @@
 """``accelab`` command line: parse, load config, call one command function.
 
 Exit codes: 0 ok, 1 the run itself failed, 2 usage/config error (before any Ray work and
-before any MLflow run, experiment or store is created).
+before any MLflow run, experiment or store is created), 130 / 143 interrupted by SIGINT /
+SIGTERM (runs marked KILLED, nothing registered; the message says how to ``--resume``).
 """
 
 from __future__ import annotations
@@ -9,11 +10,12 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shlex
 import sys
 from collections.abc import Callable, Sequence
 
 from accelab import __version__, started  # noqa: F401  (started: the process clock starts)
-from accelab.errors import UsageError
+from accelab.errors import Interrupted, UsageError, catch_signals, interruption
 
 EXAMPLES = """examples:
   accelab sweep configs/digits_sweep.yaml
@@ -213,19 +215,37 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     return parser, subs
 
 
-def run(func: Callable[[argparse.Namespace], None], args: argparse.Namespace) -> int:
+def resume_command(args: argparse.Namespace) -> str:
+    """The command line that continues an interrupted ``args`` (same config and overrides)."""
+    words = ["accelab", args.command, args.config, *args.overrides, "--resume"]
+    return shlex.join(words)
 
+
+def interrupted(exc: Interrupted, args: argparse.Namespace) -> int:
+    """One line: what the interrupted command kept, and how to continue it."""
+    parts = ["accelab: interrupted", exc.kept]
+    if exc.resumable and hasattr(args, "config"):
+        parts.append(f"continue with: {resume_command(args)}")
+    print("; ".join(p for p in parts if p), file=sys.stderr)
+    return exc.exit_code
+
+
+def run(func: Callable[[argparse.Namespace], None], args: argparse.Namespace) -> int:
+    catch_signals()
     try:
         func(args)
+        if stopped := interruption():  # a library swallowed the signal and returned
+            return interrupted(stopped, args)
         return 0
     except UsageError as exc:
         for line in exc.messages:
             print(f"accelab: error: {line}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("accelab: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        return interrupted(interruption(exc), args)
     except Exception as exc:  # the run itself failed: one readable line, details on demand
+        if stopped := interruption():  # the signal reached Ray's processes first
+            return interrupted(stopped, args)
         if os.environ.get("ACCELAB_DEBUG"):
             raise
         first = (str(exc).strip().splitlines() or [""])[-1][:500]

@@ -16,6 +16,8 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+import os
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -26,7 +28,7 @@ from accelab.compress.prune import structured_targets
 from accelab.config import loader
 from accelab.config.schema import ExperimentConfig
 from accelab.errors import ConfigError, UsageError
-from accelab.tasks import UnknownTrainable, resolve_task
+from accelab.tasks import UnknownTrainable, import_timeout_s, resolve_task
 
 MAX_POINTS = 2000  # a bigger sweep is checked one dimension at a time
 
@@ -246,13 +248,57 @@ def sweep_errors(cfg: ExperimentConfig, known: tuple[str, ...] = ()) -> list[str
     return problems
 
 
+def run_name_errors(cfg: ExperimentConfig) -> list[str]:
+    """The run name becomes a directory under ``run.storage_path`` (and Ray's temp dir):
+    a plain name, so that nothing is written outside them."""
+    key = "run.name" if cfg.run.name else "name"
+    name = cfg.run_name
+    if name in (".", "..") or any(c in name for c in ("/", "\\", "\0")):
+        return [f"{key}: {name!r} must be a plain name (no '/', '\\', and not '.' or '..'): "
+                f"it names the run's directory under run.storage_path"]  # fmt: skip
+    return []
+
+
+def registry_errors(cfg: ExperimentConfig) -> list[str]:
+    """The registered model's name and alias as MLflow's registry will judge them (its own
+    validators), now rather than after the whole sweep has run."""
+    if cfg.sweep is None or not cfg.registry.enabled:
+        return []
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils import validation
+
+    name_key = "registry.model_name"
+    if cfg.registry.model_name is None:  # the default: the experiment's name
+        name_key = "tracking.experiment" if cfg.tracking.experiment else "name"
+    checks = [(name_key, cfg.registry.model_name or cfg.mlflow_experiment,
+               [validation._validate_model_name])]  # fmt: skip
+    if cfg.registry.alias is not None:
+        checks.append(("registry.alias", cfg.registry.alias,
+                       [validation._validate_model_alias_name,
+                        validation._validate_model_alias_name_reserved]))  # fmt: skip
+    problems = []
+    for key, value, validators in checks:
+        for validate in validators:
+            try:
+                validate(value)
+            except MlflowException as exc:
+                hint = "" if key.startswith("registry.") else (
+                    " (the registered model is named after it; or set registry.model_name)")  # fmt: skip
+                problems.append(f"{key}: {exc.message}{hint}")
+                break
+    return problems
+
+
 def semantic_errors(cfg: ExperimentConfig) -> list[str]:
     problems = training_errors(cfg) + measure_errors(cfg, cfg.sweep is not None) + model_errors(cfg)
+    problems += run_name_errors(cfg) + registry_errors(cfg)
     return problems + sweep_errors(cfg, tuple(problems))
 
 
 def load_config(path, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
-    """Load, override and validate one experiment file, with every cross-field check."""
+    """Load, override and validate one experiment file, with every cross-field check
+    (and the environment's knobs, whichever trainable the file names)."""
+    import_timeout_s()
     return loader.load_config(path, overrides, checks=semantic_errors)
 
 
@@ -262,4 +308,22 @@ def check_measure_device(cfg: ExperimentConfig) -> None:
         raise UsageError(
             f"{cfg.labelled('measure.device')}: cuda, but torch sees no CUDA device on this "
             f"machine (torch {torch.__version__}); measure on cpu, or run where a GPU is"
+        )
+
+
+def check_storage_path(cfg: ExperimentConfig) -> None:
+    """``run.storage_path`` is a directory this process can write, or can be created under
+    a writable parent (URIs such as s3:// are the cluster's to check). Nothing is created."""
+    path = cfg.run.storage_path
+    if "://" in path:
+        return
+    target = Path(path).expanduser().absolute()
+    existing = next(p for p in (target, *target.parents) if p.exists())
+    if not existing.is_dir():
+        what = "is" if existing == target else f"is under {existing}, which is"
+        raise UsageError(f"{cfg.labelled('run.storage_path')}: {target} {what} not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        where = "" if existing == target else f" (it would be created in {existing})"
+        raise UsageError(
+            f"{cfg.labelled('run.storage_path')}: {target} is not writable by this user{where}"
         )

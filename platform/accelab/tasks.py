@@ -15,6 +15,7 @@ import signal
 import threading
 from collections.abc import Iterator
 
+from accelab.errors import UsageError
 from trainables import REGISTRY
 from trainables.base import Task
 
@@ -30,10 +31,18 @@ class ImportTimeout(Exception):
 
 
 def import_timeout_s() -> float:
+    """``ACCELAB_IMPORT_TIMEOUT`` in seconds (60 when unset); a value that is not a positive
+    number is refused rather than silently replaced."""
+    raw = os.environ.get("ACCELAB_IMPORT_TIMEOUT", "").strip() or "60"
     try:
-        return float(os.environ.get("ACCELAB_IMPORT_TIMEOUT", "60"))
+        seconds = float(raw)
     except ValueError:
-        return 60.0
+        seconds = float("nan")
+    if not 0 < seconds < float("inf"):
+        raise UsageError(
+            f"ACCELAB_IMPORT_TIMEOUT: {raw!r} is not a positive number of seconds (default 60)"
+        )
+    return seconds
 
 
 @contextlib.contextmanager

@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,11 +44,41 @@ class Case:
     read_only: str | None = None  # a created folder to chmod 555
     stdout: list[str] = field(default_factory=list)
     not_expected: list[str] = field(default_factory=list)
-    max_seconds: float = 30.0
+    max_seconds: float = 30.0  # CPU seconds of the command itself (not wall time: load varies)
+    max_wall_seconds: float = 110.0  # a hang guard; tighter where waiting is the bug
+    setup: Callable[[Path], dict[str, str]] | None = None  # a store; values for "{name}"
 
 
 GOOD = "name: good\ntrainable: {name: digits, model: mlp, model_args: {hidden: [32]}}\n"
 CKPT_META = '{"trainable": {"name": "digits", "model": "mlp", "model_args": {"hidden": [32]}, "data_seed": 0}}'
+
+
+def sweep_store(folder: Path) -> dict[str, str]:
+    """An MLflow store: experiment ``exp`` with a finished sweep (two targets) and its trial;
+    experiment ``failing`` with a finished sweep, then a newer one that failed."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{folder / 'mlflow.db'}")
+    targets = '[["torch_b64", "torch"], ["ort_b1", "onnxruntime, batch 1"]]'
+    ids = {}
+    for exp_name, run_key, status in [("exp", "sweep", "FINISHED"), ("failing", "sweep", "FINISHED"),
+                                      ("failing", "failed", "FAILED")]:  # fmt: skip
+        exp = client.get_experiment_by_name(exp_name)
+        exp_id = exp.experiment_id if exp else client.create_experiment(exp_name)
+        run = client.create_run(exp_id, tags={"accelab.kind": "sweep", "accelab.targets": targets},
+                                run_name=f"{exp_name}-{run_key}")  # fmt: skip
+        if status == "FAILED":
+            client.set_tag(run.info.run_id, "accelab.error", "RuntimeError: boom in finish")
+        client.set_terminated(run.info.run_id, status)
+        ids[f"{exp_name}_{run_key}"] = run.info.run_id
+        time.sleep(0.01)  # distinct start times: "newest" is well defined
+    exp_id = client.get_experiment_by_name("exp").experiment_id
+    trial = client.create_run(exp_id, tags={"accelab.kind": "trial",
+                                            "mlflow.parentRunId": ids["exp_sweep"]})  # fmt: skip
+    return {**ids, "trial": trial.info.run_id}
+
+
+STORE = ["--tracking-uri", "sqlite:///mlflow.db"]
 
 CASES: dict[str, Case] = {
     # --- the trainable: imported, never called -----------------------------------------
@@ -67,7 +98,7 @@ CASES: dict[str, Case] = {
     "module_blocks_on_import": Case(["validate", DIGITS, "trainable.name=slowmod:TASK"],
         ["importing trainable module 'slowmod' took longer than 2 s (ACCELAB_IMPORT_TIMEOUT)"],
         files={"slowmod.py": "import time\nwhile True:\n    time.sleep(1)\n"},
-        env={"ACCELAB_IMPORT_TIMEOUT": "2"}, max_seconds=20),
+        env={"ACCELAB_IMPORT_TIMEOUT": "2"}, max_wall_seconds=45),
     "module_not_found_says_where_modules_are_found": Case(
         ["train", DIGITS, "trainable.name=nope.mod:TASK"],
         ["cannot import trainable module 'nope.mod'", "working directory, on PYTHONPATH, or as installed packages"]),
@@ -80,9 +111,9 @@ CASES: dict[str, Case] = {
     # --- the tracking store, checked up front -------------------------------------------
     "tracking_server_unreachable": Case(["train", DIGITS, "tracking.uri=http://127.0.0.1:9"],
         ["override 'tracking.uri=http://127.0.0.1:9': tracking.uri: no MLflow server answers at http://127.0.0.1:9"],
-        max_seconds=20),
+        max_wall_seconds=45),
     "report_server_unreachable": Case(["report", "x", "--tracking-uri", "http://127.0.0.1:9"],
-        ["--tracking-uri: no MLflow server answers at http://127.0.0.1:9"], max_seconds=20),
+        ["--tracking-uri: no MLflow server answers at http://127.0.0.1:9"], max_wall_seconds=45),
     "tracking_file_store": Case(["train", DIGITS, "tracking.uri=./mlruns"],
         ["tracking.uri:", "mlruns: MLflow's file store is in maintenance mode", "use sqlite:///"]),
     "tracking_unknown_scheme": Case(["sweep", SWEEP, "tracking.uri=foo://bar"],
@@ -197,11 +228,55 @@ CASES: dict[str, Case] = {
         not_expected=["at compression.prune.method='structured':"]),
     "sweep_measure_threads_too_many": Case(["sweep", SWEEP, "measure.threads=64"],
         ["measure.threads: 64 threads per trial exceed every node of this machine"]),
+    # --- checked before Ray, not after the sweep (#17) ----------------------------------
+    "registry_alias_invalid": Case(["sweep", SWEEP, "registry.alias=bad alias!"],
+        ["override 'registry.alias=bad alias!': registry.alias: Invalid alias name: 'bad alias!'. "
+         "Names may only contain alphanumerics"]),
+    "registry_alias_reserved": Case(["sweep", SWEEP, "registry.alias=v3"],
+        ["registry.alias: Version alias name 'v3' is reserved"]),
+    "registry_model_name_invalid": Case(["sweep", SWEEP, "registry.model_name=team:model"],
+        ["registry.model_name: Invalid model name 'team:model'. Names cannot contain '/' or ':'"]),
+    "storage_path_read_only": Case(["train", DIGITS, "run.storage_path=ro/results"],
+        ["override 'run.storage_path=ro/results': run.storage_path:", "ro/results is not writable by this user"],
+        files={"ro/.keep": ""}, read_only="ro", as_plain_user=True),
+    "storage_path_is_a_file": Case(["sweep", SWEEP, "run.storage_path=afile/results"],
+        ["run.storage_path:", "afile/results is under", "afile, which is not a directory"], files={"afile": "x"}),
+    "run_name_escapes_storage": Case(["train", DIGITS, "run.name=../../escape/x"],
+        ["override 'run.name=../../escape/x': run.name: '../../escape/x' must be a plain name"]),
+    "train_measure_cuda_without_gpu": Case(["train", DIGITS, "measure.device=cuda", "measure.targets=[{runtime: torch}]"],
+        ["override 'measure.device=cuda': measure.device: cuda, but torch sees no CUDA device on this machine"]),
+    "import_timeout_not_a_number": Case(["train", DIGITS],
+        ["ACCELAB_IMPORT_TIMEOUT: 'abc' is not a positive number of seconds"], env={"ACCELAB_IMPORT_TIMEOUT": "abc"}),
+    "space_override_with_a_dotted_name": Case(["validate", SWEEP, "sweep.space.compression.quant.bits={grid: [32, 1]}"],
+        ["sweep.space.compression.quant.bits: at compression.quant.bits=1: compression.quant.bits: Input should be"],
+        not_expected=["unknown key"]),
+    # --- reports, comparisons and syncs of what is recorded -------------------------------
+    "report_run_is_a_trial": Case(["report", "exp", *STORE, "--run", "{trial}"],
+        ["--run {trial}: a trial run of sweep run {exp_sweep} (give that one), not a sweep"], setup=sweep_store),
+    "report_newest_sweep_failed": Case(["report", "failing", *STORE],
+        ["sweep failing-failed (MLflow run {failing_failed}) failed: RuntimeError: boom in finish; it has no "
+         "frontier or recommendation", "the newest finished sweep: accelab report failing --run {failing_sweep}"],
+        setup=sweep_store),
+    "compare_unknown_target": Case(["compare", "{exp_sweep}", "{exp_sweep}", *STORE, "--target", "ort_b99"],
+        ["--target ort_b99: sweep exp-sweep", "measured no such target; its targets are torch_b64, ort_b1"],
+        setup=sweep_store),
+    "sync_truncated_weights": Case(["sync", "ck"],
+        ["ck/model.safetensors: not a readable safetensors file", "nothing was synced"],
+        files={"ck/meta.json": CKPT_META, "ck/model.safetensors": b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\":"}),
 }  # fmt: skip
 
 
-def prepare(case: Case, folder: Path) -> list[str]:
+def fill(text: str, values: dict[str, str]) -> str:
+    """``text`` with each "{name}" of ``values`` replaced (other braces are YAML)."""
+    for name, value in values.items():
+        text = text.replace("{" + name + "}", value)
+    return text
+
+
+def prepare(case: Case, folder: Path) -> tuple[list[str], dict[str, str]]:
+    """The case's folder with its files (and store), the command, the placeholders' values."""
     folder.mkdir(parents=True)
+    values = case.setup(folder) if case.setup else {}
     for name, content in case.files.items():
         path = folder / name
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -211,46 +286,74 @@ def prepare(case: Case, folder: Path) -> list[str]:
     if case.read_only:
         os.chmod(folder / case.read_only, 0o555)
     prefix = DROP_DAC if case.as_plain_user and os.geteuid() == 0 else []
-    return [*prefix, sys.executable, "-m", "accelab", *case.args]
+    args = [fill(a, values) for a in case.args]
+    return [*prefix, sys.executable, "-m", "accelab", *args], values
 
 
-def run_case(name: str, root: Path) -> tuple[str, Path, subprocess.CompletedProcess, float]:
+# Runs the command and writes the CPU seconds it used (itself and its children) to argv[1].
+CPU_TIMER = (
+    "import resource, subprocess, sys\n"
+    "code = subprocess.call(sys.argv[2:])\n"
+    "u = resource.getrusage(resource.RUSAGE_CHILDREN)\n"
+    "open(sys.argv[1], 'w').write(str(u.ru_utime + u.ru_stime))\n"
+    "sys.exit(code)\n"
+)
+
+
+@dataclass
+class Outcome:
+    folder: Path
+    proc: subprocess.CompletedProcess
+    cpu_s: float
+    wall_s: float
+    values: dict[str, str]
+
+
+def run_case(name: str, root: Path) -> tuple[str, Outcome]:
     case, folder = CASES[name], root / name
-    cmd = prepare(case, folder)
+    cmd, values = prepare(case, folder)
     env = {**os.environ, "RAY_TMPDIR": str(folder / "ray_tmp"), "PYTHONPATH": str(REPO), **case.env}
+    cpu_file = root / f"{name}.cpu"
     start = time.monotonic()
-    proc = subprocess.run(cmd, cwd=folder, env=env, capture_output=True, text=True, timeout=120)
-    return name, folder, proc, time.monotonic() - start
+    proc = subprocess.run([sys.executable, "-c", CPU_TIMER, str(cpu_file), *cmd], cwd=folder,
+                          env=env, capture_output=True, text=True, timeout=150)  # fmt: skip
+    wall = time.monotonic() - start
+    return name, Outcome(folder, proc, float(cpu_file.read_text()), wall, values)
 
 
 @pytest.fixture(scope="module")
-def results(tmp_path_factory) -> dict[str, tuple[Path, subprocess.CompletedProcess, float]]:
-    """All cases, three at a time (each is a fresh interpreter importing torch and MLflow)."""
+def results(request, tmp_path_factory) -> dict[str, Outcome]:
+    """The selected cases (all, or those ``-k`` picks), three at a time (each is a fresh
+    interpreter importing torch and MLflow)."""
     if os.geteuid() == 0 and shutil.which("setpriv") is None:
         pytest.fail("running as root needs setpriv (util-linux) for the permission cases")
     root = tmp_path_factory.mktemp("cli_errors")
+    selected = sorted({item.callspec.params["name"] for item in request.session.items
+                       if getattr(item, "callspec", None) and item.callspec.params.get("name") in CASES})  # fmt: skip
     with ThreadPoolExecutor(max_workers=3) as pool:
-        done = pool.map(lambda n: run_case(n, root), sorted(CASES))
-        return {name: (folder, proc, seconds) for name, folder, proc, seconds in done}
+        return dict(pool.map(lambda n: run_case(n, root), selected))
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_bad_input_exits_2_with_one_clear_message(name: str, results):
     case = CASES[name]
-    folder, proc, seconds = results[name]
+    out = results[name]
+    folder, proc = out.folder, out.proc
     assert proc.returncode == 2, f"rc={proc.returncode}\n{proc.stdout}\n{proc.stderr}"
     for text in case.expected:
-        assert text in proc.stderr, proc.stderr
+        assert fill(text, out.values) in proc.stderr, proc.stderr
     for text in case.not_expected:
         assert text not in proc.stderr, proc.stderr
     for text in case.stdout:
         assert text in proc.stdout, proc.stdout
     assert "Traceback" not in proc.stderr + proc.stdout
     assert "INFO" not in proc.stderr  # no MLflow/alembic chatter
-    assert seconds < case.max_seconds, f"took {seconds:.1f} s"
+    assert out.cpu_s < case.max_seconds, f"used {out.cpu_s:.1f} CPU s"
+    assert out.wall_s < case.max_wall_seconds, f"took {out.wall_s:.1f} s"
     # Nothing started, nothing recorded: no Ray session, no MLflow store, run or artifact.
     assert not (folder / "ray_tmp").exists(), "a Ray session was started"
-    created = {p.name for p in folder.iterdir()} - {n.split("/")[0] for n in case.files}
+    given = {n.split("/")[0] for n in case.files} | ({"mlflow.db"} if case.setup else set())
+    created = {p.name for p in folder.iterdir()} - given
     assert not created & {"mlflow.db", "mlruns", "mlartifacts", "accelab_results"}, created
 
 

@@ -12,21 +12,25 @@ from accelab.errors import UsageError
 
 def find(client, ref: str):
     """A sweep parent run: its run id, or an experiment name (its newest sweep)."""
-    from mlflow.exceptions import MlflowException
-
+    from accelab.commands.report import sweep_of
     from accelab.sweep.summary import find_parent
 
     if re.fullmatch(r"[0-9a-f]{32}", ref):
-        try:
-            run = client.get_run(ref)
-        except MlflowException:
-            raise UsageError(f"{ref}: no such MLflow run") from None
-        if run.data.tags.get("accelab.kind") != "sweep":
-            raise UsageError(
-                f"{ref}: not an accelab sweep (kind {run.data.tags.get('accelab.kind')})"
-            )
-        return run
+        return sweep_of(client, ref, "SWEEP")
     return find_parent(client, ref)
+
+
+def check_target(parents: list, target: str | None) -> None:
+    """``--target`` is a target key both sweeps measured."""
+    from accelab.sweep.summary import targets_of
+
+    for p in parents if target else []:
+        keys = [key for key, _ in targets_of(p)]
+        if target not in keys:
+            raise UsageError(
+                f"--target {target}: sweep {p.info.run_name} ({p.info.run_id[:8]}) measured "
+                f"no such target; its targets are {', '.join(keys)}"
+            )
 
 
 def lines_of(s, title: str) -> list[str]:
@@ -51,6 +55,7 @@ def compare(
 
     client = MlflowClient(tracking_store(tracking_uri, "--tracking-uri", must_exist=True))
     parents = [find(client, ref) for ref in refs]
+    check_target(parents, target)
     summaries = [summarize(client, p, target) for p in parents]
     titles = [f"{p.info.run_name} ({p.info.run_id[:8]})" for p in parents]
     for s, title in zip(summaries, titles, strict=True):

@@ -16,7 +16,7 @@ def run_compress(
 ) -> tuple[str, VariantResult]:
     from mlflow.tracking import MlflowClient
 
-    from accelab.preflight import check_measure_device
+    from accelab.preflight import check_measure_device, check_storage_path
     from accelab.tasks import resolve_task
     from accelab.tracking.client import tracking_store
     from accelab.tracking.runs import mark_failed, new_ray_name, start_mlflow_run, variant_name
@@ -32,6 +32,7 @@ def run_compress(
         lambda: prepare_source(cfg, source, tracking_uri),
         lambda: resources.check_before_ray(cfg) if cfg.finetune.epochs > 0 else None,
         lambda: check_measure_device(cfg),
+        lambda: check_storage_path(cfg),
     )
     if cfg.finetune.epochs > 0:
         init_ray(cfg)

@@ -8,6 +8,7 @@ parent MLflow run (kind=sweep)
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Callable
@@ -24,13 +25,16 @@ from accelab.variant.targets import targets_of
 def run_sweep(
     cfg: ExperimentConfig, *, resume: bool = False, echo: Callable[[str], None] = print
 ) -> SweepSummary:
-    from accelab.preflight import check_measure_device
-    from accelab.review.finish import finish
-    from accelab.sweep.baseline import aa_control, obtain_baseline
-    from accelab.sweep.trial import SweepContext
+    from accelab.preflight import check_measure_device, check_storage_path
     from accelab.tasks import resolve_task
-    from accelab.tracking.client import client_env, tracking_store
-    from accelab.tracking.runs import find_resumable, new_ray_name, start_mlflow_run, storage_path
+    from accelab.tracking.client import tracking_store
+    from accelab.tracking.runs import (
+        find_resumable,
+        new_ray_name,
+        reopen,
+        start_mlflow_run,
+        storage_path,
+    )
     from accelab.tracking.store_check import check_shared_stores
     from accelab.training import resources
     from accelab.training.ray_session import init_ray, will_start_local_ray
@@ -55,6 +59,7 @@ def run_sweep(
             else None
         ),
         lambda: check_measure_device(cfg),
+        lambda: check_storage_path(cfg),
     )
     if cfg.sweep.baseline_from:
         prepare_source(cfg, cfg.sweep.baseline_from, tracking_uri)
@@ -80,9 +85,36 @@ def run_sweep(
             cfg, tracking_uri, sweep_name, "sweep", tags=tags, display_name=display
         )
     client = MlflowClient(tracking_uri)
+    if resume:  # the same parent run continues
+        reopen(tracking_uri, parent_id)
     echo(
         f"sweep {sweep_name}: {total_trials(cfg)} trial(s), search={cfg.sweep.search} -> MLflow parent run {parent_id}"
     )
+    try:
+        summary = tune_and_finish(cfg, client, tracking_uri, parent_id, sweep_name, restore_path,
+                                  metric, echo)  # fmt: skip
+    except BaseException as exc:
+        ended(client, tracking_uri, parent_id, exc, total_trials(cfg))
+        raise
+    client.set_terminated(parent_id, "FINISHED")
+    from accelab.tracking.client import ui_hint
+
+    echo(ui_hint(client, parent_id))
+    return summary
+
+
+def tune_and_finish(
+    cfg: ExperimentConfig, client: MlflowClient, tracking_uri: str, parent_id: str,
+    sweep_name: str, restore_path: str | None, metric: MetricInfo, echo: Callable[[str], None],
+) -> SweepSummary:  # fmt: skip
+    """Baseline, A/A control, the Tune run, then (only when every trial ran and nothing
+    interrupted it) the frontier, recommendation and registration."""
+    from accelab.errors import interruption
+    from accelab.review.finish import finish
+    from accelab.sweep.baseline import aa_control, obtain_baseline
+    from accelab.sweep.trial import SweepContext
+    from accelab.tracking.client import client_env
+
     dense = obtain_baseline(cfg, tracking_uri, parent_id, echo)
     aa = aa_control(cfg, dense, tracking_uri, parent_id)
     echo(
@@ -94,19 +126,43 @@ def run_sweep(
         client_env(),
     )  # fmt: skip
     tuner = build_tuner(cfg, ctx, restore_path, echo, metric, aa["noise_floor"])
-    try:
-        grid = tuner.fit()
-    except BaseException:
-        client.set_terminated(parent_id, "KILLED")
-        raise
+    grid = tuner.fit()
+    if interruption():  # the signal reached the trials too and Tune returned what it had
+        raise KeyboardInterrupt
     finished = sum(1 for r in grid if r.error is None) if grid else 0
     summary = finish(client, parent_id, echo, cfg)
     if len(grid) < total_trials(cfg) or finished < len(grid):
         echo(
             f"{len(grid) - finished} trial(s) errored or were interrupted; continue with: accelab sweep ... --resume"
         )
-    client.set_terminated(parent_id, "FINISHED")
-    from accelab.tracking.client import ui_hint
-
-    echo(ui_hint(client, parent_id))
     return summary
+
+
+def ended(
+    client: MlflowClient, tracking_uri: str, parent_id: str, exc: BaseException, total: int
+) -> None:
+    """Record how a started sweep ended early: Ray stopped first (no trial writes after
+    this), then the parent and every run still RUNNING under it KILLED (interrupted) or
+    the parent FAILED with the error. An interruption is re-raised saying what was kept."""
+    from accelab.errors import interruption
+    from accelab.sweep.summary import child_runs
+    from accelab.sweep.trial import TRIAL_TAG
+    from accelab.tracking.runs import end_unfinished
+    from accelab.training.ray_session import stop_ray
+
+    stop = interruption(exc)
+    stop_ray()
+    done: list[str] = []
+    with contextlib.suppress(Exception):  # never hide the sweep's error behind MLflow's
+        end_unfinished(tracking_uri, parent_id, stop or exc)
+        trials = child_runs(client, client.get_run(parent_id))
+        done = sorted(
+            r.data.tags.get(TRIAL_TAG, "?") for r in trials if r.info.status == "FINISHED"
+        )
+    if stop is None:
+        return
+    listed = f" ({', '.join(done)})" if done else ""
+    raise stop.keeping(
+        f"{len(done)} of {total} trial(s) finished{listed}, kept in MLflow run {parent_id}; "
+        "nothing was registered"
+    ) from None

@@ -23,6 +23,7 @@ def sync(path: str, tracking_uri: str | None, echo: Callable[[str], None] = prin
     if not (directory / META_FILE).is_file():
         directory = latest_checkpoint(directory) or directory
     meta = read_meta(directory)
+    verify_weights(directory)
     uri = tracking_uri or (meta.get("mlflow") or {}).get("tracking_uri")
     if uri:
         check_tracking_uri(uri, "--tracking-uri" if tracking_uri else f"{directory}/meta.json")
@@ -38,3 +39,14 @@ def sync(path: str, tracking_uri: str | None, echo: Callable[[str], None] = prin
         f"{', model uploaded' if result.model_uploaded else ''}"
         f"{', run marked FINISHED' if finished else ''}"
     )
+
+
+def verify_weights(directory: Path) -> None:
+    """The checkpoint's weights load: a truncated or corrupt file is not synced as if it
+    were the run's model."""
+    from accelab.training.checkpoint import MODEL_FILE, load_model_state
+
+    try:
+        load_model_state(directory / MODEL_FILE)
+    except UsageError as exc:
+        raise UsageError(f"{exc.messages[0]}; nothing was synced") from None

@@ -3,10 +3,15 @@ latest sweep (in MLflow's model-training view, with accelab's saved columns)."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+
+from accelab.errors import interruption
 
 
 def latest_sweep_url(tracking_uri: str, base: str) -> str:
@@ -45,10 +50,23 @@ def ui(tracking_uri: str | None, port: int, echo: Callable[[str], None] = print)
         ]
     echo(f"MLflow UI for {uri} on {base} (127.0.0.1 only; Ctrl-C stops it)")
     echo(f"latest sweep: {latest_sweep_url(uri, base)}")
-    process = subprocess.Popen(cmd)
+    # Its own process group: the server's workers stop with it, when accelab is stopped
+    # by Ctrl-C or by a SIGTERM sent to accelab alone (errors.catch_signals).
+    process = subprocess.Popen(cmd, start_new_session=True)
     try:
         return process.wait()
-    except KeyboardInterrupt:
-        process.terminate()
-        process.wait(timeout=30)
-        return 0
+    except KeyboardInterrupt as exc:
+        stop_server(process)
+        raise interruption(exc).keeping(f"the MLflow UI on {base} stopped", False) from None
+
+
+def stop_server(process: subprocess.Popen, grace_s: float = 10.0) -> None:
+    """SIGTERM to the server's process group; SIGKILL what is left after ``grace_s``."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()

@@ -99,6 +99,21 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return [p.strip() for p in parts], value
 
 
+DIST_KINDS = ("grid", "choice", "uniform", "loguniform", "randint")
+
+
+def config_path(parts: list[str]) -> list[str]:
+    """An override's key path in the config tree. Under ``sweep.space`` a dotted config key
+    is one name (``sweep.space.compression.quant.bits={grid: [32, 8]}`` sets the entry
+    ``compression.quant.bits``), optionally followed by its distribution kind
+    (``sweep.space.compression.quant.bits.grid=[32, 8]``)."""
+    if parts[:2] != ["sweep", "space"] or len(parts) < 4:
+        return parts
+    if parts[-1] in DIST_KINDS and len(parts) > 4:
+        return [*parts[:2], ".".join(parts[2:-1]), parts[-1]]
+    return [*parts[:2], ".".join(parts[2:])]
+
+
 def set_dotted(data: dict[str, Any], parts: list[str], value: Any) -> None:
     """Set ``data[a][b]...=value``, creating sections as needed."""
     node = data
@@ -124,6 +139,7 @@ def apply_overrides(
     for text in overrides:
         try:
             parts, value = parse_override(text)
+            parts = config_path(parts)
             set_dotted(out, parts, value)
             origin[".".join(parts)] = text
         except ConfigError as exc:

@@ -61,7 +61,11 @@ def child_run(
     )
     found = client.search_runs([parent.info.experiment_id], query, max_results=1)
     if found:
-        return found[0].info.run_id, found[0].data.tags.get(STATUS_TAG, "running")
+        run, status = found[0], found[0].data.tags.get(STATUS_TAG, "running")
+        if status != "ok" and run.info.status != "RUNNING":  # rerun of an interrupted trial
+            client.update_run(run.info.run_id, status="RUNNING")
+            client.set_tag(run.info.run_id, STATUS_TAG, "running")
+        return run.info.run_id, status
     import ray
 
     node = ray.get_runtime_context().get_node_id()
@@ -182,6 +186,10 @@ def sweep_trial(config: dict[str, Any], ctx: SweepContext) -> None:
         )  # fmt: skip
     except StopVariant:
         return
+    except KeyboardInterrupt:  # Ctrl-C reached the trial's process: the sweep resumes it
+        client.set_tag(run_id, STATUS_TAG, "interrupted")
+        client.set_terminated(run_id, "KILLED")
+        raise
     except BaseException as exc:
         client.set_tag(run_id, STATUS_TAG, f"failed: {type(exc).__name__}: {exc}"[:500])
         client.set_terminated(run_id, "FAILED")

@@ -71,6 +71,10 @@ def build_tuner(
     from accelab.sweep.trial import sweep_trial
     from accelab.tracking.runs import storage_path
 
+    # Tune's own Ctrl-C handler ends the run quietly and returns a partial ResultGrid that
+    # would be summarized and registered as if complete; accelab's handler raises instead
+    # (errors.catch_signals), the sweep's runs end KILLED and --resume restores this run.
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"  # with verbose=0: no Tune banner; SweepProgress prints
     trainable = tune.with_resources(
         tune.with_parameters(sweep_trial, ctx=ctx),

@@ -20,6 +20,7 @@ from accelab.errors import UsageError
 KIND_TAG = "accelab.kind"
 RAY_RUN_TAG = "accelab.ray_run"
 BASE_TAG = "accelab.run_base"
+STATUS_TAG = "accelab.status"  # a trial's outcome (``variant.record`` writes it)
 
 
 def storage_path(cfg: ExperimentConfig) -> str:
@@ -112,6 +113,41 @@ def mark_failed(tracking_uri: str, run_id: str, exc: BaseException) -> None:
     text = "interrupted" if interrupted else f"{type(exc).__name__}: {exc}"
     set_note_error(client, run_id, text)
     client.set_terminated(run_id, "KILLED" if interrupted else "FAILED")
+
+
+def reopen(tracking_uri: str, run_id: str) -> None:
+    """A resumed run is RUNNING again, without the note of how it ended before."""
+    from mlflow.tracking import MlflowClient
+
+    from accelab.tracking.client import ERROR_TAG
+
+    client = MlflowClient(tracking_uri)
+    client.update_run(run_id, status="RUNNING")
+    if ERROR_TAG in client.get_run(run_id).data.tags:
+        client.delete_tag(run_id, ERROR_TAG)
+
+
+def end_unfinished(tracking_uri: str, root_id: str, exc: BaseException) -> list:
+    """End ``root_id`` and every run below it still RUNNING (a sweep's baseline training,
+    its trials, their fine-tuning): KILLED when interrupted, else the root FAILED with the
+    error and what it left running KILLED. Call once Ray is stopped, so that no trial
+    writes after this. The children that were RUNNING, as MLflow runs."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    exp = client.get_run(root_id).info.experiment_id
+    todo, stopped = [root_id], []
+    while todo:
+        query = f"tags.`mlflow.parentRunId` = '{todo.pop()}'"
+        for child in client.search_runs([exp], query, max_results=5000):
+            todo.append(child.info.run_id)
+            if child.info.status == "RUNNING":
+                if child.data.tags.get(STATUS_TAG) == "running":
+                    client.set_tag(child.info.run_id, STATUS_TAG, "interrupted")
+                client.set_terminated(child.info.run_id, "KILLED")
+                stopped.append(child)
+    mark_failed(tracking_uri, root_id, exc)
+    return stopped
 
 
 def variant_name(cfg: ExperimentConfig) -> str:

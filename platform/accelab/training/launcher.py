@@ -12,12 +12,13 @@ from typing import Any
 
 from accelab import started
 from accelab.config.schema import ExperimentConfig
-from accelab.errors import collect
+from accelab.errors import collect, interruption
 from accelab.tracking.runs import (
     create_while,
     find_resumable,
     mark_failed,
     new_ray_name,
+    reopen,
     start_mlflow_run,
     storage_path,
 )
@@ -45,7 +46,7 @@ def build_trainer(
 
     from accelab.training.resources import bundle
 
-    return TorchTrainer(
+    trainer = TorchTrainer(
         _entry,
         train_loop_config={"settings": settings},
         scaling_config=ScalingConfig(
@@ -62,6 +63,11 @@ def build_trainer(
             callbacks=callbacks,
         ),
     )
+    # Ray Train's own Ctrl-C handler (main thread only) aborts the run and exits 0 or 1
+    # with no word; accelab's (errors.catch_signals) marks the run KILLED and says how to
+    # --resume, for SIGINT and SIGTERM alike.
+    trainer._register_sigint_handler = lambda controller: None
+    return trainer
 
 
 def joined(cfg: ExperimentConfig, tracking_uri: str, echo: Callable[[str], None]) -> None:
@@ -106,6 +112,7 @@ def run_training(
             tracking_uri, cfg, resume if isinstance(resume, str) else None
         )
         echo(f"resuming Ray run {ray_name} (MLflow run {run_id})")
+        reopen(tracking_uri, run_id)
     if resume:
         init_ray(cfg)
         joined(cfg, tracking_uri, echo)
@@ -147,8 +154,14 @@ def run_training(
         with EpochProgress(tracking_uri, run_id, cfg.train.epochs, echo, metric=metric):
             result = trainer.fit()
     except BaseException as exc:
+        stop = interruption(exc)
         with contextlib.suppress(Exception):  # never hide the training error behind MLflow's
-            mark_failed(tracking_uri, run_id, exc)
+            mark_failed(tracking_uri, run_id, stop or exc)
+        if stop:
+            raise stop.keeping(
+                f"MLflow run {run_id} (KILLED) and the checkpoints of Ray run {ray_name} under "
+                f"{storage_path(cfg)} are kept"
+            ) from None
         raise
     timeline = {"overhead_before_fit_s": fit_start - started.t0, "fit_s": time.time() - fit_start}
     record_finished(result, tracking_uri, run_id, echo, timeline, cfg)

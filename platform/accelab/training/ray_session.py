@@ -12,6 +12,7 @@ import os
 import warnings
 
 from accelab.config.schema import ExperimentConfig
+from accelab.errors import catch_signals_again
 
 # Ray Train's controller polls workers this often; ``ray.train.report`` waits for the poll
 # (2 s by default, ~1.8 s lost per epoch). Set before each fit: the controller reads it.
@@ -54,6 +55,7 @@ def init_ray(cfg: ExperimentConfig | None = None) -> None:
     address = cluster_address(cfg)
     local = {} if address else {"include_dashboard": bool(cfg and cfg.cluster.dashboard)}
     ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR, **local)
+    catch_signals_again()
     quiet_ray_logging()
     from accelab import started
 
@@ -61,3 +63,14 @@ def init_ray(cfg: ExperimentConfig | None = None) -> None:
         started.ray_logs = f"{ray._private.worker._global_node.get_session_dir_path()}/logs"
     except AttributeError:  # private API moved: fall back to the documented default
         started.ray_logs = "/tmp/ray/session_latest/logs"
+
+
+def stop_ray() -> None:
+    """Stop this driver's Ray work now (an interrupted or failed command): the actors it
+    owns (Tune trials, Train controllers and workers) end with it, so none of them writes
+    to MLflow after the driver has recorded how the run ended."""
+    import sys
+
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()

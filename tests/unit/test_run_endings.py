@@ -1,0 +1,111 @@
+"""How a started command ends early (#17), in-process on a real MLflow sqlite store:
+SIGINT and SIGTERM both become ``Interrupted`` (130 / 143), an interrupted sweep's runs
+end KILLED (finished trials stay FINISHED) and say what was kept, a failed one ends FAILED
+with its error, and ``accelab report`` says so instead of showing a result."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from accelab import cli
+from accelab.commands.report import unfinished
+from accelab.commands.sweep import ended
+from accelab.errors import Interrupted, catch_signals, interruption
+
+
+@pytest.fixture
+def restore_signals():
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for s, handler in saved.items():
+        signal.signal(s, handler)
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_sigint_and_sigterm_take_the_same_path(restore_signals, signum, code):
+    catch_signals()
+    with pytest.raises(Interrupted) as caught:
+        os.kill(os.getpid(), signum)
+    assert caught.value.exit_code == code
+    assert interruption().signum == signum  # remembered, for a library that swallowed it
+    catch_signals()
+    assert interruption() is None
+
+
+def test_the_cli_prints_one_line_with_the_resume_command(restore_signals, capsys):
+    args = argparse.Namespace(command="sweep", config="my sweep.yaml", overrides=["a.b=1"])
+
+    def interrupted_command(_):
+        raise Interrupted(signal.SIGTERM).keeping("2 of 6 trial(s) finished, kept in MLflow run x")
+
+    assert cli.run(interrupted_command, args) == 143
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["accelab: interrupted; 2 of 6 trial(s) finished, kept in MLflow run x; "
+                   "continue with: accelab sweep 'my sweep.yaml' a.b=1 --resume"]  # fmt: skip
+
+
+def make_sweep(tmp_path):
+    """A sweep parent with its baseline training (RUNNING), a finished trial, a running
+    trial and the running fine-tuning run below it."""
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.create_experiment("exp")
+
+    def run(parent=None, **tags):
+        extra = {"mlflow.parentRunId": parent} if parent else {}
+        return client.create_run(exp, tags={**tags, **extra}).info.run_id
+
+    parent = run(**{"accelab.kind": "sweep"})
+    ids = {
+        "parent": parent,
+        "baseline": run(parent, **{"accelab.kind": "train"}),
+        "done": run(parent, **{"accelab.kind": "trial", "accelab.trial_id": "t_00000",
+                               "accelab.status": "ok"}),
+        "running": run(parent, **{"accelab.kind": "trial", "accelab.trial_id": "t_00001",
+                                  "accelab.status": "running"}),
+    }  # fmt: skip
+    ids["finetuning"] = run(ids["running"], **{"accelab.kind": "train"})
+    client.set_terminated(ids["done"], "FINISHED")
+    return client, ids
+
+
+def status(client, run_id):
+    return client.get_run(run_id).info.status
+
+
+def test_an_interrupted_sweep_ends_killed_keeping_its_finished_trials(tmp_path):
+    client, ids = make_sweep(tmp_path)
+    with pytest.raises(Interrupted) as caught:
+        ended(client, client.tracking_uri, ids["parent"], Interrupted(signal.SIGINT), 3)
+    assert caught.value.exit_code == 130 and caught.value.resumable
+    assert caught.value.kept == (f"1 of 3 trial(s) finished (t_00000), kept in MLflow run "
+                                 f"{ids['parent']}; nothing was registered")  # fmt: skip
+    assert {k: status(client, v) for k, v in ids.items()} == {
+        "parent": "KILLED", "baseline": "KILLED", "done": "FINISHED", "running": "KILLED",
+        "finetuning": "KILLED"}  # fmt: skip
+    assert client.get_run(ids["running"]).data.tags["accelab.status"] == "interrupted"
+    parent = client.get_run(ids["parent"])
+    assert "was interrupted; it has no frontier" in unfinished(client, parent, "exp")
+
+
+def test_a_failed_sweep_ends_failed_with_its_error_and_report_says_so(tmp_path):
+    client, ids = make_sweep(tmp_path)
+    ended(client, client.tracking_uri, ids["parent"], RuntimeError("boom in finish"), 3)
+    assert status(client, ids["parent"]) == "FAILED"
+    assert status(client, ids["running"]) == "KILLED"  # nothing is left RUNNING
+    parent = client.get_run(ids["parent"])
+    assert parent.data.tags["accelab.error"] == "RuntimeError: boom in finish"
+    assert "accelab.recommendation" not in parent.data.tags
+    why = unfinished(client, parent, "exp")
+    assert f"(MLflow run {ids['parent']}) failed: RuntimeError: boom in finish" in why
+    assert "newest finished sweep" not in why  # there is none
+
+
+def test_a_finished_sweep_is_reported_as_a_result(tmp_path):
+    client, ids = make_sweep(tmp_path)
+    client.set_terminated(ids["parent"], "FINISHED")
+    assert unfinished(client, client.get_run(ids["parent"]), "exp") is None
