@@ -11,7 +11,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from accelab.config.schema import MeasureConfig
-from accelab.measure import TorchRunner, evaluate, speedup, time_alternating
+from accelab.measure import TorchRunner, evaluate, speedup, time_runners
 from accelab.training.epoch import fit
 from trainables.base import Splits
 from trainables.digits import TASK
@@ -43,11 +43,12 @@ def trained_mlp(
 
 
 def median_speedup(
-    baseline: nn.Module, candidate: nn.Module, test_set: TensorDataset, rounds: int = 5, **kwargs
+    baseline: nn.Module, candidate: nn.Module, test_set: TensorDataset, **kwargs
 ) -> float:
-    """accelab's paired speedup (alternating rounds, median of per-round ratios), 1 thread."""
-    s = MeasureConfig(rounds=rounds, **kwargs)
+    """accelab's paired speedup as a sweep measures it (``measure.method`` blocks: short
+    interleaved blocks, median of the paired block ratios), 1 thread."""
+    s = MeasureConfig(**kwargs)
     runners = [TorchRunner(baseline, threads=s.threads), TorchRunner(candidate, threads=s.threads)]
     batch = test_set.tensors[0][: s.batch_size]
-    base, cand = time_alternating(runners, batch, s.rounds, s.warmup, s.repeats)
+    base, cand = time_runners(runners, batch, s)
     return speedup(base, cand).value

@@ -76,8 +76,9 @@ def test_layer_unstructured_prunes_each_layer(small):
 def test_unstructured_speedup_is_about_one(wide):
     model, splits = wide
     pruned = apply_unstructured(copy.deepcopy(model), 0.9)
-    speedup = median_speedup(model, pruned, splits.test, warmup=5, repeats=30)
-    assert 0.7 <= speedup <= 1.4
+    speedup = median_speedup(model, pruned, splits.test)
+    aa = median_speedup(model, copy.deepcopy(model), splits.test)  # the noise, same method
+    assert abs(speedup - 1.0) <= max(0.3, 3 * abs(aa - 1.0)), (speedup, aa)
 
 
 def test_structured_shrinks_speeds_up_and_recovers(wide):
