@@ -5,6 +5,8 @@
 - ``PROBE``: digits with a model that records the intra-op thread count it runs under.
 - ``SHIFTED_VAL``: digits whose validation labels are shifted by one class: any model
   scores ~0 on validation and well on test, so a number computed on the wrong split shows.
+- ``SCALED``: digits whose validation and test inputs are 8x the training inputs: a
+  quantizer calibrated on anything but training data gets an 8x wider input range.
 """
 
 from __future__ import annotations
@@ -52,6 +54,16 @@ def shifted_val_splits(seed: int = 0) -> Splits:
     return Splits(s.train, TensorDataset(x, (y + 1) % NUM_CLASSES), s.test)
 
 
+def scaled_splits(seed: int = 0) -> Splits:
+    s = load_splits(seed)
+
+    def scaled(d: TensorDataset) -> TensorDataset:
+        return TensorDataset(d.tensors[0] * 8, d.tensors[1])
+
+    return Splits(s.train, scaled(s.val), scaled(s.test))
+
+
 COST = Task("cost", NUM_CLASSES, INPUT_SHAPE, load_splits, {"cost": Matmuls})
 PROBE = Task("probe", NUM_CLASSES, INPUT_SHAPE, load_splits, {"probe": build_probe})
 SHIFTED_VAL = Task("shifted", NUM_CLASSES, INPUT_SHAPE, shifted_val_splits, {"mlp": build_mlp})
+SCALED = Task("scaled", NUM_CLASSES, INPUT_SHAPE, scaled_splits, {"mlp": build_mlp})

@@ -96,14 +96,16 @@ def test_register_moves_the_alias_only_for_a_real_gain(store):
     )
     assert alias_of(cfg) == ALIAS
     said: list[str] = []
-    versions = []
+    versions, holder = [], None
     for speedup in (2.0, 2.1, 2.5):  # floor 10%: set, tie (kept), beyond (moved)
         run_id = registry.create_run(exp).info.run_id
         log_onnx_model(uri, run_id, onnx, TASK, model, {"accelab.backend": "torch-fp32"})
         s = summary(speedup, 0.10, run_id)
         _, version, moved = register(registry, cfg, s, "p", said.append)
         versions.append((version, moved))
+        holder = version if moved else holder
         held = registry.get_model_version_by_alias(name, ALIAS)
+        assert held.version == holder  # the alias is where the decision says, after each run
         tags = registry.get_model_version(name, version).tags
         assert tags[SPEEDUP_TAG] == f"{speedup:.6g}" and tags[TARGET_TAG] == "torch_b64"
         assert "accelab.alias_decision" in tags

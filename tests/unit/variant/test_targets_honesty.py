@@ -21,8 +21,7 @@ from accelab.training.checkpoint import save_checkpoint
 from accelab.variant.judge import MB, judge, load_dense
 from tests import tasks
 from tests.helpers_torch import trained_mlp
-from trainables.base import Splits, Task
-from trainables.digits import INPUT_SHAPE, NUM_CLASSES, build_mlp, load_splits
+from trainables.digits import load_splits
 
 TARGETS = [{"runtime": "torch"}, {"runtime": "onnxruntime", "batch_size": 16}]
 ORT = "ort_b16"
@@ -116,18 +115,6 @@ def test_sizes_are_the_real_files_of_each_model(judged):
     assert m["size_ratio"] == pytest.approx(m["size_mb"] * MB / torch_t.family_baseline.size_bytes)
 
 
-# A digits task whose validation and test inputs are 8x larger than the training inputs:
-# a quantizer calibrated on anything but training data gets an 8x wider input range.
-def _scaled_splits(seed: int = 0) -> Splits:
-    s = load_splits(seed)
-    scale = lambda d: torch.utils.data.TensorDataset(d.tensors[0] * 8, d.tensors[1])  # noqa: E731
-    return Splits(s.train, scale(s.val), scale(s.test))
-
-
-SCALED = Task("scaled", NUM_CLASSES, INPUT_SHAPE, _scaled_splits, {"mlp": build_mlp})
-tasks.SCALED = SCALED  # resolvable as "tests.tasks:SCALED"
-
-
 def input_scale_onnx(data: bytes) -> float:
     graph = onnx.load_from_string(data).graph
     inits = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
@@ -142,13 +129,13 @@ def input_scale_torch(model) -> float:
 def test_static_int8_is_calibrated_on_training_data(tmp_path):
     cfg = config("tests.tasks:SCALED", threads=1,
                  compression={"quant": {"bits": 8, "scheme": "static"}})  # fmt: skip
-    train_x = SCALED.load_splits(0).train.tensors[0]
-    for batch in calibration_batches(SCALED, cfg):
-        assert torch.equal(batch, train_x[: len(batch)]) or any(
-            torch.equal(batch, train_x[i : i + len(batch)])
-            for i in range(0, len(train_x), len(batch))
-        )
+    train_x = tasks.SCALED.load_splits(0).train.tensors[0]
+    batches = calibration_batches(tasks.SCALED, cfg)  # the first training examples, in order
+    n = cfg.train.batch_size * cfg.compression.quant.calibration_batches
+    assert torch.equal(torch.cat(batches), train_x[:n])
     wide = float(train_x.max() - train_x.min()) / 255  # the training range in int8 steps
+    # what the ONNX Runtime and torch targets were calibrated on: an 8x wider range if
+    # validation or test inputs were used
     dense = load_dense(cfg, dense_dir(tmp_path, cfg))
     r = judge(dense, copy.deepcopy(dense.model), cfg)
     assert input_scale_onnx(r.targets[ORT].built.onnx) < 2 * wide
