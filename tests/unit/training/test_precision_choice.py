@@ -9,8 +9,18 @@ import re
 import pytest
 import torch
 
-from accelab.training.precision import MIN_GAIN, auto_precision, choose, resolve_precision
+from accelab.training.precision import (
+    MIN_GAIN,
+    Precision,
+    auto_precision,
+    choose,
+    measure_precisions,
+    resolve_precision,
+    time_steps,
+)
 from trainables.digits import TASK
+
+CPU = torch.device("cpu")
 
 
 def table(**ms):
@@ -79,3 +89,31 @@ def test_auto_measures_the_real_model_follows_the_rule_and_caches_it(tmp_path, m
     again = auto_precision(model, batch, TASK.loss, torch.device("cpu"))
     assert again.name == p.name and again.reason == p.reason + " [cached]"
     assert (tmp_path / "precision.json").is_file()
+
+
+@pytest.mark.parametrize(("name", "dtype"), [("fp32", torch.float32), ("bf16", torch.bfloat16),
+                                             ("fp16", torch.float16)])  # fmt: skip
+def test_autocast_runs_the_forward_pass_in_the_chosen_dtype(name, dtype):
+    p = Precision(name, "")
+    with p.autocast(torch.device("cpu")):
+        assert torch.nn.Linear(4, 2)(torch.ones(1, 4)).dtype == dtype
+    scaler = p.grad_scaler(torch.device("cpu"))  # only fp16 needs loss scaling
+    assert scaler.is_enabled() == (name == "fp16") and scaler._device == "cpu"
+
+
+def test_timing_steps_trains_a_copy_and_sees_a_loss_that_is_not_finite():
+    torch.manual_seed(0)
+    model = TASK.build_model("mlp", hidden=[8])
+    before = [p.detach().clone() for p in model.parameters()]
+    batch = (torch.rand(8, 1, 8, 8), torch.randint(0, 10, (8,)))
+    seconds, finite = time_steps(model, batch, TASK.loss, Precision("fp32", ""), CPU, steps=3)
+    assert seconds > 0 and finite
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+
+    def nan_loss(logits, y):
+        return TASK.loss(logits, y) * float("nan")
+
+    assert time_steps(model, batch, nan_loss, Precision("fp32", ""), CPU, steps=1)[1] is False
+    measured = measure_precisions(model, batch, nan_loss, CPU, rounds=1)
+    assert set(measured) == {"fp32", "bf16"} and not any(m["stable"] for m in measured.values())
+    assert choose(measured).name == "fp32"
