@@ -1,6 +1,6 @@
 """Which runtime makes a compressed model fastest where it will run? Side by side.
 
-    python benchmarks/backends.py [--rounds 5] [--repeats 100] [--threads 1]
+    python benchmarks/backends.py [--method blocks|rounds] [--threads 1]
 
 For the digits MLP 64-1024-1024-10 (dense, and 50% of channels pruned + 2 fine-tune
 epochs) and the article's SimpleModel (CNN): every backend accelab measures on CPU (torch
@@ -20,6 +20,7 @@ import torch
 
 from accelab.config.schema import ExperimentConfig
 from accelab.measure import TorchRunner, per_example
+from accelab.measure.latency import timing
 from accelab.training.epoch import fit
 from accelab.variant.judge import Dense
 from accelab.variant.targets import (
@@ -41,6 +42,7 @@ def config(model: str, args: dict, bits: int, scheme: str, batch: int, a) -> Exp
         "trainable": {"name": "digits", "model": model, "model_args": args},
         "compression": {"quant": {"bits": bits, "scheme": scheme}},
         "measure": {"threads": a.threads, "rounds": a.rounds, "repeats": a.repeats, "batch_size": batch,
+                    "method": a.method,
                     "targets": [{"runtime": "torch"}, {"runtime": "onnxruntime"}]},
     })  # fmt: skip
 
@@ -49,6 +51,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--repeats", type=int, default=100)
+    p.add_argument("--method", choices=["blocks", "rounds"], default="blocks")
     p.add_argument("--threads", type=int, default=1)
     a = p.parse_args()
     torch.manual_seed(0)
@@ -64,8 +67,9 @@ def main() -> None:
     models = [("MLP 64-1024-1024-10", "mlp", {"hidden": [1024, 1024]}, mlp, mlp),
               ("same, 50% channels pruned + 2-epoch fine-tune", "mlp", {"hidden": [1024, 1024]}, mlp, pruned),
               ("SimpleModel (CNN)", "cnn", {}, cnn, cnn)]  # fmt: skip
-    print(f"torch {torch.__version__}, {a.threads} thread(s), {a.rounds} alternating rounds x "
-          f"{a.repeats} repeats, load {', '.join(f'{x:.2f}' for x in os.getloadavg())}\n")  # fmt: skip
+    timed = timing(config("mlp", {}, 32, "dynamic", 64, a).measure)
+    print(f"torch {torch.__version__}, {a.threads} thread(s), {timed}, "
+          f"load {', '.join(f'{x:.2f}' for x in os.getloadavg())}\n")  # fmt: skip
     print(f"{'model':<48}{'backend':<22}{'batch':>6}{'accuracy':>10}{'p50 ms':>9}"
           f"{'vs same runtime':>17}{'vs torch fp32':>15}")  # fmt: skip
     for label, name, args, dense_model, model in models:

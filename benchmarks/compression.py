@@ -1,12 +1,13 @@
 """Side-by-side compression benchmark on a Linear-heavy digits MLP, in one process.
 
     python benchmarks/compression.py [--hidden 2048 2048] [--batch-size 64] [--threads 2]
-                                     [--repeats 50] [--rounds 5] [--epochs 5]
+                                     [--method blocks|rounds] [--epochs 5]
 
 Trains the MLP with accelab's training loop (``training.epoch.fit``), then measures every
 compressed variant against the dense fp32 model with ``accelab.measure.measure_pair``
-(the one timing method of the package): alternating rounds, the speedup as the median of
-the per-round ratios with their min-max, the accuracy drop as a paired 95% interval on the
+(the one timing method of the package; ``--method rounds``: the old one): interleaved
+blocks, the speedup as the median of the paired block ratios with its 95% interval, the
+accuracy drop as a paired 95% interval on the
 same test images. Fake-quant rows are simulated: real accuracy and a computed packed size,
 no speed.
 """
@@ -32,6 +33,7 @@ from accelab.compress import (
 )
 from accelab.config.schema import MeasureConfig
 from accelab.measure import Comparison, Measurement, TorchRunner, measure_pair
+from accelab.measure.latency import timing
 from accelab.training.epoch import fit
 from trainables.digits import TASK
 
@@ -116,7 +118,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=50)
     parser.add_argument("--warmup", type=int, default=10)
-    parser.add_argument("--rounds", type=int, default=5, help="alternating timing rounds")
+    parser.add_argument("--rounds", type=int, default=5, help="--method rounds: timing rounds")
+    parser.add_argument("--method", choices=["blocks", "rounds"], default="blocks")
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--finetune-epochs", type=int, default=1, help="0 skips fine-tuned rows")
     parser.add_argument("--seed", type=int, default=0)
@@ -127,7 +130,7 @@ def main() -> None:
     dense = fit(TASK.build_model("mlp", hidden=args.hidden), splits.train, args.epochs,
                 loss=TASK.loss, seed=args.seed, threads=args.threads)  # fmt: skip
     settings = MeasureConfig(batch_size=args.batch_size, threads=args.threads, warmup=args.warmup,
-                             repeats=args.repeats, rounds=args.rounds)  # fmt: skip
+                             repeats=args.repeats, rounds=args.rounds, method=args.method)  # fmt: skip
     rows = []
     for v in variants(args, splits.train):
         model = v.build(copy.deepcopy(dense))
@@ -139,8 +142,8 @@ def main() -> None:
     print(
         f"digits MLP 64-{'-'.join(map(str, args.hidden))}-10, trained {args.epochs} epochs | "
         f"batch {args.batch_size}, {args.threads} threads, torch {torch.__version__}, "
-        f"quantized engine {torch.backends.quantized.engine} | {args.rounds} alternating rounds x "
-        f"{args.repeats} repeats per variant, each against the dense model | load {load}\n"
+        f"quantized engine {torch.backends.quantized.engine} | {timing(settings)} per variant, "
+        f"each against the dense model | load {load}\n"
     )
     print_table(rows)
     print(

@@ -205,6 +205,14 @@ def time_runners(runners: Sequence[Runner], batch: Tensor, s) -> list[Latency]:
     )  # fmt: skip
 
 
+def timing(s) -> str:
+    """How the measure config ``s`` times (for benchmark and CLI headers)."""
+    if s.method == "rounds":
+        return f"{s.rounds} alternating rounds x {s.repeats} runs"
+    return (f"interleaved blocks of {s.block_calls} runs, until +-{s.target_precision:.0%} "
+            f"or {s.max_seconds:g} s")  # fmt: skip
+
+
 def speedup(baseline: Latency, variant: Latency) -> Estimate:
     """Baseline time / variant time per block (or round), paired: the median ratio with
     its order-statistic 95% interval (min-max below 6 pairs)."""
