@@ -34,7 +34,8 @@ TARGET_TAG = names.TARGET
 def alias_of(cfg: ExperimentConfig) -> str:
     drop = cfg.sweep.constraints.quality_drop * 100
     unit = "pct" if resolve_task(cfg.trainable.name).metric.transform == "exp" else "pt"
-    return cfg.registry.alias or f"fastest-within-{drop:g}{unit}"
+    # MLflow aliases allow letters, digits, '_' and '-': 0.5 points is "0_5pt"
+    return cfg.registry.alias or f"fastest-within-{drop:g}{unit}".replace(".", "_")
 
 
 def version_tags(s: SweepSummary, parent_id: str) -> dict[str, str]:

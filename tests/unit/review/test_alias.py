@@ -117,3 +117,11 @@ def test_register_moves_the_alias_only_for_a_real_gain(store):
 def test_default_alias_is_named_after_the_constraint():
     cfg = ExperimentConfig.model_validate({"sweep": {"constraints": {"max_accuracy_drop": 0.02}}})
     assert alias_of(cfg) == "fastest-within-2pt"
+
+
+def test_a_fractional_default_alias_is_a_valid_mlflow_alias():
+    from mlflow.utils.validation import _validate_model_alias_name
+
+    cfg = ExperimentConfig.model_validate({"sweep": {"constraints": {"max_accuracy_drop": 0.005}}})
+    assert alias_of(cfg) == "fastest-within-0_5pt"
+    _validate_model_alias_name(alias_of(cfg))  # raises on '.'
