@@ -63,7 +63,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     cfg = load(args)
     from accelab.commands.sweep import run_sweep
 
-    run_sweep(cfg, resume=args.resume)
+    run_sweep(cfg, resume=args.resume, retrain=args.retrain)
 
 
 def cmd_report(args: argparse.Namespace) -> None:
@@ -148,6 +148,11 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
         "--resume",
         action="store_true",
         help="restore the newest interrupted sweep of this config: finished trials are kept",
+    )
+    p.add_argument(
+        "--retrain",
+        action="store_true",
+        help="train the dense baseline again, even if this config (same key) trained one before",
     )
 
     p = subs["report"] = sub.add_parser(

@@ -23,7 +23,11 @@ from accelab.variant.targets import targets_of
 
 
 def run_sweep(
-    cfg: ExperimentConfig, *, resume: bool = False, echo: Callable[[str], None] = print
+    cfg: ExperimentConfig,
+    *,
+    resume: bool = False,
+    retrain: bool = False,
+    echo: Callable[[str], None] = print,
 ) -> SweepSummary:
     from accelab.preflight import check_measure_device, check_storage_path
     from accelab.tasks import resolve_task
@@ -92,7 +96,7 @@ def run_sweep(
     )
     try:
         summary = tune_and_finish(cfg, client, tracking_uri, parent_id, sweep_name, restore_path,
-                                  metric, echo)  # fmt: skip
+                                  metric, echo, retrain)  # fmt: skip
     except BaseException as exc:
         ended(client, tracking_uri, parent_id, exc, total_trials(cfg))
         raise
@@ -106,6 +110,7 @@ def run_sweep(
 def tune_and_finish(
     cfg: ExperimentConfig, client: MlflowClient, tracking_uri: str, parent_id: str,
     sweep_name: str, restore_path: str | None, metric: MetricInfo, echo: Callable[[str], None],
+    retrain: bool = False,
 ) -> SweepSummary:  # fmt: skip
     """Baseline, A/A control, the Tune run, then (only when every trial ran and nothing
     interrupted it) the frontier, recommendation and registration."""
@@ -115,7 +120,7 @@ def tune_and_finish(
     from accelab.sweep.trial import SweepContext
     from accelab.tracking.client import client_env
 
-    dense = obtain_baseline(cfg, tracking_uri, parent_id, echo)
+    dense = obtain_baseline(cfg, tracking_uri, parent_id, echo, retrain)
     aa = aa_control(cfg, dense, tracking_uri, parent_id)
     echo(
         f"A/A control (dense vs itself, {cfg.measure.rounds} rounds): {aa['aa_speedup']:.2f}x "
