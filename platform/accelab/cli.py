@@ -29,6 +29,7 @@ EXAMPLES = """examples:
 
 Any config key can be overridden after the config file as dotted.key=value."""
 OVERRIDES_USAGE = "[key.sub=value ...]"
+DEFAULT_STORE = "$MLFLOW_TRACKING_URI, else sqlite:///mlflow.db"
 
 
 def load(args: argparse.Namespace):
@@ -96,6 +97,12 @@ def cmd_sync(args: argparse.Namespace) -> None:
     sync(args.path, args.tracking_uri)
 
 
+def tracking_uri_option(p: argparse.ArgumentParser, default_text: str = DEFAULT_STORE) -> None:
+    p.add_argument(
+        "--tracking-uri", default=None, help=f"MLflow tracking URI (default: {default_text})"
+    )
+
+
 def config_parser(sub, name: str, help_text: str, func) -> argparse.ArgumentParser:
     p = sub.add_parser(
         name, help=help_text, usage=f"accelab {name} CONFIG {OVERRIDES_USAGE} [options]"
@@ -159,9 +166,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
         "report", help="print a sweep's frontier and recommendation from MLflow"
     )
     p.add_argument("experiment", help="MLflow experiment name (the config's name)")
-    p.add_argument(
-        "--tracking-uri", default=None, help="MLflow tracking URI (default sqlite:///mlflow.db)"
-    )
+    tracking_uri_option(p)
     p.add_argument("--run", default=None, help="parent run id (default: the newest sweep)")
     p.set_defaults(func=cmd_report)
 
@@ -172,17 +177,13 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     p.add_argument("source", help="runs:/<run id>, a run id, or models:/<name>@<alias>")
     p.add_argument("--format", choices=["onnx", "onnx-int8", "torch-export"], default="onnx")
     p.add_argument("--out", default=None, help="output folder (default ./export/<run id>)")
-    p.add_argument(
-        "--tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db"
-    )
+    tracking_uri_option(p)
     p.set_defaults(func=cmd_export)
 
     p = subs["ui"] = sub.add_parser(
         "ui", help="start the MLflow UI on the store (127.0.0.1) and print the latest sweep's URL"
     )
-    p.add_argument(
-        "--tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db"
-    )
+    tracking_uri_option(p)
     p.add_argument("--port", type=int, default=5000)
     p.set_defaults(func=cmd_ui)
 
@@ -195,9 +196,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
         metavar="SWEEP",
         help="a sweep's parent run id, or an experiment name (its newest sweep)",
     )
-    p.add_argument(
-        "--tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db"
-    )
+    tracking_uri_option(p)
     p.add_argument("--out", default="compare.png", help="the plot (default ./compare.png)")
     p.add_argument(
         "--target", default=None, help="target key, e.g. ort_b1 (default: each sweep's primary)"
@@ -208,7 +207,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
         "sync", help="record in MLflow what a training's checkpoint holds but MLflow missed"
     )
     p.add_argument("path", help="checkpoint directory, or a Ray Train run directory (latest)")
-    p.add_argument("--tracking-uri", default=None, help="default: the URI the run was logged to")
+    tracking_uri_option(p, "the URI the run was logged to")
     p.set_defaults(func=cmd_sync)
 
     p = subs["validate"] = sub.add_parser(
