@@ -28,16 +28,15 @@ from accelab.compress.prune import structured_targets
 from accelab.config import loader
 from accelab.config.schema import ExperimentConfig
 from accelab.errors import ConfigError, UsageError
-from accelab.tasks import UnknownTrainable, import_timeout_s, resolve_task
+from accelab.tasks import UnknownTrainable, build_model, import_timeout_s, resolve_task
 
 MAX_POINTS = 2000  # a bigger sweep is checked one dimension at a time
 
 
 def build_on_meta(cfg: ExperimentConfig) -> nn.Module:
     """Build the configured model without allocating weights (shapes only)."""
-    task = resolve_task(cfg.trainable.name)
     with torch.device("meta"):
-        return task.build_model(cfg.trainable.model, **cfg.trainable.model_args)
+        return build_model(cfg.trainable)
 
 
 def model_errors(cfg: ExperimentConfig, cache: dict[str, Any] | None = None) -> list[str]:

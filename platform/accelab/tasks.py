@@ -104,3 +104,10 @@ def resolve_task(name: str) -> Task:
             "(accelab reads the attribute and never calls it)"
         )
     return task
+
+
+def build_model(trainable):
+    """The configured model (``trainable``: a config's ``trainable`` section or its dict)."""
+    get = trainable.get if isinstance(trainable, dict) else lambda k, d=None: getattr(trainable, k)
+    task = resolve_task(get("name"))
+    return task.build_model(get("model"), **(get("model_args", {}) or {}))

@@ -179,7 +179,7 @@ def log_trained_model(cfg: ExperimentConfig, ckpt: Path, tracking_uri: str, run_
     from mlflow.tracking import MlflowClient
 
     from accelab.export.onnx import to_onnx
-    from accelab.tasks import resolve_task
+    from accelab.tasks import build_model, resolve_task
     from accelab.tracking.models import log_onnx_model
     from accelab.training.checkpoint import MODEL_FILE, load_model_state
 
@@ -188,7 +188,7 @@ def log_trained_model(cfg: ExperimentConfig, ckpt: Path, tracking_uri: str, run_
     if client.search_logged_models([exp], filter_string=f"source_run_id = '{run_id}'"):
         return  # a resumed or retried run keeps the one it has
     task = resolve_task(cfg.trainable.name)
-    model = task.build_model(cfg.trainable.model, **cfg.trainable.model_args)
+    model = build_model(cfg.trainable)
     model.load_state_dict(load_model_state(ckpt / MODEL_FILE))
     data = to_onnx(model.eval(), task.example_input(2), cfg.measure.onnx_exporter)
     log_onnx_model(tracking_uri, run_id, data, task, model, {"accelab.backend": "ort-fp32",

@@ -22,7 +22,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from accelab.config.schema import ExperimentConfig
-from accelab.tasks import resolve_task
+from accelab.tasks import build_model, resolve_task
 from accelab.training.checkpoint import (
     epochs_left,
     load_checkpoint,
@@ -99,7 +99,7 @@ def train_loop_per_worker(settings: LoopSettings) -> None:
     torch.manual_seed(cfg.train.seed)
     device = ray.train.torch.get_device()
     task = resolve_task(cfg.trainable.name)
-    model = task.build_model(cfg.trainable.model, **cfg.trainable.model_args)
+    model = build_model(cfg.trainable)
     if settings.hooks.transform_model:
         model = settings.hooks.transform_model(model, task)
     splits = task.load_splits(cfg.trainable.data_seed)

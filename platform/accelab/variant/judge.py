@@ -23,7 +23,7 @@ from accelab.compress.prune import sparsity_report
 from accelab.config.schema import ExperimentConfig
 from accelab.measure import Comparison, Measurement, TorchRunner, estimate, per_example
 from accelab.stats import Estimate, median_interval
-from accelab.tasks import resolve_task
+from accelab.tasks import build_model, resolve_task
 from accelab.training.checkpoint import MODEL_FILE, load_model_state
 from accelab.variant.targets import (
     Built,
@@ -62,7 +62,7 @@ class Dense:
 def load_dense(cfg: ExperimentConfig, dense_dir: Path) -> Dense:
     task = resolve_task(cfg.trainable.name)
     splits = task.load_splits(cfg.trainable.data_seed)
-    model = task.build_model(cfg.trainable.model, **cfg.trainable.model_args)
+    model = build_model(cfg.trainable)
     model.load_state_dict(load_model_state(dense_dir / MODEL_FILE))
     m = cfg.measure
     runner = TorchRunner(model.eval(), TORCH_FP32, m.device, m.threads)

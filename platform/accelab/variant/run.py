@@ -18,6 +18,7 @@ from torch import nn
 from accelab.compress.pipeline import CompressionHooks, compress_for_training
 from accelab.config.schema import ExperimentConfig
 from accelab.measure import TorchRunner
+from accelab.tasks import build_model
 from accelab.training.checkpoint import MODEL_FILE, load_model_state, read_meta
 from accelab.variant.judge import Dense, VariantResult, judge, load_dense, train_loss
 
@@ -83,7 +84,7 @@ def finetune(
         for row in history:
             with_retry(lambda r=row: log_metrics_once(client, run_id, r["epoch"], r["metrics"]), 60)
     task = dense.task
-    model = hooks.transform(task.build_model(cfg.trainable.model, **cfg.trainable.model_args), task)
+    model = hooks.transform(build_model(cfg.trainable), task)
     model.load_state_dict(state)
     return model, sum(row["metrics"][f"{FINETUNE_PREFIX}epoch_s"] for row in history)
 

@@ -115,12 +115,10 @@ def prepare_source(cfg: ExperimentConfig, source: str, tracking_uri: str) -> Pat
 def check_weights(directory: Path, cfg: ExperimentConfig) -> None:
     """The weights load into the configured model (right names and shapes), now rather
     than after an MLflow run was created."""
-    from accelab.tasks import resolve_task
+    from accelab.tasks import build_model
     from accelab.training.checkpoint import load_model_state
 
     state = load_model_state(directory / MODEL_FILE)
-    model = resolve_task(cfg.trainable.name).build_model(
-        cfg.trainable.model, **cfg.trainable.model_args
-    )
+    model = build_model(cfg.trainable)
     if problem := first_mismatch(state, model):
         raise UsageError(f"{directory / MODEL_FILE}: does not fit the configured model ({problem})")

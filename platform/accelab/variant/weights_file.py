@@ -136,15 +136,13 @@ def cache_key(path: Path, trainable: dict) -> str:
 def stage_weights(path: Path, source: str, cfg: ExperimentConfig, cache_root: Path) -> Path:
     """Check ``path`` against the configured model and stage it as a checkpoint directory
     (``model.safetensors`` + ``meta.json``) under ``cache_root``, atomically."""
-    from accelab.tasks import resolve_task
+    from accelab.tasks import build_model
 
     trainable = cfg.trainable.model_dump()
     target = cache_root / f"weights-{cache_key(path, trainable)}"
     if (target / META_FILE).is_file():
         return target
-    model = resolve_task(cfg.trainable.name).build_model(
-        cfg.trainable.model, **cfg.trainable.model_args
-    )
+    model = build_model(cfg.trainable)
     state = adapt(read_state_dict(path), model)
     if problem := first_mismatch(state, model):
         raise UsageError(f"--from {source}: does not fit the configured model ({problem})")
