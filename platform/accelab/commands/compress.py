@@ -105,7 +105,7 @@ def format_comparison(r: VariantResult, metric: str = "accuracy", relative: bool
         speed_text = "n/a (simulated: no real low-bit kernel here)"
     else:
         s = cmp.speedup
-        speed_text = f"{s.value:.2f}x (rounds {s.lo:.2f}-{s.hi:.2f})"
+        speed_text = f"{s.value:.2f}x (95% CI {s.lo:.2f}-{s.hi:.2f})"
     if not m.simulated and r.metrics.get("sparsity", 0.0) > 0:
         speed_text += " (dense kernels: zeroed weights are still computed, sparsity is not faster)"
     d, vd, unit = cmp.drop, r.val_drop, drop_unit(relative)
@@ -122,7 +122,7 @@ def format_comparison(r: VariantResult, metric: str = "accuracy", relative: bool
 def format_targets(r: VariantResult, metric: str) -> str:
     """Every deployment target in one line each: the variant's backend, quality and latency
     against the dense model on the same runtime and against dense torch fp32."""
-    rows = [("target", "backend", metric, "p50 ms", "dense ms", "speedup (min-max)", "vs torch")]
+    rows = [("target", "backend", metric, "p50 ms", "dense ms", "speedup [95% CI]", "vs torch")]
     for t in r.targets.values():
         if t.error:
             rows.append((t.target.label, t.backend, "", "", "", f"n/a: {t.error[:80]}", ""))

@@ -17,6 +17,7 @@ from mlflow.tracking import MlflowClient
 
 from accelab.config.schema import ExperimentConfig
 from accelab.errors import UsageError, collect
+from accelab.measure.latency import timing
 from accelab.sweep.summary import TARGETS_TAG, MetricInfo, SweepSummary
 from accelab.sweep.tune import build_tuner, check_resources, total_trials
 from accelab.variant.targets import targets_of
@@ -123,7 +124,7 @@ def tune_and_finish(
     dense = obtain_baseline(cfg, tracking_uri, parent_id, echo, retrain)
     aa = aa_control(cfg, dense, tracking_uri, parent_id)
     echo(
-        f"A/A control (dense vs itself, {cfg.measure.rounds} rounds): {aa['aa_speedup']:.2f}x "
+        f"A/A control (dense vs itself, {timing(cfg.measure)}): {aa['aa_speedup']:.2f}x "
         f"({aa['aa_speedup_lo']:.2f}-{aa['aa_speedup_hi']:.2f}): noise floor {aa['noise_floor']:.1%}"
     )
     ctx = SweepContext(

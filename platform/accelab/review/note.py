@@ -20,7 +20,7 @@ MAX_ROWS = 40
 def sweep_note(s: SweepSummary, others: list[SweepSummary], parent_id: str, registered: str) -> str:
     name = s.metric.name
     knobs = [k.split(".")[-1] for k in s.searched]
-    head = ["trial", "run", *knobs, "backend", name, "drop pts [95% CI]", "val drop", "speedup (min-max)",
+    head = ["trial", "run", *knobs, "backend", name, "drop pts [95% CI]", "val drop", "speedup [95% CI]",
             "size MB", "front"]  # fmt: skip
     rows = sorted(s.rows, key=lambda r: (not r.recommended, not r.on_front, r.trial_id))
     table = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]

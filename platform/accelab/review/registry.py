@@ -43,7 +43,7 @@ def version_tags(s: SweepSummary, parent_id: str) -> dict[str, str]:
     d = format_drop(r.q_drop, r.q_drop_lo, r.q_drop_hi, s.metric.relative_drop)
     unit = "percent" if s.metric.relative_drop else "points"
     return {
-        names.SPEEDUP: f"{r.speedup:.2f}x ({r.speedup_lo:.2f}-{r.speedup_hi:.2f} over rounds)",
+        names.SPEEDUP: f"{r.speedup:.2f}x ({r.speedup_lo:.2f}-{r.speedup_hi:.2f}, 95% CI)",
         SPEEDUP_TAG: f"{r.speedup:.6g}",
         names.QUALITY_DROP: f"{d} {unit} of test {s.metric.name} on {int(r.n_test or 0)} examples",
         names.BACKEND: r.backend,

@@ -16,7 +16,7 @@ from accelab.sweep.summary import SweepSummary, TrialRow
 
 PANELS = (
     ("relative_latency", "on_front",
-     "latency relative to the dense model timed alongside (1/speedup; bars: min-max over rounds)",
+     "latency relative to the dense model timed alongside (1/speedup; bars: 95% CI of the median block ratio)",
      "quality vs latency (lower is faster)"),
     ("size_mb", "on_size_front", "model size (MB, on disk)", "quality vs size"),
 )  # fmt: skip

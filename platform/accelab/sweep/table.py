@@ -1,8 +1,8 @@
 """The sweep's table, recommendation line and ``pareto.csv`` (from a ``SweepSummary``).
 
 Every number with a spread shows it: the quality drop with its paired 95% interval, the
-speedup with its per-round [min-max]. Each row's speedup is against the baseline latency
-in its own ``base ms`` column (measured alongside it), not against the header's A/A one.
+speedup (median of paired block ratios) with its 95% interval. Each row's speedup is
+against the baseline latency in its own ``base ms`` column (measured alongside it), not against the header's A/A one.
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ def format_table(s: SweepSummary) -> str:
     """The frontier table and the recommendation, as printed at the end of a sweep."""
     scale_unit = drop_unit(s)[1]
     head = ["trial", *(k.split(".")[-1] for k in s.searched), "backend", s.metric.name,
-            f"drop {scale_unit} [95% CI]", "val drop", "p50 ms", "base ms", "speedup (min-max)",
+            f"drop {scale_unit} [95% CI]", "val drop", "p50 ms", "base ms", "speedup [95% CI]",
             "vs torch", "size MB", "packed MB", "front", "status"]  # fmt: skip
     lines = []
     for r in s.rows:
