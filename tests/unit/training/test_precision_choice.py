@@ -4,6 +4,7 @@ measurement on a tiny model (cached once per shape)."""
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -13,6 +14,8 @@ from accelab.training.precision import (
     MIN_GAIN,
     Precision,
     auto_precision,
+    cache_file,
+    cache_key,
     choose,
     measure_precisions,
     resolve_precision,
@@ -117,3 +120,41 @@ def test_timing_steps_trains_a_copy_and_sees_a_loss_that_is_not_finite():
     measured = measure_precisions(model, batch, nan_loss, CPU, rounds=1)
     assert set(measured) == {"fp32", "bf16"} and not any(m["stable"] for m in measured.values())
     assert choose(measured).name == "fp32"
+
+
+def tiny(hidden: int = 8):
+    torch.manual_seed(0)
+    return TASK.build_model("mlp", hidden=[hidden]), (
+        torch.rand(8, 1, 8, 8),
+        torch.randint(0, 10, (8,)),
+    )
+
+
+def test_auto_is_cached_per_model_shape_and_batch_and_keeps_other_entries(tmp_path, monkeypatch):
+    monkeypatch.setenv("ACCELAB_CACHE_DIR", str(tmp_path / "a" / "b"))  # created on first use
+    (m8, batch), (m16, _) = tiny(8), tiny(16)
+    flat = (batch[0].flatten(1), batch[1])  # another input shape, the same labels
+    keys = {cache_key(m8, batch, CPU), cache_key(m16, batch, CPU), cache_key(m8, flat, CPU)}
+    assert len(keys) == 3
+    p = resolve_precision("auto", CPU, m8, batch, TASK.loss)  # measured, not a default
+    assert p.reason.startswith("auto (measured)")
+    resolve_precision("auto", CPU, m16, batch, TASK.loss)
+    table = json.loads((tmp_path / "a" / "b" / "precision.json").read_text())
+    assert set(table) == {cache_key(m8, batch, CPU), cache_key(m16, batch, CPU)}
+    assert table[cache_key(m8, batch, CPU)] == {"name": p.name, "reason": p.reason}
+
+
+def test_an_unusable_cache_never_stops_training(tmp_path, monkeypatch):
+    model, batch = tiny()
+    (tmp_path / "precision.json").write_text("{half a fi")  # a torn or foreign file
+    monkeypatch.setenv("ACCELAB_CACHE_DIR", str(tmp_path))
+    assert auto_precision(model, batch, TASK.loss, CPU).reason.startswith("auto (measured)")
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("ACCELAB_CACHE_DIR", str(tmp_path / "file" / "dir"))  # cannot be made
+    assert auto_precision(model, batch, TASK.loss, CPU).reason.startswith("auto (measured)")
+
+
+def test_the_cache_lives_under_the_home_directory_by_default(tmp_path, monkeypatch):
+    monkeypatch.delenv("ACCELAB_CACHE_DIR", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert cache_file() == tmp_path / ".cache" / "accelab" / "precision.json"
