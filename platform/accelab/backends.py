@@ -14,6 +14,7 @@ SIMULATED = "fake-quant (simulated)"  # low-bit weights simulated in fp32: no sp
 ORT_FP32 = "ort-fp32"  # ONNX Runtime, CPU execution provider
 ORT_INT8_DYNAMIC = "ort-int8-dynamic"  # ORT dynamic quantization, per-channel int8 weights
 ORT_INT8_STATIC = "ort-int8-static"  # ORT QDQ static quantization, calibrated on training data
+ORT_INT4 = "ort-int4-weight-only"  # ORT MatMulNBits: block-wise int4 weights, fp32 activations
 # OpenVINO: the name carries the precision the compiled model reports (export.runner.OvRunner)
 OV_F32 = "openvino-f32"  # INFERENCE_PRECISION_HINT=f32
 OV_BF16 = "openvino-bf16"  # the default hint, where the CPU runs it as bf16
@@ -31,6 +32,8 @@ DESCRIPTIONS = {
     ORT_FP32: "ONNX Runtime (CPUExecutionProvider), fp32",
     ORT_INT8_DYNAMIC: "ONNX Runtime, int8 dynamic quantization, per-channel weights",
     ORT_INT8_STATIC: "ONNX Runtime, int8 static QDQ, per-channel, calibrated on training data",
+    ORT_INT4: "ONNX Runtime, MatMulNBits: int4 weights (asymmetric, one scale and zero point "
+    "per block of input channels, block size after -b), fp32 activations",
     OV_F32: f"OpenVINO CPU, INFERENCE_PRECISION_HINT=f32, {OV_SETTINGS}",
     OV_BF16: f"OpenVINO CPU, default precision hint (runs bf16 on this CPU), {OV_SETTINGS}",
     OV_INT8: f"OpenVINO CPU, NNCF post-training int8 (calibrated on training data), {OV_SETTINGS}",
@@ -39,10 +42,21 @@ DESCRIPTIONS = {
 }
 
 
-def backend_for(runtime: str, bits: int, scheme: str, device: str = "cpu") -> str | None:
+def ort_int4(block_size: int) -> str:
+    """ONNX Runtime's int4 weight-only backend at ``block_size`` (the block size changes
+    both the model's size and its error, so it is part of the name)."""
+    return f"{ORT_INT4}-b{block_size}"
+
+
+def backend_for(
+    runtime: str, bits: int, scheme: str, device: str = "cpu", block_size: int = 32
+) -> str | None:
     """The real kernel a (runtime, bit-width, scheme) runs on, or None (simulated).
     OpenVINO: 32 = the f32 hint, 16 = the default hint (bf16 where the CPU has it; the
-    runner names what really runs), 8 = NNCF int8 (static, whatever the scheme)."""
+    runner names what really runs), 8 = NNCF int8 (static, whatever the scheme).
+    ONNX Runtime 4 bits: MatMulNBits, weight-only, ``block_size`` weights per scale."""
+    if runtime == "onnxruntime" and bits == 4:
+        return ort_int4(block_size)
     if runtime == "openvino":
         return {32: OV_F32, 16: OV_BF16, 8: OV_INT8}.get(bits)
     if bits == 32:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 PositiveInt = Annotated[int, Field(ge=1)]
 NonNegInt = Annotated[int, Field(ge=0)]
@@ -170,7 +170,13 @@ class QuantConfig(Section):
     bits: Literal[2, 3, 4, 5, 6, 7, 8, 16, 32] = Field(
         32,
         description="32 = no quantization; 16 = bf16 weights and compute (torch: CUDA, CPUs "
-        "with AMX/avx512_bf16); 8 = int8 kernels; 2-7 simulated (4 on CUDA: torchao int4).",
+        "with AMX/avx512_bf16); 8 = int8 kernels; 4 = int4 weight-only on ONNX Runtime "
+        "(MatMulNBits) and CUDA (torchao), simulated on torch CPU; 2-7 otherwise simulated.",
+    )
+    block_size: Annotated[int, Field(ge=16, le=4096)] = Field(
+        32,
+        description="bits 4 on ONNX Runtime: weights per scale and zero point along the input "
+        "channels (a power of two >= 16); smaller = more accurate and larger.",
     )
     mode: Literal["ptq", "qat"] = Field("ptq", description="qat needs finetune.epochs > 0.")
     activations: bool = False
@@ -207,6 +213,13 @@ class QuantConfig(Section):
         description="Run on a real low-bit kernel where one exists (torch-int8-x86 on CPU); "
         "false simulates 2-8 bits in fp32. bf16 (bits 16) always runs real bf16 kernels.",
     )
+
+    @field_validator("block_size")
+    @classmethod
+    def _power_of_two(cls, value: int) -> int:
+        if value & (value - 1):
+            raise ValueError(f"must be a power of two >= 16 (16, 32, 64, 128, ...), got {value}")
+        return value
 
     @property
     def ort_recipe(self) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """torch -> ONNX (dynamic batch) -> ONNX Runtime int8 (dynamic, or static QDQ calibrated on
 training data only; the recipe - per-channel or per-tensor weights, activation type and
-symmetry, calibration method, op types - is a searchable knob), and the check that an export computes what the
+symmetry, calibration method, op types - is a searchable knob) or int4 weight-only
+(``MatMulNBits``, block-wise), and the check that an export computes what the
 torch model computes.
 
 Models cross this module as ONNX bytes (a ``ModelProto`` serialized): small, picklable,
@@ -158,6 +159,68 @@ def _quantize(fp32: bytes, scheme: str, calibration, Batches, recipe: OrtRecipe)
             quantize_dynamic(str(pre), str(out), op_types_to_quantize=ops,
                              weight_type=QuantType.QInt8, per_channel=recipe.per_channel)  # fmt: skip
         return out.read_bytes()
+
+
+def quantize_int4(fp32: bytes, block_size: int = 32) -> bytes:
+    """ONNX Runtime int4 weight-only: every MatMul with a constant 2-D weight becomes a
+    ``MatMulNBits`` node (asymmetric uint4, one scale and zero point per ``block_size``
+    input channels; activations stay fp32). torch exports ``nn.Linear`` on 2-D inputs as
+    ``Gemm``, which ORT's quantizer skips, so those become MatMul + Add first."""
+    import onnx
+    from onnxruntime.quantization.matmul_nbits_quantizer import (
+        DefaultWeightOnlyQuantConfig,
+        MatMulNBitsQuantizer,
+    )
+
+    model = gemm_to_matmul(onnx.load_from_string(fp32))
+    config = DefaultWeightOnlyQuantConfig(block_size=block_size, is_symmetric=False, bits=4)
+    quantizer = MatMulNBitsQuantizer(model, algo_config=config)
+    root = logging.getLogger()  # the quantizer logs every node it visits at INFO
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        quantizer.process()
+    finally:
+        root.setLevel(level)
+    return quantizer.model.model.SerializeToString()
+
+
+def gemm_to_matmul(model):
+    """``model`` (a ModelProto, changed in place) with each ``Gemm`` whose weight B is a
+    constant (alpha 1, beta 1, A not transposed: what ``nn.Linear`` exports) rewritten as
+    MatMul against the [in, out] weight, plus Add of the bias: the form ``MatMulNBits``
+    replaces. Other Gemms are left as they are (they stay fp32)."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    weights = {t.name: t for t in graph.initializer}
+    nodes = []
+    for node in graph.node:
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        linear = (
+            node.op_type == "Gemm" and len(node.input) >= 2 and node.input[1] in weights
+            and attrs.get("alpha", 1.0) == 1.0 and attrs.get("beta", 1.0) == 1.0
+            and not attrs.get("transA", 0)
+        )  # fmt: skip
+        if not linear:
+            nodes.append(node)
+            continue
+        w = weights[node.input[1]]
+        array = numpy_helper.to_array(w)
+        w.CopyFrom(numpy_helper.from_array(array.T.copy() if attrs.get("transB", 0) else array,
+                                           w.name))  # fmt: skip
+        bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
+        product = node.output[0] + "_matmul" if bias else node.output[0]
+        nodes.append(helper.make_node("MatMul", [node.input[0], w.name], [product],
+                                      name=(node.name or w.name) + "_matmul"))  # fmt: skip
+        if bias:
+            nodes.append(helper.make_node("Add", [product, bias], [node.output[0]],
+                                          name=(node.name or w.name) + "_bias"))  # fmt: skip
+    del graph.node[:]
+    graph.node.extend(nodes)
+    onnx.checker.check_model(model)
+    return model
 
 
 def session(model: bytes, threads: int = 1):

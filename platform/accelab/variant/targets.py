@@ -3,6 +3,7 @@ measured there next to the dense model on the same runtime and on torch.
 
     torch        torch-fp32 | torch-int8-x86 (dynamic, Linear) | torch-int8-x86-static (FX)
     onnxruntime  ort-fp32 | ort-int8-dynamic | ort-int8-static (QDQ, calibrated on train data)
+                 | ort-int4-weight-only-b<block size> (bits 4: MatMulNBits, weights only)
     openvino     openvino-f32 (bits 32) | openvino-bf16 (bits 16: the default hint, named
                  after what the CPU runs) | openvino-int8-nncf (bits 8: NNCF PTQ, calibrated
                  on train data; transformer preset for language models)
@@ -90,6 +91,7 @@ class Exports:
     error: str | None = None
     max_abs_diff: float | None = None
     int8: dict[tuple, bytes] = field(default_factory=dict)  # (scheme, recipe) -> ONNX
+    int4: dict[int, bytes] = field(default_factory=dict)  # block size -> MatMulNBits ONNX
     openvino: dict[str, object] = field(default_factory=dict)  # "fp32" | "int8": openvino.Model
 
 
@@ -119,12 +121,17 @@ def export_fp32(
 
 
 def onnx_of(x: Exports, cfg: ExperimentConfig, task: Task) -> bytes:
-    """What ONNX Runtime runs for the config's bit-width: the fp32 export, or its int8
-    quantization (made once per scheme and recipe, calibrated on training data)."""
+    """What ONNX Runtime runs for the config's bit-width: the fp32 export, its int8
+    quantization (made once per scheme and recipe, calibrated on training data), or its
+    int4 weight-only MatMulNBits model (made once per block size; no calibration)."""
     from accelab.compress.pipeline import calibration_batches
-    from accelab.export.onnx import OrtRecipe, quantize
+    from accelab.export.onnx import OrtRecipe, quantize, quantize_int4
 
     q = cfg.compression.quant
+    if q.bits == 4:
+        if q.block_size not in x.int4:
+            x.int4[q.block_size] = quantize_int4(x.fp32, q.block_size)
+        return x.int4[q.block_size]
     if q.bits != 8:
         return x.fp32
     recipe = OrtRecipe(**q.ort_recipe)
@@ -139,7 +146,7 @@ def ort_backend(cfg: ExperimentConfig) -> str | None:
     from accelab.export.onnx import OrtRecipe
 
     q = cfg.compression.quant
-    backend = backend_for("onnxruntime", q.bits, q.scheme)
+    backend = backend_for("onnxruntime", q.bits, q.scheme, block_size=q.block_size)
     return backend + OrtRecipe(**q.ort_recipe).suffix if backend and q.bits == 8 else backend
 
 
@@ -178,7 +185,10 @@ def build_on(
     q, threads = cfg.compression.quant, cfg.measure.threads
     if runtime == "onnxruntime" and q.bits == 16:
         return Built("n/a", error="bf16 has no ONNX Runtime backend here; measure it on torch")
-    backend = backend_for(runtime, q.bits, q.scheme, cfg.measure.device) if q.real_kernel else None
+    device = cfg.measure.device
+    backend = (
+        backend_for(runtime, q.bits, q.scheme, device, q.block_size) if q.real_kernel else None
+    )
     if runtime == "onnxruntime" and backend is not None:
         backend = ort_backend(cfg)
     if runtime == "torch" or backend is None:

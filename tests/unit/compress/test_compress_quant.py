@@ -134,6 +134,8 @@ def test_backend_for_each_runtime_bit_width_and_scheme():
     assert backend_for("torch", 4, "dynamic", "cuda") == "torchao-int4-weight-only"
     assert backend_for("torch", 16, "dynamic") == "torch-bf16"
     assert backend_for("onnxruntime", 16, "dynamic") is None
+    assert backend_for("onnxruntime", 4, "dynamic") == "ort-int4-weight-only-b32"  # MatMulNBits
+    assert backend_for("onnxruntime", 4, "static", "cuda", 128) == "ort-int4-weight-only-b128"
     assert backend_for("torch", 2, "dynamic", "cuda") is None
 
 
