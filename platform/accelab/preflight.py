@@ -103,6 +103,8 @@ def training_errors(cfg: ExperimentConfig) -> list[str]:
         problems.append(
             "compression.prune.schedule: cubic needs prune.method=unstructured and finetune.epochs > 0"
         )
+    if cfg.finetune.distill.weight > 0 and cfg.finetune.epochs == 0:
+        problems.append("finetune.distill.weight: distillation needs finetune.epochs > 0")
     if prune.method != "none" and prune.sparsity == 0:
         problems.append("compression.prune.sparsity: must be > 0 when prune.method is set")
     fail = cfg.faults.fail_at_epoch

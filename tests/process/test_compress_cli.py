@@ -1,6 +1,6 @@
 """``accelab compress`` end to end through the real CLI: bad input exits 2 before Ray,
 post-training variants are measured and logged honestly (no Ray), and one QAT + pruning
-run fine-tunes on two real DDP workers.
+run fine-tunes on two real DDP workers (distilling from the dense model).
 
 The dense model is a digits MLP trained in plain torch (seconds) and saved as an accelab
 checkpoint, so only the fine-tuning test pays for a Ray Train start.
@@ -241,12 +241,12 @@ def test_structured_half_shrinks_layers_and_deployable_rebuilds_them(checkpoints
 
 
 @pytest.mark.ray
-def test_qat_int8_with_pruning_on_two_ddp_workers(checkpoints, store, tmp_path):
+def test_qat_int8_with_pruning_and_distillation_on_two_ddp_workers(checkpoints, store, tmp_path):
     proc = run_cli(
         "compress", MLP, "--from", str(checkpoints["mlp"]), *store["overrides"], HIDDEN,
         "compression.prune.method=unstructured", "compression.prune.sparsity=0.5",
         "compression.prune.schedule=cubic", "compression.prune.ramp_fraction=1.0",
-        "compression.quant.bits=8", "compression.quant.mode=qat",
+        "compression.quant.bits=8", "compression.quant.mode=qat", "finetune.distill.weight=0.5",
         "finetune.epochs=2", "scaling.num_workers=2", "measure.repeats=10", "measure.warmup=3", TORCH_ONLY,
         cwd=tmp_path,
     )  # fmt: skip
@@ -262,6 +262,10 @@ def test_qat_int8_with_pruning_on_two_ddp_workers(checkpoints, store, tmp_path):
     assert tags["accelab.world_size"] == "2"
     assert tags["accelab.backend"] == "torch-int8-x86" and tags["accelab.simulated"] == "false"
     assert m["finetune_ddp_param_max_abs_diff"] == 0.0  # ranks hold identical weights
+    # the dense model taught on every rank (its weights are no DDP parameters), and said so
+    assert run.data.params["finetune.distill.weight"] == "0.5"
+    distill = client.get_metric_history(run_id, "finetune_distill_loss")
+    assert sorted(v.step for v in distill) == [0, 1] and all(v.value > 0 for v in distill)
     ramp = sorted(client.get_metric_history(run_id, "finetune_sparsity"), key=lambda v: v.step)
     assert [v.step for v in ramp] == [0, 1]
     assert 0.0 < ramp[0].value < ramp[1].value  # Zhu & Gupta's cubic schedule ramps up

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from accelab.backends import SIMULATED, TORCH_BF16, TORCH_FP32, TORCH_INT8_STATIC, backend_for
+from accelab.compress.distill import Distiller, frozen
 from accelab.compress.prune import (
     GradualPruner,
     apply_masks,
@@ -39,6 +40,7 @@ from accelab.compress.quant import (
     strip_fake_quant,
 )
 from accelab.config.schema import ExperimentConfig
+from accelab.tasks import build_model
 from accelab.training.checkpoint import load_model_state, unwrap
 from trainables.base import Task, examples_of
 
@@ -89,13 +91,15 @@ class CompressionHooks:
     """Fine-tuning hooks for the per-worker loop (bound methods go into ``LoopHooks``).
 
     ``transform`` rebuilds the compressed model from the dense weights on each worker;
-    ``after_step`` keeps pruned weights at zero (or advances the cubic schedule)."""
+    ``after_step`` keeps pruned weights at zero (or advances the cubic schedule);
+    ``batch_loss`` distills from the dense model when ``finetune.distill.weight`` > 0."""
 
     config: dict
     dense_weights: str
     steps_per_epoch: int = 1
     masks: dict[str, Tensor] = field(default_factory=dict)
     pruner: GradualPruner | None = None
+    distiller: Distiller | None = None
 
     def transform(self, model: nn.Module, task: Task) -> nn.Module:
         cfg = ExperimentConfig.model_validate(self.config)
@@ -123,10 +127,27 @@ class CompressionHooks:
         elif self.masks:
             apply_masks(unwrap(model), self.masks)
 
+    def batch_loss(self, task: Task, device: torch.device) -> Distiller | None:
+        """The distillation loss with the dense model as a frozen teacher on ``device``
+        (never wrapped in DDP), or None (the task loss) when distillation is off."""
+        cfg = ExperimentConfig.model_validate(self.config)
+        distill = cfg.finetune.distill
+        if distill.weight == 0:
+            return None
+        teacher = build_model(cfg.trainable)
+        teacher.load_state_dict(load_model_state(Path(self.dense_weights)))
+        self.distiller = Distiller(
+            frozen(teacher.to(device)), task.loss, distill.weight, distill.temperature
+        )
+        return self.distiller
+
     def extra_metrics(self, model: nn.Module, epoch: int) -> dict[str, float]:
         cfg = ExperimentConfig.model_validate(self.config)
         model = unwrap(model)
-        return {"sparsity": float(sparsity_report(model, prune_exclude(model, cfg))["sparsity"])}
+        metrics = {"sparsity": float(sparsity_report(model, prune_exclude(model, cfg))["sparsity"])}
+        if self.distiller is not None:  # this rank's mean T^2 * KL over the epoch
+            metrics["distill_loss"] = self.distiller.epoch_mean()
+        return metrics
 
 
 def calibration_from(task: Task, data_seed: int, batch_size: int, batches: int) -> list[Tensor]:

@@ -242,6 +242,18 @@ class CompressionConfig(Section):
     quant: QuantConfig = Field(default_factory=QuantConfig)
 
 
+class DistillConfig(Section):
+    """Knowledge distillation from the dense model during recovery fine-tuning: loss =
+    (1 - weight) * task loss + weight * T^2 * KL(softmax(teacher/T) || softmax(student/T))."""
+
+    weight: Annotated[float, Field(ge=0, le=1)] = Field(
+        0.0, description="Share of the distillation term; 0 = off (plain task loss)."
+    )
+    temperature: Annotated[float, Field(gt=0, le=100)] = Field(
+        2.0, description="Softens both distributions; the KL term is scaled by its square."
+    )
+
+
 class FinetuneConfig(Section):
     epochs: Annotated[int, Field(ge=0, le=10_000)] = 0
     lr: LearningRate = Field(
@@ -249,6 +261,10 @@ class FinetuneConfig(Section):
     )
     schedule: Literal["constant", "cosine"] = Field(
         "cosine", description="cosine: decays to zero over the fine-tune (recovers best)."
+    )
+    distill: DistillConfig = Field(
+        default_factory=DistillConfig,
+        description="The dense model as teacher while fine-tuning (weight 0 = off).",
     )
 
 

@@ -21,6 +21,9 @@ from torch.utils.data import DataLoader, TensorDataset
 from accelab.training.precision import Precision
 
 Loss = Callable[[Tensor, Tensor], Tensor]
+# (output, inputs, targets) -> loss: a loss that also needs the inputs (distillation runs
+# its teacher on them); when set it replaces ``loss`` in training (never in evaluation).
+BatchLoss = Callable[[Tensor, Tensor, Tensor], Tensor]
 
 
 @dataclass
@@ -39,6 +42,7 @@ class EpochContext:
     after_step: Callable[[nn.Module, int], Any] | None = None
     inf_grad_at_step: int | None = None  # fault injection: GradScaler must skip this step
     step_delay_s: float = 0.0  # fault injection: slow every step down (chaos tests)
+    batch_loss: BatchLoss | None = None
     state: dict[str, Any] = field(default_factory=lambda: {"step": 0, "skipped_steps": 0})
 
     def __post_init__(self) -> None:
@@ -61,7 +65,8 @@ def train_one_epoch(ctx: EpochContext) -> tuple[float, int]:
         x, y = x.to(ctx.device), y.to(ctx.device)
         ctx.optimizer.zero_grad(set_to_none=True)
         with ctx.precision.autocast(ctx.device):
-            loss = ctx.loss(model(x), y)
+            output = model(x)
+            loss = ctx.batch_loss(output, x, y) if ctx.batch_loss else ctx.loss(output, y)
         scaler.scale(loss).backward()
         injected = ctx.inf_grad_at_step == state["step"]
         before = _inject_inf(ctx) if injected else None
@@ -126,6 +131,7 @@ def fit(
     schedule: str = "constant",
     after_step: Callable[[nn.Module, int], Any] | None = None,
     on_epoch: Callable[[int, float], Any] | None = None,
+    batch_loss: BatchLoss | None = None,
 ) -> nn.Module:
     """Train ``model`` in this process with ``train_one_epoch`` (no Ray, no DDP).
 
@@ -147,6 +153,7 @@ def fit(
         ctx = EpochContext(
             model, loader, opt, loss, precision or Precision("fp32", "default"), device,
             scheduler=build_scheduler(opt, schedule, epochs * len(loader)), after_step=after_step,
+            batch_loss=batch_loss,
         )  # fmt: skip
         for epoch in range(epochs):
             mean_loss, _ = train_one_epoch(ctx)

@@ -36,7 +36,13 @@ from accelab.training.distributed import (
     replica_max_abs_diff,
     sharded_metric,
 )
-from accelab.training.epoch import EpochContext, build_optimizer, build_scheduler, train_one_epoch
+from accelab.training.epoch import (
+    BatchLoss,
+    EpochContext,
+    build_optimizer,
+    build_scheduler,
+    train_one_epoch,
+)
 from accelab.training.precision import Precision, resolve_precision
 from accelab.training.tracker import Tracker
 from trainables.base import Splits, Task, examples_of
@@ -49,11 +55,14 @@ class LoopHooks:
     transform_model(model, task) -> model: before DDP wrapping (load weights, prune, fake-quant).
     after_step(model, step): after every optimizer step (re-apply pruning masks, schedules).
     extra_metrics(model, epoch) -> dict: merged into each epoch's metrics.
+    batch_loss(task, device) -> BatchLoss | None: the training loss, built on the worker
+        (distillation loads its teacher onto the worker's device); None = ``task.loss``.
     """
 
     transform_model: Callable[[nn.Module, Task], nn.Module] | None = None
     after_step: Callable[[nn.Module, int], None] | None = None
     extra_metrics: Callable[[nn.Module, int], dict[str, float]] | None = None
+    batch_loss: Callable[[Task, torch.device], BatchLoss | None] | None = None
 
 
 @dataclass
@@ -117,6 +126,7 @@ def train_loop_per_worker(settings: LoopSettings) -> None:
         scheduler=build_scheduler(optimizer, settings.schedule, settings.epochs * len(loader)),
         after_step=settings.hooks.after_step, inf_grad_at_step=cfg.faults.inf_grad_at_step,
         step_delay_s=cfg.faults.step_delay_s,
+        batch_loss=settings.hooks.batch_loss(task, device) if settings.hooks.batch_loss else None,
         state={"epoch": -1, "step": 0, "skipped_steps": 0, "restarts": 0},
     )  # fmt: skip
     w = Worker(cfg, settings, task, rank, world, ctx, splits, [])

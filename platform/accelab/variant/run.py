@@ -46,7 +46,7 @@ def finetune_settings(
         config=cfg.model_dump(mode="json"),
         tracking_uri=tracking_uri,
         mlflow_run_id=run_id,
-        hooks=LoopHooks(hooks.transform, hooks.after_step, hooks.extra_metrics),
+        hooks=LoopHooks(hooks.transform, hooks.after_step, hooks.extra_metrics, hooks.batch_loss),
         epochs=cfg.finetune.epochs,
         lr=cfg.finetune.lr,
         metric_prefix=FINETUNE_PREFIX,

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from accelab.config.schema import ExperimentConfig
 from accelab.training.checkpoint import epochs_left, save_checkpoint
@@ -56,3 +57,21 @@ def test_every_variant_fine_tunes_for_the_configured_budget(dense_dir, kind, epo
     if kind == "cubic":  # the schedule spans the fine-tune it is given
         steps = hooks.steps_per_epoch * epochs
         assert hooks.pruner.total_steps == max(1, int(steps * cfg.compression.prune.ramp_fraction))
+
+
+@pytest.mark.parametrize("weight", [0.0, 0.5])
+def test_distillation_reaches_the_workers_only_when_asked(dense_dir, weight):
+    cfg = ExperimentConfig.model_validate({
+        "trainable": {"name": "digits", "model": "mlp", "model_args": {"hidden": [32]}},
+        "compression": KINDS["structured"],
+        "finetune": {"epochs": 1, "distill": {"weight": weight, "temperature": 4.0}},
+        "measure": {"targets": [{"runtime": "torch"}]},
+    })  # fmt: skip
+    _, s = finetune_settings(
+        cfg, load_dense(cfg, dense_dir), dense_dir / "model.safetensors", "", None
+    )
+    loss = s.hooks.batch_loss(TASK, torch.device("cpu"))  # what each worker's loop calls
+    if weight == 0:
+        assert loss is None  # the loop keeps task.loss: nothing changes
+    else:
+        assert (loss.weight, loss.temperature) == (0.5, 4.0) and not loss.teacher.training
