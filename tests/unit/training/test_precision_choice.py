@@ -158,3 +158,21 @@ def test_the_cache_lives_under_the_home_directory_by_default(tmp_path, monkeypat
     monkeypatch.delenv("ACCELAB_CACHE_DIR", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
     assert cache_file() == tmp_path / ".cache" / "accelab" / "precision.json"
+
+
+def test_measured_steps_are_milliseconds_and_stable_for_a_finite_loss():
+    model, batch = tiny()
+    measured = measure_precisions(model, batch, TASK.loss, CPU, rounds=1)
+    for m in measured.values():
+        assert m["stable"] is True and 1e-3 < m["step_ms"] < 1e4  # ms, not seconds/1000
+    half = (None, batch, TASK.loss), (model, None, TASK.loss), (model, batch, None)
+    for args in half:  # auto needs all three to measure
+        assert (
+            resolve_precision("auto", CPU, *args).reason == "auto without a model to measure: fp32"
+        )
+
+
+def test_the_reason_lists_every_measurement_exactly():
+    reason = choose(table(fp32=10.0, bf16=(5.0, False))).reason
+    assert reason == ("auto (measured): fp32 10.00 ms/step, bf16 5.00 ms/step (unstable); "
+                      "no lower precision was >5% faster")  # fmt: skip
