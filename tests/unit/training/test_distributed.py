@@ -71,6 +71,7 @@ def _rank(rank: int, world: int, store_path: str) -> None:
 
 
 def test_two_gloo_ranks_average_gradients_and_reduce_metrics(tmp_path):
-    # forked, not spawned: a spawned rank re-imports torch (tens of seconds on a busy host)
+    # spawned, not forked: a fork of a pytest process whose earlier tests started torch's
+    # thread pools deadlocked in gloo's rendezvous (the whole fast subset hung here)
     mp.start_processes(_rank, args=(2, str(tmp_path / "store")), nprocs=2, join=True,
-                       start_method="fork")  # fmt: skip
+                       start_method="spawn")  # fmt: skip
