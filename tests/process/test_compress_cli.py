@@ -30,7 +30,9 @@ MLP = str(CONFIGS / "digits_mlp.yaml")  # structured 0.5, bits 32, finetune.epoc
 HIDDEN = "trainable.model_args.hidden=[256,256]"
 TRAINABLE = {"name": "digits", "model": "mlp", "model_args": {"hidden": [256, 256]}, "data_seed": 0}
 # Post-training: no fine-tuning (so no Ray), a short latency measurement.
-TORCH_ONLY = "measure.targets=[{runtime: torch}]"  # ONNX Runtime targets: tests/process/test_export.py
+TORCH_ONLY = (
+    "measure.targets=[{runtime: torch}]"  # ONNX Runtime targets: tests/process/test_export.py
+)
 POST = [HIDDEN, "finetune.epochs=0", "measure.repeats=10", "measure.warmup=3", TORCH_ONLY]
 MISSING_RUN = "0123456789abcdef0123456789abcdef"
 
