@@ -137,7 +137,7 @@ CASES: dict[str, Case] = {
     "measure_cuda_with_onnxruntime": Case(["validate", SWEEP, "measure.device=cuda"],
         ["measure.targets: onnxruntime targets are measured on the CPU; with measure.device=cuda list torch targets only"]),
     "sweep_cuda_finetune": Case(["validate", SWEEP, "measure.device=cuda", "measure.targets=[{runtime: torch}]"],
-        ["sweep.variants[2]: at compression.quant.bits=32: finetune.epochs: 2, but a sweep measured on cuda cannot fine-tune yet"]),
+        ["sweep.variants[3]: at compression.quant.bits=32: finetune.epochs: 2, but a sweep measured on cuda cannot fine-tune yet"]),
     # --- the config file ----------------------------------------------------------------
     "random_bytes": Case(["train", "bin.yaml"], ["bin.yaml:1: not UTF-8 text (byte 0xff at offset 6)"],
         files={"bin.yaml": b"name: \xff\xfe\x00\x01garbage"}),
