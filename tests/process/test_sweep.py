@@ -16,7 +16,7 @@ from mlflow.tracking import MlflowClient
 
 from accelab.compress.deploy import load_deployable
 from accelab.training.checkpoint import save_checkpoint
-from tests.conftest import CONFIGS, REPO, run_cli
+from tests.conftest import CONFIGS, run_cli
 from tests.helpers_torch import accuracy as evaluate_accuracy
 from tests.helpers_torch import trained_mlp
 from trainables.digits import TASK
@@ -211,11 +211,6 @@ def test_killed_sweep_resumes_without_duplicate_or_missing_trials(
         assert len(client.get_metric_history(t.info.run_id, "accuracy")) == 1
         if t.data.tags["accelab.trial_id"] in done_before:  # finished trials were not rerun
             assert t.info.end_time < resumed_at
-
-
-def test_repo_ships_the_sweep_as_the_readme_main_job():
-    readme = (REPO / "README.md").read_text()
-    assert "accelab sweep configs/digits_sweep.yaml" in readme.split("<!-- test-command -->")[0]
 
 
 @pytest.mark.ray
