@@ -106,8 +106,14 @@ def resolve_task(name: str) -> Task:
     return task
 
 
-def build_model(trainable):
-    """The configured model (``trainable``: a config's ``trainable`` section or its dict)."""
+def model_of(task: Task, trainable):
+    """A fresh ``trainable.model`` of an already resolved ``task`` (``trainable``: a
+    config's ``trainable`` section or its dict)."""
     get = trainable.get if isinstance(trainable, dict) else lambda k, d=None: getattr(trainable, k)
-    task = resolve_task(get("name"))
     return task.build_model(get("model"), **(get("model_args", {}) or {}))
+
+
+def build_model(trainable):
+    """The configured model, resolving its task first (where no task is at hand)."""
+    name = trainable["name"] if isinstance(trainable, dict) else trainable.name
+    return model_of(resolve_task(name), trainable)

@@ -4,32 +4,32 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from mlflow.tracking import MlflowClient
+
 from accelab.config.schema import ExperimentConfig
 from accelab.errors import collect
 from accelab.measure import Measurement
 from accelab.measure.quality import drop_unit, format_drop
-from accelab.variant.run import FINETUNE_PREFIX, VariantResult
+from accelab.preflight import check_measure_device, check_storage_path
+from accelab.tracking import names
+from accelab.tracking.client import tracking_store
+from accelab.tracking.runs import mark_failed, new_ray_name, start_mlflow_run, variant_name
+from accelab.training import resources
+from accelab.training.launcher import joined
+from accelab.training.progress import EpochProgress
+from accelab.training.ray_session import init_ray
+from accelab.variant.run import FINETUNE_PREFIX, VariantResult, run_variant
+from accelab.variant.setup import Setup
+from accelab.variant.sources import prepare_source
 
 
 def run_compress(
     cfg: ExperimentConfig, source: str, echo: Callable[[str], None] = print
 ) -> tuple[str, VariantResult]:
-    from mlflow.tracking import MlflowClient
-
-    from accelab.preflight import check_measure_device, check_storage_path
-    from accelab.tasks import resolve_task
-    from accelab.tracking.client import tracking_store
-    from accelab.tracking.runs import mark_failed, new_ray_name, start_mlflow_run, variant_name
-    from accelab.training import resources
-    from accelab.training.launcher import joined
-    from accelab.training.progress import EpochProgress
-    from accelab.training.ray_session import init_ray
-    from accelab.variant.run import run_variant
-    from accelab.variant.sources import prepare_source
-
+    setup = Setup.of(cfg)  # the trainable resolved once; its splits loaded once, when needed
     tracking_uri = tracking_store(cfg.tracking.uri, cfg.labelled("tracking.uri"))
     dense_dir, *_ = collect(
-        lambda: prepare_source(cfg, source, tracking_uri),
+        lambda: prepare_source(setup, source, tracking_uri),
         lambda: resources.check_before_ray(cfg) if cfg.finetune.epochs > 0 else None,
         lambda: check_measure_device(cfg),
         lambda: check_storage_path(cfg),
@@ -41,16 +41,16 @@ def run_compress(
     display = f"compress-{variant_name(cfg)}"
     run_id = start_mlflow_run(cfg, tracking_uri, name, "compress", display_name=display)
     client = MlflowClient(tracking_uri)
-    client.set_tag(run_id, "accelab.dense_source", str(source))
+    client.set_tag(run_id, names.DENSE_SOURCE, str(source))
     echo(f"compressing {dense_dir} ({describe(cfg)}) -> MLflow run {run_id}")
-    task_metric = resolve_task(cfg.trainable.name).metric
+    task_metric = setup.task.metric
     metric = task_metric.name
     try:
         with EpochProgress(
             tracking_uri, run_id, cfg.finetune.epochs, echo, prefix=FINETUNE_PREFIX, metric=metric
         ):
             result = run_variant(
-                cfg, dense_dir, tracking_uri=tracking_uri, run_id=run_id, ray_name=name
+                setup, dense_dir, tracking_uri=tracking_uri, run_id=run_id, ray_name=name
             )
     except BaseException as exc:
         mark_failed(tracking_uri, run_id, exc)

@@ -16,10 +16,28 @@ from collections.abc import Callable
 from mlflow.tracking import MlflowClient
 
 from accelab.config.schema import ExperimentConfig
-from accelab.errors import UsageError, collect
+from accelab.errors import UsageError, collect, interruption
 from accelab.measure.latency import timing
-from accelab.sweep.summary import TARGETS_TAG, MetricInfo, SweepSummary
+from accelab.preflight import check_measure_device, check_storage_path
+from accelab.review.finish import finish
+from accelab.sweep.baseline import aa_control, obtain_baseline
+from accelab.sweep.summary import TARGETS_TAG, MetricInfo, SweepSummary, child_runs
+from accelab.sweep.trial import TRIAL_TAG, SweepContext
 from accelab.sweep.tune import build_tuner, check_resources, total_trials
+from accelab.tracking.client import client_env, tracking_store, ui_hint
+from accelab.tracking.runs import (
+    end_unfinished,
+    find_resumable,
+    new_ray_name,
+    reopen,
+    start_mlflow_run,
+    storage_path,
+)
+from accelab.tracking.store_check import check_shared_stores
+from accelab.training import resources
+from accelab.training.ray_session import init_ray, stop_ray, will_start_local_ray
+from accelab.variant.setup import Setup
+from accelab.variant.sources import prepare_source
 from accelab.variant.targets import targets_of
 
 
@@ -30,29 +48,14 @@ def run_sweep(
     retrain: bool = False,
     echo: Callable[[str], None] = print,
 ) -> SweepSummary:
-    from accelab.preflight import check_measure_device, check_storage_path
-    from accelab.tasks import resolve_task
-    from accelab.tracking.client import tracking_store
-    from accelab.tracking.runs import (
-        find_resumable,
-        new_ray_name,
-        reopen,
-        start_mlflow_run,
-        storage_path,
-    )
-    from accelab.tracking.store_check import check_shared_stores
-    from accelab.training import resources
-    from accelab.training.ray_session import init_ray, will_start_local_ray
-
     if cfg.sweep is None:
         raise UsageError("sweep: this config has no sweep section (see configs/digits_sweep.yaml)")
     # Trials run in Tune's per-trial working directories: hand them absolute paths.
     cfg = cfg.model_copy(
         update={"run": cfg.run.model_copy(update={"storage_path": storage_path(cfg)})}
     )
-    from accelab.variant.sources import prepare_source
-
-    task = resolve_task(cfg.trainable.name)
+    setup = Setup.of(cfg)  # the trainable resolved once; its splits loaded once, when needed
+    task = setup.task
     metric = MetricInfo(
         task.metric.name, task.metric.higher_is_better, task.metric.transform == "exp"
     )
@@ -67,7 +70,7 @@ def run_sweep(
         lambda: check_storage_path(cfg),
     )
     if cfg.sweep.baseline_from:
-        prepare_source(cfg, cfg.sweep.baseline_from, tracking_uri)
+        prepare_source(setup, cfg.sweep.baseline_from, tracking_uri)
     restore_path = None
     if resume:
         parent_id, sweep_name = find_resumable(tracking_uri, cfg, None, kind="sweep")
@@ -96,33 +99,26 @@ def run_sweep(
         f"sweep {sweep_name}: {total_trials(cfg)} trial(s), search={cfg.sweep.search} -> MLflow parent run {parent_id}"
     )
     try:
-        summary = tune_and_finish(cfg, client, tracking_uri, parent_id, sweep_name, restore_path,
+        summary = tune_and_finish(setup, client, tracking_uri, parent_id, sweep_name, restore_path,
                                   metric, echo, retrain)  # fmt: skip
     except BaseException as exc:
         ended(client, tracking_uri, parent_id, exc, total_trials(cfg))
         raise
     client.set_terminated(parent_id, "FINISHED")
-    from accelab.tracking.client import ui_hint
-
     echo(ui_hint(client, parent_id))
     return summary
 
 
 def tune_and_finish(
-    cfg: ExperimentConfig, client: MlflowClient, tracking_uri: str, parent_id: str,
+    setup: Setup, client: MlflowClient, tracking_uri: str, parent_id: str,
     sweep_name: str, restore_path: str | None, metric: MetricInfo, echo: Callable[[str], None],
     retrain: bool = False,
 ) -> SweepSummary:  # fmt: skip
     """Baseline, A/A control, the Tune run, then (only when every trial ran and nothing
     interrupted it) the frontier, recommendation and registration."""
-    from accelab.errors import interruption
-    from accelab.review.finish import finish
-    from accelab.sweep.baseline import aa_control, obtain_baseline
-    from accelab.sweep.trial import SweepContext
-    from accelab.tracking.client import client_env
-
-    dense = obtain_baseline(cfg, tracking_uri, parent_id, echo, retrain)
-    aa = aa_control(cfg, dense, tracking_uri, parent_id)
+    cfg = setup.cfg
+    dense = obtain_baseline(setup, tracking_uri, parent_id, echo, retrain)
+    aa = aa_control(setup, dense, tracking_uri, parent_id)
     echo(
         f"A/A control (dense vs itself, {timing(cfg.measure)}): {aa['aa_speedup']:.2f}x "
         f"({aa['aa_speedup_lo']:.2f}-{aa['aa_speedup_hi']:.2f}): noise floor {aa['noise_floor']:.1%}"
@@ -150,12 +146,6 @@ def ended(
     """Record how a started sweep ended early: Ray stopped first (no trial writes after
     this), then the parent and every run still RUNNING under it KILLED (interrupted) or
     the parent FAILED with the error. An interruption is re-raised saying what was kept."""
-    from accelab.errors import interruption
-    from accelab.sweep.summary import child_runs
-    from accelab.sweep.trial import TRIAL_TAG
-    from accelab.tracking.runs import end_unfinished
-    from accelab.training.ray_session import stop_ray
-
     stop = interruption(exc)
     stop_ray()
     done: list[str] = []

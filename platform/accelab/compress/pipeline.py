@@ -14,11 +14,13 @@ fake quantizers. Everything is deterministic given the dense weights, so every D
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
+from torch.utils.data import Dataset
 
 from accelab.backends import SIMULATED, TORCH_BF16, TORCH_FP32, TORCH_INT8_STATIC, backend_for
 from accelab.compress.distill import Distiller, frozen
@@ -39,8 +41,14 @@ from accelab.compress.quant import (
     prepare_fake_quant,
     strip_fake_quant,
 )
-from accelab.config.schema import ExperimentConfig
-from accelab.tasks import build_model
+from accelab.config.schema import (
+    CompressionConfig,
+    FinetuneConfig,
+    PruneConfig,
+    QuantConfig,
+    TrainableConfig,
+)
+from accelab.tasks import model_of
 from accelab.training.checkpoint import load_model_state, unwrap
 from trainables.base import Task, examples_of
 
@@ -50,34 +58,57 @@ def output_layer(model: nn.Module) -> str:
     return prunable_layers(model)[-1][0]
 
 
-def prune_exclude(model: nn.Module, cfg: ExperimentConfig) -> list[str]:
-    prune = cfg.compression.prune
+@dataclass(frozen=True)
+class Calibration:
+    """Where activation observers and static quantization take their inputs: the first
+    training examples (never the validation or test split), in batches of ``batch_size``;
+    ``load_train`` is called only when a quantizer needs them."""
+
+    load_train: Callable[[], Dataset]
+    batch_size: int
+
+    @classmethod
+    def of(cls, task: Task, data_seed: int, batch_size: int) -> Calibration:
+        return cls(lambda: task.load_splits(data_seed).train, batch_size)
+
+    def batches(self, count: int) -> list[Tensor]:
+        x = examples_of(self.load_train(), self.batch_size * count)[0]
+        return [x[i : i + self.batch_size] for i in range(0, len(x), self.batch_size)]
+
+
+def calibration_from(task: Task, data_seed: int, batch_size: int, batches: int) -> list[Tensor]:
+    """``batches`` training-split batches of ``task`` (for a model outside a config)."""
+    return Calibration.of(task, data_seed, batch_size).batches(batches)
+
+
+def prune_exclude(model: nn.Module, prune: PruneConfig) -> list[str]:
     keep = [] if prune.prune_output_layer else [output_layer(model)]
     return list(dict.fromkeys([*prune.exclude, *keep]))
 
 
-def add_fake_quant(model: nn.Module, cfg: ExperimentConfig, task: Task) -> nn.Module:
+def add_fake_quant(model: nn.Module, quant: QuantConfig, calibration: Calibration) -> nn.Module:
     """Wrap layers for ``quant.bits`` fake quantization; calibrate activations on training data."""
-    quant = cfg.compression.quant
     model = prepare_fake_quant(model, quant.bits, quant.activations)
     if quant.activations:
-        calibrate(model, calibration_batches(task, cfg), quant.calibration_batches)
+        calibrate(model, calibration.batches(quant.calibration_batches), quant.calibration_batches)
     return model
 
 
-def compress_for_training(model: nn.Module, cfg: ExperimentConfig, task: Task) -> nn.Module:
-    """Apply the one-shot parts of ``cfg.compression`` in place: structured pruning,
+def compress_for_training(
+    model: nn.Module, compression: CompressionConfig, task: Task, calibration: Calibration
+) -> nn.Module:
+    """Apply the one-shot parts of ``compression`` in place: structured pruning,
     unstructured pruning (unless on the cubic schedule), and fake quantization for QAT."""
-    prune, quant = cfg.compression.prune, cfg.compression.quant
+    prune, quant = compression.prune, compression.quant
     if prune.method == "structured":
         apply_structured(
-            model, prune.sparsity, task.example_input(1), prune_exclude(model, cfg),
+            model, prune.sparsity, task.example_input(1), prune_exclude(model, prune),
             task.structured_only,
         )  # fmt: skip
     elif prune.method == "unstructured" and prune.schedule == "oneshot":
-        apply_unstructured(model, prune.sparsity, prune.scope, prune_exclude(model, cfg))
+        apply_unstructured(model, prune.sparsity, prune.scope, prune_exclude(model, prune))
     if quant.bits < 32 and quant.mode == "qat":
-        model = add_fake_quant(model, cfg, task)
+        model = add_fake_quant(model, quant, calibration)
     return model
 
 
@@ -92,9 +123,13 @@ class CompressionHooks:
 
     ``transform`` rebuilds the compressed model from the dense weights on each worker;
     ``after_step`` keeps pruned weights at zero (or advances the cubic schedule);
-    ``batch_loss`` distills from the dense model when ``finetune.distill.weight`` > 0."""
+    ``batch_loss`` distills from the dense model when ``finetune.distill.weight`` > 0.
+    It travels to the Ray Train workers with the sections it reads (pickled)."""
 
-    config: dict
+    trainable: TrainableConfig  # the teacher's architecture, the calibration split's seed
+    compression: CompressionConfig
+    finetune: FinetuneConfig
+    batch_size: int  # of calibration batches (train.batch_size)
     dense_weights: str
     steps_per_epoch: int = 1
     masks: dict[str, Tensor] = field(default_factory=dict)
@@ -102,13 +137,13 @@ class CompressionHooks:
     distiller: Distiller | None = None
 
     def transform(self, model: nn.Module, task: Task) -> nn.Module:
-        cfg = ExperimentConfig.model_validate(self.config)
         model.load_state_dict(load_model_state(Path(self.dense_weights)))
-        exclude = prune_exclude(model, cfg)
-        model = compress_for_training(model, cfg, task)
-        prune = cfg.compression.prune
+        prune = self.compression.prune
+        exclude = prune_exclude(model, prune)
+        calibration = Calibration.of(task, self.trainable.data_seed, self.batch_size)
+        model = compress_for_training(model, self.compression, task, calibration)
         if prune.method == "unstructured" and prune.schedule == "cubic":
-            total = max(1, self.steps_per_epoch * cfg.finetune.epochs)
+            total = max(1, self.steps_per_epoch * self.finetune.epochs)
             self.pruner = GradualPruner(
                 final_sparsity=prune.sparsity,
                 total_steps=max(1, int(total * prune.ramp_fraction)),
@@ -130,11 +165,10 @@ class CompressionHooks:
     def batch_loss(self, task: Task, device: torch.device) -> Distiller | None:
         """The distillation loss with the dense model as a frozen teacher on ``device``
         (never wrapped in DDP), or None (the task loss) when distillation is off."""
-        cfg = ExperimentConfig.model_validate(self.config)
-        distill = cfg.finetune.distill
+        distill = self.finetune.distill
         if distill.weight == 0:
             return None
-        teacher = build_model(cfg.trainable)
+        teacher = model_of(task, self.trainable)
         teacher.load_state_dict(load_model_state(Path(self.dense_weights)))
         self.distiller = Distiller(
             frozen(teacher.to(device)), task.loss, distill.weight, distill.temperature
@@ -142,27 +176,12 @@ class CompressionHooks:
         return self.distiller
 
     def extra_metrics(self, model: nn.Module, epoch: int) -> dict[str, float]:
-        cfg = ExperimentConfig.model_validate(self.config)
         model = unwrap(model)
-        metrics = {"sparsity": float(sparsity_report(model, prune_exclude(model, cfg))["sparsity"])}
+        exclude = prune_exclude(model, self.compression.prune)
+        metrics = {"sparsity": float(sparsity_report(model, exclude)["sparsity"])}
         if self.distiller is not None:  # this rank's mean T^2 * KL over the epoch
             metrics["distill_loss"] = self.distiller.epoch_mean()
         return metrics
-
-
-def calibration_from(task: Task, data_seed: int, batch_size: int, batches: int) -> list[Tensor]:
-    """Training-split batches for activation observers and static quantization (never
-    the validation or test split)."""
-    x = examples_of(task.load_splits(data_seed).train, batch_size * batches)[0]
-    limit = len(x)
-    return [x[i : i + batch_size] for i in range(0, limit, batch_size)]
-
-
-def calibration_batches(task: Task, cfg: ExperimentConfig) -> list[Tensor]:
-    q = cfg.compression.quant
-    return calibration_from(
-        task, cfg.trainable.data_seed, cfg.train.batch_size, q.calibration_batches
-    )
 
 
 @dataclass
@@ -174,12 +193,11 @@ class Deployable:
 
 
 def finalize(
-    model: nn.Module, cfg: ExperimentConfig, task: Task, device_type: str = "cpu"
+    model: nn.Module, quant: QuantConfig, calibration: Calibration, device_type: str = "cpu"
 ) -> Deployable:
     """The model as it ships on torch: real low-bit kernels where they exist, else
     simulated. ``ptq`` quantizes here, after any fine-tuning (the input is not changed)."""
     model = copy.deepcopy(unwrap(model)).eval()
-    quant = cfg.compression.quant
     real = quant.real_kernel or quant.bits == 16  # bf16 has no simulation: it is real
     backend = backend_for("torch", quant.bits, quant.scheme, device_type) if real else None
     if backend == TORCH_FP32:
@@ -193,7 +211,7 @@ def finalize(
         )  # fmt: skip
     if backend == TORCH_INT8_STATIC:
         return Deployable(
-            convert_int8_static(model, calibration_batches(task, cfg)),
+            convert_int8_static(model, calibration.batches(quant.calibration_batches)),
             backend,
             False,
             "int8-static",
@@ -201,5 +219,5 @@ def finalize(
     if backend is not None:  # quantizes the weights itself (a qat model's wrappers are stripped)
         return Deployable(convert_int8_dynamic(model), backend, False, "int8")
     if not has_fake_quant(model):  # ptq: quantize the fine-tuned fp32 weights now
-        model = add_fake_quant(model, cfg, task).eval()
+        model = add_fake_quant(model, quant, calibration).eval()
     return Deployable(model.to(device_type), SIMULATED, True, "fake-quant")

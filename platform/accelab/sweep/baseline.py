@@ -17,21 +17,27 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import torch
 from mlflow.tracking import MlflowClient
 
 from accelab import training
-from accelab.config.schema import ExperimentConfig
+from accelab.host import device_name
 from accelab.stats import noise_floor
 from accelab.tracking import names
+from accelab.tracking.client import log_metrics_once
+from accelab.tracking.runs import storage_path
 from accelab.training.checkpoint import META_FILE, read_meta
-from accelab.variant.judge import MB, interval, load_dense
+from accelab.training.launcher import run_training
+from accelab.variant.judge import MB, interval, judge, load_dense
+from accelab.variant.setup import Setup
+from accelab.variant.sources import prepare_source
 
 BASELINE_DIR_TAG = names.BASELINE_DIR
 BASELINE_KEY_TAG = names.BASELINE_KEY  # the cache key of the dense model (baseline_key)
 
 
 def obtain_baseline(
-    cfg: ExperimentConfig,
+    setup: Setup,
     tracking_uri: str,
     parent_id: str,
     echo: Callable[[str], None],
@@ -39,16 +45,14 @@ def obtain_baseline(
 ) -> Path:
     """Dense weights: ``sweep.baseline_from``, the one a resumed sweep trained, the cached
     one this config trained before (same key: see ``baseline_key``), or train now."""
-    from accelab.training.launcher import run_training
-    from accelab.variant.sources import prepare_source
-
+    cfg = setup.cfg
     client = MlflowClient(tracking_uri)
     if cfg.sweep.baseline_from:
-        dense = prepare_source(cfg, cfg.sweep.baseline_from, tracking_uri)
+        dense = prepare_source(setup, cfg.sweep.baseline_from, tracking_uri)
     elif known := client.get_run(parent_id).data.tags.get(BASELINE_DIR_TAG):
         echo(f"baseline: reusing {known}")
         return Path(known)
-    elif (cached := cache_dir(cfg)).is_dir() and not retrain:
+    elif (cached := cache_dir(setup)).is_dir() and not retrain:
         trained_in = read_meta(cached).get("mlflow_run_id", "?")
         echo(
             f"baseline: reusing the dense model this config trained before ({cached}; key "
@@ -62,22 +66,17 @@ def obtain_baseline(
         outcome = run_training(
             dense_cfg, echo=echo, parent_run_id=parent_id, display_name="baseline-dense-training"
         )
-        dense = store_in_cache(Path(outcome.checkpoint_path), cfg, outcome.mlflow_run_id)
+        dense = store_in_cache(Path(outcome.checkpoint_path), setup, outcome.mlflow_run_id)
         client.set_tag(parent_id, BASELINE_KEY_TAG, dense.name)
     client.set_tag(parent_id, BASELINE_DIR_TAG, str(dense))
     return dense
 
 
-def baseline_key(cfg: ExperimentConfig) -> str:
+def baseline_key(setup: Setup) -> str:
     """sha256 of everything that determines the dense model: the trainable and its data,
     the training settings, the number of DDP workers, the code (the trainable's module and
     accelab's training loop) and the environment (torch, the device)."""
-    import torch
-
-    from accelab.host import device_name
-    from accelab.tasks import resolve_task
-
-    task = resolve_task(cfg.trainable.name)
+    cfg, task = setup.cfg, setup.task
     module = sys.modules[task.load_splits.__module__]
     code = [Path(module.__file__)] + sorted(Path(training.__file__).parent.glob("*.py"))
     data = task.describe_data(cfg.trainable.data_seed) if task.describe_data else None
@@ -93,20 +92,18 @@ def baseline_key(cfg: ExperimentConfig) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def cache_dir(cfg: ExperimentConfig) -> Path:
+def cache_dir(setup: Setup) -> Path:
     """Where the dense model of this key lives (on a shared storage path, so every node
     and every later sweep finds it; a URI storage path caches in ./.accelab_cache)."""
-    from accelab.tracking.runs import storage_path
-
-    root = storage_path(cfg)
+    root = storage_path(setup.cfg)
     base = Path(root) if "://" not in root else Path(".accelab_cache").resolve()
-    return base / "baselines" / baseline_key(cfg)
+    return base / "baselines" / baseline_key(setup)
 
 
-def store_in_cache(checkpoint: Path, cfg: ExperimentConfig, run_id: str) -> Path:
+def store_in_cache(checkpoint: Path, setup: Setup, run_id: str) -> Path:
     """Copy the trained checkpoint under its key (atomically: a half-copied entry never
     exists); the copy is what the sweep uses, so the Ray run directory may be cleaned."""
-    target = cache_dir(cfg)
+    target = cache_dir(setup)
     if target.is_dir():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -119,14 +116,12 @@ def store_in_cache(checkpoint: Path, cfg: ExperimentConfig, run_id: str) -> Path
     return target
 
 
-def aa_control(cfg: ExperimentConfig, dense_dir: Path, tracking_uri: str, parent_id: str) -> dict:
+def aa_control(setup: Setup, dense_dir: Path, tracking_uri: str, parent_id: str) -> dict:
     """Judge the dense model against itself on every target, exactly as a trial is judged;
     log the baseline's numbers and each target's noise floor (suffixed like trial metrics)."""
-    from accelab.tracking.client import log_metrics_once
-    from accelab.variant.judge import judge
-
+    cfg = setup.cfg
     start = time.perf_counter()
-    dense = load_dense(cfg, dense_dir)
+    dense = load_dense(setup, dense_dir)
     plain = cfg.model_copy(update={"compression": type(cfg.compression)()})
     r = judge(dense, copy.deepcopy(dense.model), plain)
     name = dense.task.metric.name

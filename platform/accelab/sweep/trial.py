@@ -4,6 +4,9 @@ Post-training trials run in the trial process (no TorchTrainer start-up); fine-t
 trials start a TorchTrainer (DDP, AMP) whose per-epoch metrics reach Tune through
 ``TuneReportCallback`` (so ASHA can cut them). Each trial owns exactly one MLflow child
 run, found again by trial id when a resumed sweep re-runs an unfinished trial.
+
+A trial runs in its own Tune process: it makes its own ``Setup`` of its sampled config
+(the trainable resolved, its splits loaded once per trial), as the driver did for its own.
 """
 
 from __future__ import annotations
@@ -13,16 +16,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import ray
+from mlflow.entities import Param
+from mlflow.tracking import MlflowClient
+from ray import tune
+from ray.tune.integration.ray_train import TuneReportCallback
+
 from accelab.config.loader import set_dotted
 from accelab.config.schema import Constraints as ConstraintsSection
 from accelab.config.schema import ExperimentConfig
 from accelab.sweep.pareto import Constraints, TrialPoint, violations
 from accelab.sweep.space import SEARCH_QUALITY, assignments
+from accelab.tracking import names
+from accelab.tracking.client import apply_client_env, log_metrics_once
+from accelab.tracking.runs import start_mlflow_run, variant_name
 from accelab.variant.judge import MB, VariantResult
-from accelab.variant.record import STATUS_TAG
-from accelab.variant.run import StopVariant
+from accelab.variant.record import STATUS_TAG, log_variant_tags
+from accelab.variant.run import FINETUNE_PREFIX, StopVariant, run_variant
+from accelab.variant.setup import Setup
 
-TRIAL_TAG = "accelab.trial_id"
+TRIAL_TAG = names.TRIAL_ID
 
 
 @dataclass(frozen=True)
@@ -49,11 +62,6 @@ def child_run(
     ctx: SweepContext, cfg: ExperimentConfig, trial_id: str, values: dict[str, Any]
 ) -> tuple[str, str]:
     """(run id, status) of this trial's MLflow child run; created on first use only."""
-    from mlflow.entities import Param
-    from mlflow.tracking import MlflowClient
-
-    from accelab.tracking.runs import start_mlflow_run, variant_name
-
     client = MlflowClient(ctx.tracking_uri)
     parent = client.get_run(ctx.parent_run_id)
     query = (
@@ -66,10 +74,8 @@ def child_run(
             client.update_run(run.info.run_id, status="RUNNING")
             client.set_tag(run.info.run_id, STATUS_TAG, "running")
         return run.info.run_id, status
-    import ray
-
     node = ray.get_runtime_context().get_node_id()
-    tags = {TRIAL_TAG: trial_id, STATUS_TAG: "running", "accelab.ray_node": node}
+    tags = {TRIAL_TAG: trial_id, STATUS_TAG: "running", names.RAY_NODE: node}
     ray_name = f"{ctx.sweep_name}-{trial_id}"
     run_id = start_mlflow_run(
         cfg, ctx.tracking_uri, ray_name, "trial", ctx.parent_run_id, tags, variant_name(cfg)
@@ -113,7 +119,6 @@ def stage_report_callback(carry: dict[str, Any], metric: str):
     """Ray Train -> Tune per-epoch results, each carrying the trial's latest measured
     values (quality, latency of the compressed model) and the epoch's validation metric as
     ``search_quality``: searchers and schedulers need their metrics in every result."""
-    from ray.tune.integration.ray_train import TuneReportCallback
 
     class StageReportCallback(TuneReportCallback):
         def after_report(self, run_context, metrics, checkpoint):
@@ -126,8 +131,6 @@ def stage_report_callback(carry: dict[str, Any], metric: str):
 def stage_result(carry: dict[str, Any], epoch: dict[str, Any], metric: str) -> dict[str, Any]:
     """One fine-tuning epoch as Tune sees it: the carried values, the epoch's metrics, and
     the epoch's validation metric as ``search_quality`` (never the test split)."""
-    from accelab.variant.run import FINETUNE_PREFIX
-
     return {
         **carry, **epoch, SEARCH_QUALITY: epoch[f"{FINETUNE_PREFIX}val_{metric}"],
         "stage": "finetuning",
@@ -135,9 +138,6 @@ def stage_result(carry: dict[str, Any], epoch: dict[str, Any], metric: str) -> d
 
 
 def record_stop(client, run_id: str, pre: VariantResult, reason: str) -> None:
-    from accelab.tracking.client import log_metrics_once
-    from accelab.variant.record import log_variant_tags
-
     log_metrics_once(client, run_id, 0, pre.metrics)
     log_variant_tags(client, run_id, pre)
     client.set_tag(run_id, STATUS_TAG, reason)
@@ -146,12 +146,6 @@ def record_stop(client, run_id: str, pre: VariantResult, reason: str) -> None:
 
 def sweep_trial(config: dict[str, Any], ctx: SweepContext) -> None:
     """Tune function trainable (wrapped with ``tune.with_parameters(ctx=...)``)."""
-    from mlflow.tracking import MlflowClient
-    from ray import tune
-
-    from accelab.tracking.client import apply_client_env
-    from accelab.variant.run import run_variant
-
     apply_client_env(ctx.mlflow_env)  # trials may run on other nodes than the driver
     trial_id = tune.get_context().get_trial_id()
     cfg = trial_config(ctx.base_config, config)
@@ -159,7 +153,7 @@ def sweep_trial(config: dict[str, Any], ctx: SweepContext) -> None:
     client = MlflowClient(ctx.tracking_uri)
     if status == "ok":  # finished before an interrupted sweep saved its state: don't redo it
         done = client.get_run(run_id).data
-        backend = done.tags.get("accelab.backend", "")
+        backend = done.tags.get(names.BACKEND, "")
         tune.report(tune_metrics(done.metrics, ctx.metric, backend, "ok", "final"))
         return
     section = ConstraintsSection.model_validate(ctx.base_config["sweep"]["constraints"])
@@ -180,7 +174,7 @@ def sweep_trial(config: dict[str, Any], ctx: SweepContext) -> None:
 
     try:
         result = run_variant(
-            cfg, Path(ctx.dense_dir), tracking_uri=ctx.tracking_uri, run_id=run_id,
+            Setup.of(cfg), Path(ctx.dense_dir), tracking_uri=ctx.tracking_uri, run_id=run_id,
             ray_name=f"{ctx.sweep_name}-{trial_id}", on_compressed=on_compressed,
             train_callbacks=[stage_report_callback(carry, ctx.metric)],
         )  # fmt: skip

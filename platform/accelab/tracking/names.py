@@ -17,6 +17,26 @@ RUN_BASE = "accelab.run_base"  # the config's run name (what --resume looks for)
 STATUS = "accelab.status"  # a trial's outcome; "ok" once everything is recorded
 ERROR = "accelab.error"  # why a run failed or was stopped
 TRIAL_ID = "accelab.trial_id"
+RAY_NODE = "accelab.ray_node"  # the Ray node a trial ran on
+# ``accelab compress --from``: where the dense model came from
+DENSE_SOURCE = "accelab.dense_source"
+
+# where a run ran (every run)
+TORCH_VERSION = "accelab.torch_version"
+RAY_VERSION = "accelab.ray_version"
+MLFLOW_VERSION = "accelab.mlflow_version"
+PYTHON = "accelab.python"
+CPU_MODEL = "accelab.cpu_model"
+CPU_COUNT = "accelab.cpu_count"
+
+# a training run (written by rank 0)
+PRECISION = "accelab.precision"
+PRECISION_REASON = "accelab.precision_reason"
+WORLD_SIZE = "accelab.world_size"
+THREADS_PER_WORKER = "accelab.threads_per_worker"
+BACKEND_DEVICE = "accelab.backend_device"
+RESTARTS = "accelab.restarts"  # how many times the workers were restarted after a failure
+WORKER_NODES = "accelab.worker_nodes"
 
 # a variant's measurement
 BACKEND = "accelab.backend"  # the kernel its numbers ran on (per target: + suffix)

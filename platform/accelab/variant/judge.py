@@ -18,13 +18,13 @@ from pathlib import Path
 from torch import nn
 
 from accelab.backends import TORCH_FP32
-from accelab.compress.pipeline import Deployable, finalize, prune_exclude
+from accelab.compress.pipeline import Calibration, Deployable, finalize, prune_exclude
 from accelab.compress.prune import sparsity_report
 from accelab.config.schema import ExperimentConfig
 from accelab.measure import Comparison, Measurement, TorchRunner, estimate, per_example
 from accelab.stats import Estimate, median_interval
-from accelab.tasks import build_model, resolve_task
 from accelab.training.checkpoint import MODEL_FILE, load_model_state
+from accelab.variant.setup import Setup
 from accelab.variant.targets import (
     Built,
     DenseRunners,
@@ -48,6 +48,7 @@ class Dense:
     task: Task
     splits: Splits
     runners: DenseRunners
+    calibration: Calibration  # training batches for every quantizer that calibrates
 
     @property
     def val_values(self):
@@ -59,17 +60,17 @@ class Dense:
         return train_loss(self.runners.torch, self.task, self.splits)
 
 
-def load_dense(cfg: ExperimentConfig, dense_dir: Path) -> Dense:
-    task = resolve_task(cfg.trainable.name)
-    splits = task.load_splits(cfg.trainable.data_seed)
-    model = build_model(cfg.trainable)
+def load_dense(setup: Setup, dense_dir: Path) -> Dense:
+    """The dense weights in the setup's model, with its per-example quality on the test
+    and validation splits (on torch; other runtimes when a target first needs them)."""
+    task, splits, m = setup.task, setup.splits, setup.cfg.measure
+    model = setup.new_model()
     model.load_state_dict(load_model_state(dense_dir / MODEL_FILE))
-    m = cfg.measure
     runner = TorchRunner(model.eval(), TORCH_FP32, m.device, m.threads)
     runners = DenseRunners(
         runner, task, per_example(runner, splits.test, task), per_example(runner, splits.val, task)
     )
-    return Dense(model, task, splits, runners)
+    return Dense(model, task, splits, runners, setup.calibration)
 
 
 TRAIN_LOSS_EXAMPLES = 2048  # a stable mean needs a sample, not a whole corpus (~23k LM windows)
@@ -128,14 +129,14 @@ def judge(dense: Dense, model: nn.Module, cfg: ExperimentConfig) -> VariantResul
     for target in targets_of(cfg):
         if target.runtime not in built:
             built[target.runtime] = build_on(target.runtime, model, cfg, dense.task, exports,
-                                             check_inputs)  # fmt: skip
+                                             check_inputs, dense.calibration)  # fmt: skip
         results[target.key] = measure_target(
             target, built[target.runtime], dense.runners, dense.splits.test, dense.splits.val,
             cfg.measure, cfg,
         )  # fmt: skip
         if results[target.key].error and target == targets_of(cfg)[0]:
             raise RuntimeError(f"primary target {target.label}: {results[target.key].error}")
-    deployable = finalize(model, cfg, dense.task)
+    deployable = finalize(model, cfg.compression.quant, dense.calibration)
     result = VariantResult(results, deployable, model)
     result.metrics = variant_metrics(result, dense, cfg)
     return result
@@ -184,7 +185,7 @@ def variant_metrics(r: VariantResult, dense: Dense, cfg: ExperimentConfig) -> di
         "params": p.measurement.params, "nonzero_params": p.measurement.nonzero_params,
         "macs": p.measurement.macs, "bits": cfg.compression.quant.bits,
         # zeros among the weights this variant prunes (the output layer and exclude kept dense)
-        "sparsity": sparsity_report(r.float_model, prune_exclude(r.float_model, cfg))["sparsity"],
+        "sparsity": sparsity_report(r.float_model, prune_exclude(r.float_model, cfg.compression.prune))["sparsity"],
         "overall_sparsity": sparsity_report(r.float_model)["sparsity"],
         "threads": p.measurement.threads, "rounds": cfg.measure.rounds,
     })  # fmt: skip

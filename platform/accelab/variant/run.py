@@ -2,7 +2,8 @@
 
 Read top to bottom in ``run_variant``: load the dense model, compress it, judge it on every
 deployment target next to the dense model (in this process), let the caller stop early,
-fine-tune on Ray Train (DDP, AMP) if asked, judge again, log to MLflow.
+fine-tune on Ray Train (DDP, AMP) if asked, judge again, log to MLflow. The command's
+``Setup`` (task, splits) comes in; a sweep trial makes its own in its Tune process.
 """
 
 from __future__ import annotations
@@ -13,14 +14,20 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from mlflow.tracking import MlflowClient
 from torch import nn
 
 from accelab.compress.pipeline import CompressionHooks, compress_for_training
 from accelab.config.schema import ExperimentConfig
 from accelab.measure import TorchRunner
-from accelab.tasks import build_model
+from accelab.tracking.client import client_env, log_metrics_once
 from accelab.training.checkpoint import MODEL_FILE, load_model_state, read_meta
+from accelab.training.launcher import build_trainer
+from accelab.training.loop import LoopHooks, LoopSettings
+from accelab.training.sync import with_retry
 from accelab.variant.judge import Dense, VariantResult, judge, load_dense, train_loss
+from accelab.variant.record import log_variant
+from accelab.variant.setup import Setup
 
 __all__ = ["FINETUNE_PREFIX", "StopVariant", "VariantResult", "run_variant"]
 
@@ -32,16 +39,21 @@ class StopVariant(Exception):
     """Raised by a stage callback to stop before fine-tuning (e.g. a broken constraint)."""
 
 
+def compression_hooks(cfg: ExperimentConfig, dense_weights: Path, steps: int) -> CompressionHooks:
+    """The per-worker hooks of a variant's fine-tune, with the config sections they read."""
+    return CompressionHooks(
+        cfg.trainable, cfg.compression, cfg.finetune, cfg.train.batch_size, str(dense_weights),
+        steps_per_epoch=steps,
+    )  # fmt: skip
+
+
 def finetune_settings(
     cfg: ExperimentConfig, dense: Dense, dense_weights: Path, tracking_uri: str, run_id: str | None
 ):
     """(CompressionHooks, LoopSettings) of a variant's fine-tune: the ``finetune`` budget
     (epochs, lr, schedule) whatever the compression, the variant rebuilt on every worker."""
-    from accelab.tracking.client import client_env
-    from accelab.training.loop import LoopHooks, LoopSettings
-
     steps = math.ceil(len(dense.splits.train) / cfg.scaling.num_workers / cfg.train.batch_size)
-    hooks = CompressionHooks(cfg.model_dump(mode="json"), str(dense_weights), steps_per_epoch=steps)
+    hooks = compression_hooks(cfg, dense_weights, steps)
     settings = LoopSettings(
         config=cfg.model_dump(mode="json"),
         tracking_uri=tracking_uri,
@@ -57,7 +69,7 @@ def finetune_settings(
 
 
 def finetune(
-    cfg: ExperimentConfig,
+    setup: Setup,
     dense: Dense,
     dense_weights: Path,
     tracking_uri: str,
@@ -67,24 +79,17 @@ def finetune(
 ) -> tuple[nn.Module, float | None]:
     """Fine-tune the compressed model with TorchTrainer (DDP, AMP). Returns the fine-tuned
     model (rebuilt here from the checkpoint) and the seconds its training loop took."""
-    from accelab.training.launcher import build_trainer
-
+    cfg = setup.cfg
     hooks, settings = finetune_settings(cfg, dense, dense_weights, tracking_uri, run_id)
     result = build_trainer(cfg, settings, ray_name, callbacks).fit()
     with result.checkpoint.as_directory() as ckpt:
         state = load_model_state(Path(ckpt) / MODEL_FILE)
         history = read_meta(Path(ckpt))["history"]
     if run_id:  # what rank 0 could not write (a busy or absent store) is in the checkpoint
-        from mlflow.tracking import MlflowClient
-
-        from accelab.tracking.client import log_metrics_once
-        from accelab.training.sync import with_retry
-
         client = MlflowClient(tracking_uri)
         for row in history:
             with_retry(lambda r=row: log_metrics_once(client, run_id, r["epoch"], r["metrics"]), 60)
-    task = dense.task
-    model = hooks.transform(build_model(cfg.trainable), task)
+    model = hooks.transform(setup.new_model(), dense.task)
     model.load_state_dict(state)
     return model, sum(row["metrics"][f"{FINETUNE_PREFIX}epoch_s"] for row in history)
 
@@ -103,7 +108,7 @@ def loss_warning(dense: Dense, model: nn.Module, cfg: ExperimentConfig) -> str |
 
 
 def run_variant(
-    cfg: ExperimentConfig,
+    setup: Setup,
     dense_dir: Path,
     *,
     tracking_uri: str,
@@ -114,16 +119,19 @@ def run_variant(
 ) -> VariantResult:
     """Run one variant; ``on_compressed`` sees the measured model before any fine-tuning
     and may raise ``StopVariant``."""
-    dense = load_dense(cfg, dense_dir)
+    cfg = setup.cfg
+    dense = load_dense(setup, dense_dir)
     start = time.perf_counter()
-    model = compress_for_training(copy.deepcopy(dense.model), cfg, dense.task)
+    model = compress_for_training(
+        copy.deepcopy(dense.model), cfg.compression, dense.task, dense.calibration
+    )
     result = judge(dense, model, cfg)
     compute = time.perf_counter() - start  # this variant's own work, without start-ups
     if on_compressed:
         on_compressed(result)
     if cfg.finetune.epochs > 0:
         model, loop_s = finetune(
-            cfg, dense, dense_dir / MODEL_FILE, tracking_uri, run_id, ray_name, train_callbacks
+            setup, dense, dense_dir / MODEL_FILE, tracking_uri, run_id, ray_name, train_callbacks
         )
         start = time.perf_counter()
         result = judge(dense, model, cfg)
@@ -132,7 +140,5 @@ def run_variant(
             result.warnings.append(warning)
     result.metrics["compute_s"] = compute
     if run_id:
-        from accelab.variant.record import log_variant
-
         log_variant(tracking_uri, run_id, result, cfg)
     return result

@@ -12,10 +12,15 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
 
 from accelab.config.schema import ExperimentConfig
 from accelab.errors import UsageError
-from accelab.training.checkpoint import META_FILE, MODEL_FILE, read_meta
+from accelab.tracking.client import tracking_store
+from accelab.tracking.runs import storage_path
+from accelab.training.checkpoint import META_FILE, MODEL_FILE, load_model_state, read_meta
+from accelab.variant.setup import Setup
 from accelab.variant.weights_file import first_mismatch, plain_weights, stage_weights
 
 
@@ -26,11 +31,6 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
 
 def from_mlflow(run_id: str, tracking_uri: str, cache_root: Path) -> Path:
     """Download ``model/model.safetensors`` of a training run into a local checkpoint dir."""
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
-
-    from accelab.tracking.client import tracking_store
-
     client = MlflowClient(tracking_store(tracking_uri, f"--from runs:/{run_id}", must_exist=True))
     try:
         client.get_run(run_id)
@@ -93,10 +93,9 @@ def check_same_trainable(directory: Path, cfg: ExperimentConfig) -> dict[str, An
     return got
 
 
-def prepare_source(cfg: ExperimentConfig, source: str, tracking_uri: str) -> Path:
-    """The dense model's local checkpoint directory, checked against ``cfg``."""
-    from accelab.tracking.runs import storage_path
-
+def prepare_source(setup: Setup, source: str, tracking_uri: str) -> Path:
+    """The dense model's local checkpoint directory, checked against the setup's config."""
+    cfg = setup.cfg
     cache = (
         Path(storage_path(cfg)) / "baselines"
         if "://" not in cfg.run.storage_path
@@ -104,21 +103,18 @@ def prepare_source(cfg: ExperimentConfig, source: str, tracking_uri: str) -> Pat
     )
     weights = plain_weights(source)
     if weights is not None:  # trained outside accelab: staged as a checkpoint of cfg's model
-        dense_dir = stage_weights(weights, source, cfg, cache)
+        dense_dir = stage_weights(weights, source, setup, cache)
     else:
         dense_dir = resolve_dense_source(source, tracking_uri, cache)
     check_same_trainable(dense_dir, cfg)
-    check_weights(dense_dir, cfg)
+    check_weights(dense_dir, setup)
     return dense_dir
 
 
-def check_weights(directory: Path, cfg: ExperimentConfig) -> None:
+def check_weights(directory: Path, setup: Setup) -> None:
     """The weights load into the configured model (right names and shapes), now rather
     than after an MLflow run was created."""
-    from accelab.tasks import build_model
-    from accelab.training.checkpoint import load_model_state
-
     state = load_model_state(directory / MODEL_FILE)
-    model = build_model(cfg.trainable)
+    model = setup.new_model()
     if problem := first_mismatch(state, model):
         raise UsageError(f"{directory / MODEL_FILE}: does not fit the configured model ({problem})")

@@ -23,7 +23,20 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from accelab.backends import ORT_FP32, OV_F32, SIMULATED, TORCH_FP32, backend_for
+from accelab.compress.pipeline import Calibration, finalize
+from accelab.compress.quant import strip_fake_quant
 from accelab.config.schema import ExperimentConfig, MeasureConfig
+from accelab.export.onnx import (
+    EXPORT_ATOL,
+    ExportError,
+    OrtRecipe,
+    max_abs_diff,
+    quantize,
+    quantize_int4,
+    to_onnx,
+)
+from accelab.export.openvino import from_onnx, quantize_int8
+from accelab.export.runner import OrtRunner, OvRunner
 from accelab.measure import (
     Comparison,
     GenerateRunner,
@@ -37,7 +50,10 @@ from accelab.measure import (
     per_example,
     time_runners,
 )
+from accelab.measure.latency import speedup
+from accelab.measure.quality import drop, estimate
 from accelab.stats import Estimate
+from accelab.training.checkpoint import unwrap
 from trainables.base import Task, examples_of
 
 
@@ -102,8 +118,6 @@ def export_fp32(
     x: Exports, cfg: ExperimentConfig, task: Task, check_inputs: Tensor | None = None
 ) -> Exports:
     """Export ``x.model`` to ONNX once; with ``check_inputs``, check it against torch."""
-    from accelab.export.onnx import EXPORT_ATOL, ExportError, max_abs_diff, to_onnx
-
     if x.fp32 is None and x.error is None:
         try:
             x.fp32 = to_onnx(x.model, task.example_input(2), cfg.measure.onnx_exporter)
@@ -120,13 +134,19 @@ def export_fp32(
     return x
 
 
-def onnx_of(x: Exports, cfg: ExperimentConfig, task: Task) -> bytes:
+def calibration_for(cfg: ExperimentConfig, task: Task, given: Calibration | None) -> Calibration:
+    """``given`` (a command's setup shares its loaded training split), else the config's."""
+    if given is not None:
+        return given
+    return Calibration.of(task, cfg.trainable.data_seed, cfg.train.batch_size)
+
+
+def onnx_of(
+    x: Exports, cfg: ExperimentConfig, task: Task, calibration: Calibration | None = None
+) -> bytes:
     """What ONNX Runtime runs for the config's bit-width: the fp32 export, its int8
     quantization (made once per scheme and recipe, calibrated on training data), or its
     int4 weight-only MatMulNBits model (made once per block size; no calibration)."""
-    from accelab.compress.pipeline import calibration_batches
-    from accelab.export.onnx import OrtRecipe, quantize, quantize_int4
-
     q = cfg.compression.quant
     if q.bits == 4:
         if q.block_size not in x.int4:
@@ -136,52 +156,48 @@ def onnx_of(x: Exports, cfg: ExperimentConfig, task: Task) -> bytes:
         return x.fp32
     recipe = OrtRecipe(**q.ort_recipe)
     if (q.scheme, recipe) not in x.int8:
-        batches = calibration_batches(task, cfg)
+        batches = calibration_for(cfg, task, calibration).batches(q.calibration_batches)
         x.int8[q.scheme, recipe] = quantize(x.fp32, q.scheme, batches, recipe)
     return x.int8[q.scheme, recipe]
 
 
 def ort_backend(cfg: ExperimentConfig) -> str | None:
     """The ONNX Runtime backend name, with the recipe where it is not accelab's default."""
-    from accelab.export.onnx import OrtRecipe
-
     q = cfg.compression.quant
     backend = backend_for("onnxruntime", q.bits, q.scheme, block_size=q.block_size)
     return backend + OrtRecipe(**q.ort_recipe).suffix if backend and q.bits == 8 else backend
 
 
-def openvino_of(x: Exports, cfg: ExperimentConfig, task: Task, bits: int | None = None):
+def openvino_of(
+    x: Exports, cfg: ExperimentConfig, task: Task, bits: int | None = None,
+    calibration: Calibration | None = None,
+):  # fmt: skip
     """What OpenVINO runs for the config's bit-width: the fp32 export converted (bits 32 and
     16: the precision is a compile hint), or its NNCF int8 (made once, calibrated on
     training data; the transformer preset for a language model)."""
-    from accelab.compress.pipeline import calibration_batches
-    from accelab.export.openvino import from_onnx, quantize_int8
-
     if "fp32" not in x.openvino:
         x.openvino["fp32"] = from_onnx(x.fp32)
     if (cfg.compression.quant.bits if bits is None else bits) != 8:
         return x.openvino["fp32"]
     if "int8" not in x.openvino:
-        batches = calibration_batches(task, cfg)
+        q = cfg.compression.quant
+        batches = calibration_for(cfg, task, calibration).batches(q.calibration_batches)
         x.openvino["int8"] = quantize_int8(x.openvino["fp32"], batches, task.generates)
     return x.openvino["int8"]
 
 
 def ov_runner(ov_model, model: nn.Module, bits: int, threads: int) -> Runner:
     """bits 32: the f32 hint; 16: the default hint; 8: NNCF int8 at the default hint."""
-    from accelab.export.runner import OvRunner
-
     kind, precision = {32: ("fp", "f32"), 16: ("fp", None)}.get(bits, ("int8-nncf", None))
     return OvRunner(ov_model, model, kind, precision, threads)
 
 
 def build_on(
     runtime: str, model: nn.Module, cfg: ExperimentConfig, task: Task, exports: Exports,
-    check_inputs: Tensor,
+    check_inputs: Tensor, calibration: Calibration | None = None,
 ) -> Built:  # fmt: skip
     """``model`` (pruned/fine-tuned, fake-quant wrapped for QAT) as it ships on ``runtime``."""
-    from accelab.compress.pipeline import finalize
-
+    calibration = calibration_for(cfg, task, calibration)
     q, threads = cfg.compression.quant, cfg.measure.threads
     if runtime == "onnxruntime" and q.bits == 16:
         return Built("n/a", error="bf16 has no ONNX Runtime backend here; measure it on torch")
@@ -192,27 +208,26 @@ def build_on(
     if runtime == "onnxruntime" and backend is not None:
         backend = ort_backend(cfg)
     if runtime == "torch" or backend is None:
-        d = finalize(model, cfg, task, cfg.measure.device)
+        d = finalize(model, q, calibration, cfg.measure.device)
         runner = TorchRunner(d.model, d.backend, cfg.measure.device, threads, d.simulated)
         return Built(d.backend, runner)
     export_fp32(exports, cfg, task, check_inputs)
     if exports.error:
         return Built(backend, error=exports.error)
     if runtime == "openvino":
-        runner = ov_runner(openvino_of(exports, cfg, task), exports.model, q.bits, threads)
+        ov = openvino_of(exports, cfg, task, calibration=calibration)
+        runner = ov_runner(ov, exports.model, q.bits, threads)
         return Built(runner.backend, runner, export_max_abs_diff=exports.max_abs_diff)
-    from accelab.export.runner import OrtRunner
-
-    onnx = onnx_of(exports, cfg, task)
+    onnx = onnx_of(exports, cfg, task, calibration)
     runner = OrtRunner(onnx, exports.model, backend, threads)
     return Built(backend, runner, onnx=onnx, export_max_abs_diff=exports.max_abs_diff)
 
 
-def variant_onnx(r, cfg: ExperimentConfig, task: Task) -> tuple[bytes, str, nn.Module]:
+def variant_onnx(
+    r, cfg: ExperimentConfig, task: Task, calibration: Calibration | None = None
+) -> tuple[bytes, str, nn.Module]:
     """The ONNX model a variant ships as (the one an ONNX Runtime target measured, else
     made now the same way), its backend, and the fp32 torch model it came from."""
-    from accelab.export.onnx import ExportError
-
     for t in r.targets.values():
         if t.built is not None and t.built.onnx is not None:
             return t.built.onnx, t.backend, t.built.runner.model
@@ -220,7 +235,7 @@ def variant_onnx(r, cfg: ExperimentConfig, task: Task) -> tuple[bytes, str, nn.M
     if exports.error:
         raise ExportError(exports.error)
     backend = ort_backend(cfg)
-    data = onnx_of(exports, cfg, task)
+    data = onnx_of(exports, cfg, task, calibration)
     return data, backend or "ort-fp32 (weights not quantized: simulated bit-width)", exports.model
 
 
@@ -270,8 +285,6 @@ class DenseRunners:
         if self.ort is None:
             self.ort = Built(ORT_FP32, error=exports.error) if exports.error else None
             if self.ort is None:
-                from accelab.export.runner import OrtRunner
-
                 runner = OrtRunner(exports.fp32, self.torch.model, ORT_FP32, self.torch.threads)
                 self.ort = Built(ORT_FP32, runner, onnx=exports.fp32)
         return self.ort.runner
@@ -287,8 +300,6 @@ def measure_target(
 ) -> TargetResult:  # fmt: skip
     """Time the variant, the dense model on its runtime, and dense torch, interleaved in
     blocks (``measure.method``) at the target's batch size; quality on every test and validation example."""
-    from accelab.measure.quality import drop, estimate
-
     result = TargetResult(target, built.backend, built.error, built=built)
     check_inputs = examples_of(test_set)[0]
     family = dense.on(target.runtime, cfg, check_inputs)
@@ -336,8 +347,6 @@ def per_token(latency: Latency, tokens: int) -> Latency:
 
 def _with_speedup(c: Comparison, base: Measurement, m: Measurement) -> Comparison:
     """``c`` with its speedup taken against ``base``'s latency (same blocks)."""
-    from accelab.measure.latency import speedup
-
     timed = base.latency is not None and m.latency is not None
     return Comparison(
         speedup(base.latency, m.latency) if timed else None, c.drop,
@@ -347,9 +356,6 @@ def _with_speedup(c: Comparison, base: Measurement, m: Measurement) -> Compariso
 
 def strip_for_export(model: nn.Module) -> nn.Module:
     """The fp32 model ONNX Runtime quantizes itself (QAT wrappers removed, weights kept)."""
-    from accelab.compress.quant import strip_fake_quant
-    from accelab.training.checkpoint import unwrap
-
     return strip_fake_quant(copy.deepcopy(unwrap(model))).eval()
 
 

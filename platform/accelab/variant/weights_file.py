@@ -19,7 +19,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from accelab.config.schema import ExperimentConfig
 from accelab.errors import UsageError
 from accelab.training.checkpoint import (
     META_FILE,
@@ -28,6 +27,7 @@ from accelab.training.checkpoint import (
     safe_torch_load,
     save_model,
 )
+from accelab.variant.setup import Setup
 
 SUFFIXES = (".safetensors", ".pt", ".pth")
 # where training scripts commonly nest the state dict in a .pt file
@@ -133,16 +133,14 @@ def cache_key(path: Path, trainable: dict) -> str:
     return digest.hexdigest()[:24]
 
 
-def stage_weights(path: Path, source: str, cfg: ExperimentConfig, cache_root: Path) -> Path:
+def stage_weights(path: Path, source: str, setup: Setup, cache_root: Path) -> Path:
     """Check ``path`` against the configured model and stage it as a checkpoint directory
     (``model.safetensors`` + ``meta.json``) under ``cache_root``, atomically."""
-    from accelab.tasks import build_model
-
-    trainable = cfg.trainable.model_dump()
+    trainable = setup.cfg.trainable.model_dump()
     target = cache_root / f"weights-{cache_key(path, trainable)}"
     if (target / META_FILE).is_file():
         return target
-    model = build_model(cfg.trainable)
+    model = setup.new_model()
     state = adapt(read_state_dict(path), model)
     if problem := first_mismatch(state, model):
         raise UsageError(f"--from {source}: does not fit the configured model ({problem})")

@@ -23,6 +23,12 @@ from trainables.digits import TASK
 CPU = torch.device("cpu")
 
 
+def hooks_of(cfg: ExperimentConfig, weights: Path) -> CompressionHooks:
+    """The hooks a fine-tune's workers get, with the sections they read."""
+    return CompressionHooks(cfg.trainable, cfg.compression, cfg.finetune, cfg.train.batch_size,
+                            str(weights))  # fmt: skip
+
+
 def config(distill: dict | None = None, epochs: int = 2, hidden=(32,)) -> ExperimentConfig:
     return ExperimentConfig.model_validate({
         "trainable": {"name": "digits", "model": "mlp", "model_args": {"hidden": list(hidden)}},
@@ -80,11 +86,11 @@ def test_distiller_mixes_task_and_soft_loss_by_weight(weight):
 def test_hooks_build_a_frozen_dense_teacher_only_when_asked(tmp_path):
     dense, _ = trained_mlp((32,), epochs=1)
     save_model(dense, tmp_path / "w.safetensors")
-    off = CompressionHooks(config().model_dump(mode="json"), str(tmp_path / "w.safetensors"))
+    off = hooks_of(config(), tmp_path / "w.safetensors")
     assert off.batch_loss(TASK, CPU) is None  # the default: plain task loss, nothing changes
     assert "distill_loss" not in off.extra_metrics(dense, 0)
     cfg = config({"weight": 0.5, "temperature": 3.0})
-    hooks = CompressionHooks(cfg.model_dump(mode="json"), str(tmp_path / "w.safetensors"))
+    hooks = hooks_of(cfg, tmp_path / "w.safetensors")
     student = hooks.transform(TASK.build_model("mlp", hidden=[32]), TASK)
     d = hooks.batch_loss(TASK, CPU)
     assert (d.weight, d.temperature) == (0.5, 3.0)
@@ -119,7 +125,7 @@ def test_fine_tune_learns_from_the_teacher_when_the_labels_are_useless(tmp_path:
     scores = {}
     for weight in (0.0, 1.0):
         cfg = config({"weight": weight, "temperature": 2.0}, hidden=(64,))
-        hooks = CompressionHooks(cfg.model_dump(mode="json"), str(tmp_path / "w.safetensors"))
+        hooks = hooks_of(cfg, tmp_path / "w.safetensors")
         torch.manual_seed(1)
         student = TASK.build_model("mlp", hidden=[64])
         train(student, shuffled, 3, batch_loss=hooks.batch_loss(TASK, CPU), seed=1)

@@ -15,6 +15,7 @@ from accelab.stats import Estimate, noise_floor
 from accelab.sweep.baseline import aa_control
 from accelab.sweep.summary import TARGETS_TAG, MetricInfo, summarize
 from accelab.training.checkpoint import save_checkpoint
+from accelab.variant.setup import Setup
 from tests.helpers_torch import trained_mlp
 
 TARGETS = [["torch_b64", "torch, batch 64"], ["ort_b1", "onnxruntime, batch 1"]]
@@ -77,7 +78,7 @@ def test_the_aa_control_logs_each_targets_own_floor(client, tmp_path):
                     {"epoch": 0, "history": [], "trainable": cfg.trainable.model_dump()})  # fmt: skip
     exp = client.create_experiment("aa", artifact_location=(path / "aa").as_uri())
     pid = client.create_run(exp).info.run_id
-    m = aa_control(cfg, tmp_path, f"sqlite:///{path / 'mlflow.db'}", pid)
+    m = aa_control(Setup.of(cfg), tmp_path, f"sqlite:///{path / 'mlflow.db'}", pid)
     for sfx in ("", ".ort_b1"):
         aa = Estimate(m[f"aa_speedup{sfx}"], m[f"aa_speedup_lo{sfx}"], m[f"aa_speedup_hi{sfx}"], 3)
         assert m[f"noise_floor{sfx}"] == noise_floor(aa)

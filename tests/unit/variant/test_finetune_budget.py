@@ -13,6 +13,7 @@ from accelab.config.schema import ExperimentConfig
 from accelab.training.checkpoint import epochs_left, save_checkpoint
 from accelab.variant.judge import load_dense
 from accelab.variant.run import FINETUNE_PREFIX, finetune_settings
+from accelab.variant.setup import Setup
 from tests.helpers_torch import trained_mlp
 from trainables.digits import TASK
 
@@ -44,7 +45,7 @@ def test_every_variant_fine_tunes_for_the_configured_budget(dense_dir, kind, epo
         "finetune": {"epochs": epochs, "lr": 0.0123, "schedule": "constant"},
         "measure": {"targets": [{"runtime": "torch"}]},
     })  # fmt: skip
-    dense = load_dense(cfg, dense_dir)
+    dense = load_dense(Setup.of(cfg), dense_dir)
     hooks, s = finetune_settings(cfg, dense, dense_dir / "model.safetensors", "", None)
     assert (s.epochs, s.lr, s.schedule) == (epochs, 0.0123, "constant")
     assert s.metric_prefix == FINETUNE_PREFIX
@@ -68,7 +69,7 @@ def test_distillation_reaches_the_workers_only_when_asked(dense_dir, weight):
         "measure": {"targets": [{"runtime": "torch"}]},
     })  # fmt: skip
     _, s = finetune_settings(
-        cfg, load_dense(cfg, dense_dir), dense_dir / "model.safetensors", "", None
+        cfg, load_dense(Setup.of(cfg), dense_dir), dense_dir / "model.safetensors", "", None
     )
     loss = s.hooks.batch_loss(TASK, torch.device("cpu"))  # what each worker's loop calls
     if weight == 0:

@@ -13,12 +13,13 @@ import torch
 from onnx import numpy_helper
 
 from accelab.backends import ORT_FP32, TORCH_FP32
-from accelab.compress.pipeline import calibration_batches, compress_for_training, finalize
+from accelab.compress.pipeline import Calibration, compress_for_training, finalize
 from accelab.config.schema import ExperimentConfig, MeasureConfig
 from accelab.measure import serialized_size_bytes
 from accelab.measure.latency import speedup
 from accelab.training.checkpoint import save_checkpoint
 from accelab.variant.judge import MB, judge, load_dense
+from accelab.variant.setup import Setup
 from tests import tasks
 from tests.helpers_torch import trained_mlp
 from trainables.digits import load_splits
@@ -54,8 +55,10 @@ def judged(tmp_path_factory):
     labels are shifted (so validation and test numbers differ), on torch and ORT, 2 threads."""
     cfg = config("tests.tasks:SHIFTED_VAL",
                  compression={"prune": {"method": "structured", "sparsity": 0.75}})  # fmt: skip
-    dense = load_dense(cfg, dense_dir(tmp_path_factory.mktemp("v"), cfg))
-    model = compress_for_training(copy.deepcopy(dense.model), cfg, dense.task)
+    dense = load_dense(Setup.of(cfg), dense_dir(tmp_path_factory.mktemp("v"), cfg))
+    model = compress_for_training(
+        copy.deepcopy(dense.model), cfg.compression, dense.task, dense.calibration
+    )
     return dense, judge(dense, model, cfg), cfg
 
 
@@ -130,13 +133,17 @@ def test_static_int8_is_calibrated_on_training_data(tmp_path):
     cfg = config("tests.tasks:SCALED", threads=1,
                  compression={"quant": {"bits": 8, "scheme": "static"}})  # fmt: skip
     train_x = tasks.SCALED.load_splits(0).train.tensors[0]
-    batches = calibration_batches(tasks.SCALED, cfg)  # the first training examples, in order
+    calibration = Calibration.of(tasks.SCALED, cfg.trainable.data_seed, cfg.train.batch_size)
+    batches = calibration.batches(cfg.compression.quant.calibration_batches)  # first, in order
     n = cfg.train.batch_size * cfg.compression.quant.calibration_batches
     assert torch.equal(torch.cat(batches), train_x[:n])
     wide = float(train_x.max() - train_x.min()) / 255  # the training range in int8 steps
     # what the ONNX Runtime and torch targets were calibrated on: an 8x wider range if
     # validation or test inputs were used
-    dense = load_dense(cfg, dense_dir(tmp_path, cfg))
+    dense = load_dense(Setup.of(cfg), dense_dir(tmp_path, cfg))
     r = judge(dense, copy.deepcopy(dense.model), cfg)
     assert input_scale_onnx(r.targets[ORT].built.onnx) < 2 * wide
-    assert input_scale_torch(finalize(dense.model, cfg, dense.task).model) < 3 * wide
+    assert (
+        input_scale_torch(finalize(dense.model, cfg.compression.quant, dense.calibration).model)
+        < 3 * wide
+    )

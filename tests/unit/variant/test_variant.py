@@ -10,14 +10,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from accelab.compress.pipeline import CompressionHooks, compress_for_training, finalize
+from accelab.compress.pipeline import compress_for_training, finalize
 from accelab.compress.quant import has_fake_quant
 from accelab.config.schema import ExperimentConfig
 from accelab.measure import evaluate
 from accelab.training.checkpoint import save_checkpoint, save_model
 from accelab.training.epoch import fit
 from accelab.variant.judge import load_dense
-from accelab.variant.run import loss_warning, run_variant
+from accelab.variant.run import compression_hooks, loss_warning, run_variant
+from accelab.variant.setup import Setup
 from tests import tasks
 from tests.helpers_torch import trained_mlp
 from trainables.digits import TASK
@@ -44,7 +45,7 @@ def test_validation_numbers_come_from_the_validation_split(tmp_path):
     model = fit(tasks.SHIFTED_VAL.build_model("mlp", hidden=[64]), TASK.load_splits(0).train, 5,
                 loss=TASK.loss)  # fmt: skip
     r = run_variant(
-        cfg, checkpoint(tmp_path, model, cfg), tracking_uri="", run_id=None, ray_name="x"
+        Setup.of(cfg), checkpoint(tmp_path, model, cfg), tracking_uri="", run_id=None, ray_name="x"
     )
     assert r.metrics["accuracy"] > 0.85 and r.metrics["baseline_accuracy"] > 0.85
     assert r.metrics["val_accuracy"] < 0.2 and r.metrics["baseline_val_accuracy"] < 0.2
@@ -57,7 +58,7 @@ def test_measure_threads_from_the_config_reach_every_forward_pass(tmp_path, thre
     model = tasks.build_probe()
     directory = checkpoint(tmp_path, model, cfg)
     tasks.THREADS_SEEN.clear()
-    r = run_variant(cfg, directory, tracking_uri="", run_id=None, ray_name="x")
+    r = run_variant(Setup.of(cfg), directory, tracking_uri="", run_id=None, ray_name="x")
     assert r.measurement.threads == r.baseline.threads == threads
     assert tasks.THREADS_SEEN and set(tasks.THREADS_SEEN) == {threads}
 
@@ -75,11 +76,11 @@ def test_ptq_fine_tunes_in_fp32_and_qat_through_fake_quant(tmp_path):
     tuned = {}
     for mode in ("ptq", "qat"):
         cfg = quant_cfg(mode)
-        hooks = CompressionHooks(cfg.model_dump(mode="json"), str(weights), steps_per_epoch=20)
+        hooks = compression_hooks(cfg, weights, steps=20)
         model = hooks.transform(TASK.build_model("mlp", hidden=[128]), TASK)
         assert has_fake_quant(model) == (mode == "qat")  # what the fine-tune trains through
         fit(model, splits.train, 1, loss=TASK.loss, lr=1e-3, batch_size=64, seed=0)
-        d = finalize(model, cfg, TASK)
+        d = finalize(model, cfg.compression.quant, Setup.of(cfg).calibration)
         assert d.simulated and has_fake_quant(d.model)  # both ship 4-bit fake-quant weights
         assert not has_fake_quant(model) or mode == "qat"  # finalize left the input alone
         tuned[mode] = d.model
@@ -91,9 +92,10 @@ def test_ptq_fine_tunes_in_fp32_and_qat_through_fake_quant(tmp_path):
 def test_ptq_calibrates_activations_on_training_data_after_fine_tuning():
     dense, _ = trained_mlp((128,), epochs=3)
     cfg = quant_cfg("ptq")
-    model = compress_for_training(copy.deepcopy(dense), cfg, TASK)
+    calibration = Setup.of(cfg).calibration
+    model = compress_for_training(copy.deepcopy(dense), cfg.compression, TASK, calibration)
     assert not has_fake_quant(model)
-    d = finalize(model, cfg, TASK)
+    d = finalize(model, cfg.compression.quant, calibration)
     observers = [m for m in d.model.modules() if hasattr(m, "initialized")]
     assert observers and all(bool(o.initialized) for o in observers)
 
@@ -115,7 +117,7 @@ def test_shipped_fine_tune_defaults_recover_pruned_models(tmp_path, method, spar
     cfg = config("digits", "mlp", {"hidden": [300, 100]},
                  compression={"prune": {"method": method, "sparsity": sparsity, "schedule": schedule}},
                  finetune={"epochs": 4})  # fmt: skip
-    hooks = CompressionHooks(cfg.model_dump(mode="json"), str(weights), steps_per_epoch=20)
+    hooks = compression_hooks(cfg, weights, steps=20)
     model = hooks.transform(TASK.build_model("mlp", hidden=[300, 100]), TASK)
     ft = cfg.finetune
     fit(model, splits.train, ft.epochs, loss=TASK.loss, lr=ft.lr, batch_size=64,
@@ -131,7 +133,7 @@ def test_shipped_fine_tune_defaults_recover_pruned_models(tmp_path, method, spar
 def test_a_fine_tune_that_did_not_recover_is_called_out(tmp_path):
     cfg = config("digits", "mlp", {"hidden": [128]}, finetune={"epochs": 2})
     dense_model, _ = trained_mlp((128,), epochs=8)
-    dense = load_dense(cfg, checkpoint(tmp_path, dense_model, cfg))
+    dense = load_dense(Setup.of(cfg), checkpoint(tmp_path, dense_model, cfg))
     assert loss_warning(dense, dense_model, cfg) is None
     broken = TASK.build_model("mlp", hidden=[128])  # untrained: loss ~2.3
     text = loss_warning(dense, broken, cfg)
@@ -146,8 +148,8 @@ def test_bf16_runs_real_bf16_kernels_and_saves_and_reloads(tmp_path):
     cfg = config("digits", "mlp", {"hidden": [128]}, compression={"quant": {"bits": 16}},
                  measure={"targets": [{"runtime": "torch"}, {"runtime": "onnxruntime"}]})  # fmt: skip
     dense_model, splits = trained_mlp((128,), epochs=4)
-    r = run_variant(cfg, checkpoint(tmp_path, dense_model, cfg), tracking_uri="", run_id=None,
-                    ray_name="x")  # fmt: skip
+    r = run_variant(Setup.of(cfg), checkpoint(tmp_path, dense_model, cfg), tracking_uri="",
+                    run_id=None, ray_name="x")  # fmt: skip
     assert r.measurement.backend == "torch-bf16" and not r.measurement.simulated
     assert r.measurement.latency is not None and r.measurement.macs == r.baseline.macs
     assert next(r.deployable.model.parameters()).dtype == torch.bfloat16

@@ -14,6 +14,7 @@ from safetensors.torch import save_file
 from accelab.config.schema import ExperimentConfig
 from accelab.errors import UsageError
 from accelab.training.checkpoint import META_FILE, MODEL_FILE, load_model_state
+from accelab.variant.setup import Setup
 from accelab.variant.sources import check_same_trainable, prepare_source
 from accelab.variant.weights_file import first_mismatch, plain_weights
 from trainables.digits import TASK
@@ -52,7 +53,7 @@ def test_a_weights_file_is_staged_as_a_checkpoint_of_the_configured_model(tmp_pa
     model = mlp()
     write(state_of(model), tmp_path / name)
     cfg = config(tmp_path)
-    dense = prepare_source(cfg, str(tmp_path / name), tracking_uri="")
+    dense = prepare_source(Setup.of(cfg), str(tmp_path / name), tracking_uri="")
     assert dense.parent == tmp_path / "results" / "baselines"
     meta = json.loads((dense / META_FILE).read_text())
     assert meta["trainable"] == cfg.trainable.model_dump()
@@ -62,7 +63,7 @@ def test_a_weights_file_is_staged_as_a_checkpoint_of_the_configured_model(tmp_pa
     for key, tensor in model.state_dict().items():
         assert torch.equal(staged[key], tensor), key
     # the same file and config again: the staged copy is reused, not written twice
-    assert prepare_source(cfg, str(tmp_path / name), tracking_uri="") == dense
+    assert prepare_source(Setup.of(cfg), str(tmp_path / name), tracking_uri="") == dense
     assert len(list(dense.parent.iterdir())) == 1
 
 
@@ -97,7 +98,7 @@ def test_a_file_that_does_not_fit_names_the_first_mismatch_and_stages_nothing(
 ):
     save_file(mismatched(kind), str(tmp_path / "w.safetensors"))
     with pytest.raises(UsageError) as err:
-        prepare_source(config(tmp_path), str(tmp_path / "w.safetensors"), tracking_uri="")
+        prepare_source(Setup.of(config(tmp_path)), str(tmp_path / "w.safetensors"), tracking_uri="")
     text = str(err.value)
     assert text.startswith(f"--from {tmp_path / 'w.safetensors'}: does not fit the configured")
     assert text.endswith(message), text
@@ -124,4 +125,4 @@ def test_first_mismatch_is_none_when_every_name_and_shape_fits():
 def test_unreadable_or_unknown_files_are_refused(tmp_path, name, content, message):
     content(tmp_path / name)
     with pytest.raises(UsageError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        prepare_source(config(tmp_path), str(tmp_path / name), tracking_uri="")
+        prepare_source(Setup.of(config(tmp_path)), str(tmp_path / name), tracking_uri="")

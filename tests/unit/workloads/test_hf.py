@@ -19,6 +19,7 @@ from accelab.export.onnx import max_abs_diff, to_onnx  # noqa: E402
 from accelab.training.checkpoint import META_FILE, save_checkpoint  # noqa: E402
 from accelab.training.epoch import fit  # noqa: E402
 from accelab.variant.run import run_variant  # noqa: E402
+from accelab.variant.setup import Setup  # noqa: E402
 from accelab.variant.sources import prepare_source  # noqa: E402
 from trainables.hf.text import CAUSAL_LM, TEXT_CLASSIFIER  # noqa: E402
 from trainables.hf.vision import IMAGE_CLASSIFIER  # noqa: E402
@@ -115,11 +116,11 @@ def test_a_save_pretrained_directory_is_a_from_source_tied_weights_and_all(tmp_p
             "run": {"storage_path": str(tmp_path / "results")},
         }  # fmt: skip
     )
-    dense = prepare_source(cfg, str(tmp_path / "mine"), tracking_uri="")
+    dense = prepare_source(Setup.of(cfg), str(tmp_path / "mine"), tracking_uri="")
     assert json.loads((dense / META_FILE).read_text())["source"].endswith("model.safetensors")
     from accelab.variant.judge import load_dense
 
-    model = load_dense(cfg, dense).model
+    model = load_dense(Setup.of(cfg), dense).model
     x = example(CAUSAL_LM)
     with torch.no_grad():
         assert torch.equal(model(x), hf(input_ids=x).logits)
@@ -163,7 +164,7 @@ def test_a_vit_trains_on_digits_then_prunes_and_runs_int8_on_torch_and_ort(tmp_p
     directory = tmp_path / "dense"
     save_checkpoint(directory, model, {"loop": {}},
                     {"epoch": 0, "history": [], "trainable": cfg.trainable.model_dump()})  # fmt: skip
-    m = run_variant(cfg, directory, tracking_uri="", run_id=None, ray_name="x").metrics
+    m = run_variant(Setup.of(cfg), directory, tracking_uri="", run_id=None, ray_name="x").metrics
     assert m["baseline_accuracy"] > 0.6, m  # it learned the digits (chance is 0.1)
     assert m["params"] < 0.8 * sum(p.numel() for p in model.parameters())  # MLP units removed
     for sfx in ("", ".ort_b64"):  # int8 on real kernels on both runtimes, quality kept

@@ -22,6 +22,7 @@ from accelab.sweep.summary import MetricInfo, TrialRow, build_summary
 from accelab.training.checkpoint import load_model_state, save_checkpoint
 from accelab.training.epoch import fit
 from accelab.variant.judge import judge, load_dense
+from accelab.variant.setup import Setup
 from tests.conftest import CONFIGS
 from trainables import pylm
 from trainables.pylm import TASK
@@ -84,8 +85,8 @@ def test_training_lowers_perplexity_and_the_metric_points_down(dense):
 
 def test_structured_pruning_removes_mlp_hidden_units_and_keeps_the_residual_width(dense):
     cfg = config(compression={"prune": {"method": "structured", "sparsity": 0.5}})
-    d = load_dense(cfg, dense)
-    pruned = compress_for_training(copy.deepcopy(d.model), cfg, TASK)
+    d = load_dense(Setup.of(cfg), dense)
+    pruned = compress_for_training(copy.deepcopy(d.model), cfg.compression, TASK, d.calibration)
     shapes = {
         n: tuple(m.weight.shape)
         for n, m in pruned.named_modules()
@@ -100,8 +101,10 @@ def test_every_backend_judges_the_language_model_with_perplexity(dense, tmp_path
     cfg = config(
         compression={"quant": {"bits": 8}, "prune": {"method": "unstructured", "sparsity": 0.5}}
     )
-    d = load_dense(cfg, dense)
-    r = judge(d, compress_for_training(copy.deepcopy(d.model), cfg, TASK), cfg)
+    d = load_dense(Setup.of(cfg), dense)
+    r = judge(
+        d, compress_for_training(copy.deepcopy(d.model), cfg.compression, TASK, d.calibration), cfg
+    )
     assert [t.backend for t in r.targets.values()] == [
         "torch-int8-x86",
         "ort-int8-dynamic",

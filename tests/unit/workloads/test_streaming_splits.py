@@ -14,6 +14,7 @@ from accelab.config.schema import ExperimentConfig
 from accelab.training.checkpoint import save_checkpoint
 from accelab.training.epoch import fit
 from accelab.variant.run import run_variant
+from accelab.variant.setup import Setup
 from tests import streaming
 from trainables.base import examples_of
 
@@ -55,7 +56,9 @@ def test_a_model_on_streamed_splits_is_judged_on_torch_and_ort_int8_static(split
                 loss=streaming.TASK.loss, lr=3e-3, batch_size=128)  # fmt: skip
     save_checkpoint(tmp_path / "dense", model, {"loop": {}},
                     {"epoch": 0, "history": [], "trainable": cfg.trainable.model_dump()})  # fmt: skip
-    m = run_variant(cfg, tmp_path / "dense", tracking_uri="", run_id=None, ray_name="x").metrics
+    m = run_variant(
+        Setup.of(cfg), tmp_path / "dense", tracking_uri="", run_id=None, ray_name="x"
+    ).metrics
     assert m["baseline_accuracy"] > 0.6, m
     assert m["n_test"] == len(splits.test)
     for sfx in ("", ".ort_b64"):
