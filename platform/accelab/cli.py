@@ -22,6 +22,7 @@ EXAMPLES = """examples:
   accelab report digits-sweep
   accelab train configs/digits.yaml train.epochs=3 scaling.num_workers=2
   accelab compress configs/digits_mlp.yaml --from runs:/<run_id> compression.quant.bits=8
+  accelab sensitivity configs/digits_mlp.yaml --from runs:/<run_id> --bits 8 4 --sparsity 0.9
   accelab validate configs/*.yaml
   accelab ui                                  # MLflow UI on 127.0.0.1, latest sweep's link
   accelab compare <sweep run id> <sweep run id>
@@ -58,6 +59,13 @@ def cmd_compress(args: argparse.Namespace) -> None:
     from accelab.commands.compress import run_compress
 
     run_compress(cfg, args.source)
+
+
+def cmd_sensitivity(args: argparse.Namespace) -> None:
+    cfg = load(args)
+    from accelab.commands.sensitivity import run_sensitivity
+
+    run_sensitivity(cfg, args.source, args.bits or (), args.sparsity or (), args.layers or ())
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:
@@ -146,6 +154,17 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
         metavar="CHECKPOINT",
         help="dense model: checkpoint dir, Ray Train run dir, or MLflow run (runs:/<run_id>)",
     )
+
+    p = subs["sensitivity"] = config_parser(
+        sub, "sensitivity",
+        "per layer: the validation drop when only that layer is quantized or pruned",
+        cmd_sensitivity,
+    )  # fmt: skip
+    p.add_argument("--from", dest="source", required=True, metavar="CHECKPOINT",
+                   help="dense model, as for compress --from")  # fmt: skip
+    p.add_argument("--bits", type=int, nargs="+", help="bit-widths, 2..8 (default: 8)")
+    p.add_argument("--sparsity", type=float, nargs="+", help="fractions of a layer's weights")
+    p.add_argument("--layers", nargs="+", help="layer names or patterns (default: all)")
 
     p = subs["sweep"] = config_parser(
         sub, "sweep", "search compression knobs with Ray Tune; end with a measured Pareto frontier",

@@ -25,8 +25,9 @@ from pydantic import ValidationError
 from torch import nn
 
 from accelab.compress.prune import structured_targets
+from accelab.compress.recipe import unmatched
 from accelab.config import loader
-from accelab.config.schema import ExperimentConfig
+from accelab.config.schema import ExperimentConfig, QuantConfig
 from accelab.errors import ConfigError, UsageError
 from accelab.tasks import UnknownTrainable, build_model, import_timeout_s, resolve_task
 
@@ -72,6 +73,10 @@ def layer_errors(model: nn.Module, cfg: ExperimentConfig, only: tuple[str, ...] 
     problems = []
     layers = {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear | nn.Conv2d)}
     prune = cfg.compression.prune
+    if unknown := unmatched(sorted(layers), cfg.compression.quant.layers):
+        problems.append(
+            f"compression.quant.layers: no such layer {unknown}; layers are {sorted(layers)}"
+        )
     missing = [n for n in prune.exclude if n not in layers]
     if missing:
         problems.append(
@@ -103,6 +108,16 @@ def training_errors(cfg: ExperimentConfig) -> list[str]:
         problems.append(
             "compression.prune.schedule: cubic needs prune.method=unstructured and finetune.epochs > 0"
         )
+    problems += recipe_errors(quant)
+    if (
+        quant.bits == 4
+        and any(b is None for b in quant.layers.values())
+        and any(t.runtime == "onnxruntime" for t in cfg.measure.targets)
+    ):
+        problems.append(
+            "compression.quant.layers: float layers are not excluded from ONNX Runtime's int4 "
+            "(MatMulNBits) quantizer yet; measure bits 4 with float layers on torch only"
+        )
     if cfg.finetune.distill.weight > 0 and cfg.finetune.epochs == 0:
         problems.append("finetune.distill.weight: distillation needs finetune.epochs > 0")
     if prune.method != "none" and prune.sparsity == 0:
@@ -112,6 +127,23 @@ def training_errors(cfg: ExperimentConfig) -> list[str]:
         problems.append(f"faults.fail_at_epoch: {fail} >= train.epochs ({cfg.train.epochs})")
     if cfg.faults.fail_rank >= cfg.scaling.num_workers:
         problems.append(f"faults.fail_rank: {cfg.faults.fail_rank} >= scaling.num_workers")
+    return problems
+
+
+def recipe_errors(quant: QuantConfig) -> list[str]:
+    """A per-layer recipe and the automatic fallback need a quantized model; a bit-width
+    other than ``bits`` has no real kernel (it would silently run at ``bits``)."""
+    problems = []
+    if quant.bits > 8 and (quant.layers or quant.fallback == "auto"):
+        key = "layers" if quant.layers else "fallback"
+        problems.append(f"compression.quant.{key}: needs compression.quant.bits in 2..8")
+    other = sorted(k for k, b in quant.layers.items() if b is not None and b != quant.bits)
+    if other and quant.real_kernel and quant.bits <= 8:
+        problems.append(
+            f"compression.quant.layers: {other} ask for bits other than compression.quant.bits "
+            f"({quant.bits}), which only simulation runs: set compression.quant.real_kernel: false "
+            "or keep those layers in float"
+        )
     return problems
 
 

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from accelab.compress.errors import CompressionError
 from accelab.compress.prune import check_layer_names, prunable_layers
+from accelab.compress.recipe import Recipe, float_layers, resolve
 
 Observer = Literal["minmax", "moving_average"]
 _EPS = 1e-12
@@ -168,27 +169,33 @@ def prepare_fake_quant(
     activation_bits: int | None = None,
     symmetric_activations: bool = False,
     observer: Observer = "minmax",
+    recipe: Recipe | None = None,
 ) -> nn.Module:
     """Wrap every Linear/Conv2d (minus ``exclude``) in place for fake quantization.
 
     Parameters stay the original float weights, so the result trains under DDP/AMP (QAT).
     With ``activations`` the input of each wrapped layer is fake-quantized too; run
-    ``calibrate`` (or train) before evaluating.
+    ``calibrate`` (or train) before evaluating. ``recipe`` (``compress.recipe``) gives
+    layers another bit-width, or keeps them in float (None).
     """
-    for b in (bits, activation_bits if activation_bits is not None else bits):
-        if not isinstance(b, int) or not 2 <= b <= 8:
+    layers = prunable_layers(model, exclude)
+    widths = resolve([name for name, _ in layers], bits, recipe or {})
+    for b in {*widths.values(), bits, activation_bits if activation_bits is not None else bits}:
+        if b is not None and (not isinstance(b, int) or not 2 <= b <= 8):
             raise CompressionError(f"fake-quant bit-width must be an integer in 2..8, got {b!r}")
     unknown = check_layer_names(model, exclude)
     if unknown:
         raise CompressionError(f"unknown layer names in exclude: {unknown}")
     if has_fake_quant(model):
         raise CompressionError("model is already prepared for fake quantization")
-    for name, layer in prunable_layers(model, exclude):
+    for name, layer in layers:
+        if widths[name] is None:
+            continue
         act = None
         if activations:
             act = ActivationFakeQuant(activation_bits or bits, symmetric_activations, observer)
         wrapper_cls = FakeQuantLinear if isinstance(layer, nn.Linear) else FakeQuantConv2d
-        wrapper = wrapper_cls(layer, bits, act)
+        wrapper = wrapper_cls(layer, widths[name], act)
         if not name:
             return wrapper
         model.set_submodule(name, wrapper)
@@ -292,25 +299,34 @@ def _select_int8_engine() -> str:
     raise CompressionError(f"no x86/fbgemm int8 engine in this torch build (have {engines})")
 
 
-def convert_int8_dynamic(model: nn.Module) -> nn.Module:
+def kept_float(model: nn.Module, recipe: Recipe | None) -> list[str]:
+    """The Linear/Conv2d layers of ``model`` that ``recipe`` keeps in float."""
+    return float_layers([name for name, _ in prunable_layers(model)], recipe or {})
+
+
+def convert_int8_dynamic(model: nn.Module, recipe: Recipe | None = None) -> nn.Module:
     """A copy of ``model`` with Linear layers as int8 dynamic-quantized kernels (CPU).
 
     Weights: int8 per output channel; activations quantized per batch at run time.
-    Other layers (e.g. Conv2d) stay fp32. Fake-quant wrappers are stripped first.
+    Other layers (e.g. Conv2d), and those ``recipe`` keeps in float, stay fp32.
+    Fake-quant wrappers are stripped first.
     """
     from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
     _select_int8_engine()
     model = strip_fake_quant(copy.deepcopy(model)).cpu().eval()
+    spec: dict = {nn.Linear: per_channel_dynamic_qconfig}
+    spec.update({name: None for name in kept_float(model, recipe)})  # a name beats its type
     with quiet_quantization_warnings():
-        return quantize_dynamic(
-            model, {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8, inplace=True
-        )
+        return quantize_dynamic(model, spec, dtype=torch.qint8, inplace=True)
 
 
-def convert_int8_static(model: nn.Module, calibration: Iterable[Tensor]) -> nn.Module:
-    """A copy of ``model`` with Conv and Linear layers as int8 static kernels (torch FX,
-    x86 engine): activations calibrated on ``calibration`` batches (training data).
+def convert_int8_static(
+    model: nn.Module, calibration: Iterable[Tensor], recipe: Recipe | None = None
+) -> nn.Module:
+    """A copy of ``model`` with Conv and Linear layers (minus those ``recipe`` keeps in
+    float) as int8 static kernels (torch FX, x86 engine): activations calibrated on
+    ``calibration`` batches (training data).
     Raises ``CompressionError`` if the model cannot be traced symbolically."""
     from torch.ao.quantization import get_default_qconfig_mapping
     from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
@@ -318,10 +334,13 @@ def convert_int8_static(model: nn.Module, calibration: Iterable[Tensor]) -> nn.M
     engine = _select_int8_engine()
     model = strip_fake_quant(copy.deepcopy(model)).cpu().eval()
     batches = list(calibration)
+    mapping = get_default_qconfig_mapping(engine)
+    for name in kept_float(model, recipe):
+        mapping.set_module_name(name, None)
     with quiet_quantization_warnings(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            prepared = prepare_fx(model, get_default_qconfig_mapping(engine), (batches[0],))
+            prepared = prepare_fx(model, mapping, (batches[0],))
         except Exception as exc:  # FX tracing fails on data-dependent control flow
             raise CompressionError(
                 f"torch static int8 (FX) cannot trace this model: {type(exc).__name__}: {exc}"

@@ -213,6 +213,32 @@ class QuantConfig(Section):
         description="Run on a real low-bit kernel where one exists (torch-int8-x86 on CPU); "
         "false simulates 2-8 bits in fp32. bf16 (bits 16) always runs real bf16 kernels.",
     )
+    layers: dict[str, Annotated[int, Field(ge=2, le=8)] | None] = Field(
+        default_factory=dict,
+        description="Per-layer recipe: layer name or fnmatch pattern -> bits, or float (null) "
+        "to keep the layer unquantized (torch: left in float; ONNX Runtime: nodes_to_exclude). "
+        "An exact name wins, else the first matching pattern, else bits. Bits other than "
+        "`bits` are simulated (real_kernel: false).",
+    )
+    fallback: Literal["none", "auto"] = Field(
+        "none",
+        description="auto: rank the layers by their validation quality drop when only they are "
+        "quantized, then keep the fewest most sensitive ones in float (bisection) until the "
+        "whole model's validation drop is within fallback_budget.",
+    )
+    fallback_budget: Annotated[float, Field(gt=0, le=10)] | None = Field(
+        None,
+        description="fallback auto: validation quality drop to reach, in the task metric's "
+        "terms; default: sweep.constraints' quality drop (0.01 without a sweep section).",
+    )
+
+    @field_validator("layers", mode="before")
+    @classmethod
+    def _float_word(cls, value: Any) -> Any:
+        """``float`` reads better in YAML than ``null``; both keep a layer in float."""
+        if isinstance(value, dict):
+            return {k: None if v == "float" else v for k, v in value.items()}
+        return value
 
     @field_validator("block_size")
     @classmethod
@@ -229,6 +255,7 @@ class QuantConfig(Section):
             "symmetric_activations": self.symmetric_activations,
             "calibration_method": self.calibration_method,
             "op_types": tuple(self.op_types) if self.op_types is not None else None,
+            "layers": tuple(self.layers.items()),
         }  # fmt: skip
 
     @property

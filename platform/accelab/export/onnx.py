@@ -23,6 +23,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from accelab.compress.recipe import Recipe, float_layers, unmatched
+
 INPUT, OUTPUT = "input", "output"
 EXPORT_ATOL = 1e-4  # fp32 ONNX vs torch, max |logit difference| on the test split
 
@@ -88,11 +90,16 @@ class OrtRecipe:
     symmetric_activations: bool = False  # static: extra_options ActivationSymmetric
     calibration_method: str = "minmax"  # static: minmax | entropy | percentile
     op_types: tuple[str, ...] | None = None  # None: every op type ORT quantizes
+    # the per-layer recipe (``compress.recipe``) as (name or pattern, bits or None) pairs:
+    # the layers it keeps in float go to the quantizer's ``nodes_to_exclude``
+    layers: tuple[tuple[str, int | None], ...] = ()
 
     @property
     def suffix(self) -> str:
         """Appended to the backend name where the recipe is not accelab's default."""
         parts = [] if self.per_channel else ["per-tensor"]
+        if kept := [name for name, bits in self.layers if bits is None]:
+            parts.append("float-" + "+".join(kept))
         if self.activation_type != "uint8":
             parts.append(f"act-{self.activation_type}")
         if self.symmetric_activations:
@@ -131,6 +138,7 @@ def quantize(
 
 
 def _quantize(fp32: bytes, scheme: str, calibration, Batches, recipe: OrtRecipe) -> bytes:
+    import onnx
     from onnxruntime.quantization import (
         CalibrationMethod,
         QuantFormat,
@@ -145,6 +153,7 @@ def _quantize(fp32: bytes, scheme: str, calibration, Batches, recipe: OrtRecipe)
         src.write_bytes(fp32)
         quant_pre_process(str(src), str(pre))
         ops = list(recipe.op_types) if recipe.op_types is not None else None
+        kept, exclude = float_nodes(onnx.load(str(pre)), dict(recipe.layers))
         if scheme == "static":
             method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                       "percentile": CalibrationMethod.Percentile}[recipe.calibration_method]  # fmt: skip
@@ -154,11 +163,50 @@ def _quantize(fp32: bytes, scheme: str, calibration, Batches, recipe: OrtRecipe)
                 op_types_to_quantize=ops, per_channel=recipe.per_channel,
                 weight_type=QuantType.QInt8, activation_type=act, calibrate_method=method,
                 extra_options={"ActivationSymmetric": recipe.symmetric_activations},
+                nodes_to_exclude=exclude,
             )  # fmt: skip
         else:
-            quantize_dynamic(str(pre), str(out), op_types_to_quantize=ops,
+            quantize_dynamic(str(pre), str(out), op_types_to_quantize=ops, nodes_to_exclude=exclude,
                              weight_type=QuantType.QInt8, per_channel=recipe.per_channel)  # fmt: skip
+        check_float(onnx.load(str(out)), kept)
         return out.read_bytes()
+
+
+WEIGHT_SUFFIX = ".weight"  # torch's exporters name a layer's weight initializer <layer>.weight
+
+
+def float_nodes(model, recipe: Recipe) -> tuple[list[str], list[str]]:
+    """(layers, node names) of ``model`` (a ModelProto) that ``recipe`` keeps in float: the
+    nodes that read such a layer's weight initializer, also under the name ORT's quantizer
+    gives a Gemm it rewrites as MatMul (``<node>_MatMul``, dynamic int8). A float key of the
+    recipe that matches no layer's weight raises ``ExportError`` (the export renamed it:
+    quantizing anyway would report a mixed-precision model that is not one)."""
+    initializers = {t.name for t in model.graph.initializer}
+    users: dict[str, list[str]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            if name in initializers and name.endswith(WEIGHT_SUFFIX):
+                users.setdefault(name[: -len(WEIGHT_SUFFIX)], []).append(node.name)
+    missing = unmatched(list(users), {k: b for k, b in recipe.items() if b is None})
+    if missing:
+        raise ExportError(
+            f"compression.quant.layers: {missing} keep layers in float, but the ONNX graph has "
+            f"no weight of such a layer (weights: {sorted(users)})"
+        )
+    kept = float_layers(users, recipe)
+    return kept, [
+        alias for name in kept for node in users[name] for alias in (node, f"{node}_MatMul")
+    ]
+
+
+def check_float(model, layers: list[str]) -> None:
+    """Raise ``ExportError`` if a weight of ``layers`` was quantized after all."""
+    quantized = sorted(
+        name for name in layers for t in model.graph.initializer
+        if t.name.startswith(name + WEIGHT_SUFFIX) and "quantized" in t.name
+    )  # fmt: skip
+    if quantized:
+        raise ExportError(f"ONNX Runtime quantized layers kept in float: {quantized}")
 
 
 def quantize_int4(fp32: bytes, block_size: int = 32) -> bytes:

@@ -1,0 +1,45 @@
+"""Per-layer quantization recipe: a mapping from a layer name or an fnmatch pattern to a
+bit-width, where ``None`` keeps the layer in float.
+
+One resolution rule for every runtime (torch fake-quant, torch int8 kernels, the ONNX
+Runtime quantizer), so a recipe means the same layers wherever it runs: an exact name
+wins over patterns; otherwise the first pattern that matches, in the mapping's order;
+otherwise the global bit-width.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from fnmatch import fnmatchcase
+
+Recipe = Mapping[str, int | None]
+
+
+def bits_of(name: str, default: int | None, recipe: Recipe) -> int | None:
+    """The bit-width of layer ``name`` (None: float) under ``recipe``."""
+    if name in recipe:
+        return recipe[name]
+    for pattern, bits in recipe.items():
+        if fnmatchcase(name, pattern):
+            return bits
+    return default
+
+
+def resolve(names: Iterable[str], default: int | None, recipe: Recipe) -> dict[str, int | None]:
+    """Every layer's bit-width, in the order of ``names``."""
+    return {name: bits_of(name, default, recipe) for name in names}
+
+
+def float_layers(names: Iterable[str], recipe: Recipe) -> list[str]:
+    """The layers of ``names`` the recipe keeps in float."""
+    return [name for name, bits in resolve(names, 0, recipe).items() if bits is None]
+
+
+def unmatched(names: Sequence[str], recipe: Recipe) -> list[str]:
+    """Keys of ``recipe`` that name no layer and match none (a typo would silently do nothing)."""
+    return [key for key in recipe if not any(fnmatchcase(n, key) for n in names)]
+
+
+def with_float(recipe: Recipe, layers: Iterable[str]) -> dict[str, int | None]:
+    """``recipe`` with ``layers`` kept in float (exact names: they win over any pattern)."""
+    return {**recipe, **{name: None for name in layers}}

@@ -1,0 +1,118 @@
+"""Sensitivity and the automatic float fallback on a task's validation split: the glue
+between ``compress.sensitivity`` (which layer, which setting) and ``measure`` (the
+metric per example, the paired drop and its interval).
+
+The validation split only: the test split stays for the report, so choosing which layers
+fall back does not peek at the numbers the variant is judged by.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+from accelab.compress.prune import prunable_layers
+from accelab.compress.quant import calibrate, prepare_fake_quant
+from accelab.compress.recipe import float_layers, with_float
+from accelab.compress.sensitivity import (
+    Fallback,
+    Row,
+    Setting,
+    fallback_search,
+    layer_sensitivity,
+)
+from accelab.config.schema import ExperimentConfig, QuantConfig
+from accelab.measure import TorchRunner, drop, per_example
+from accelab.stats import Estimate
+from trainables.base import Task
+
+
+@dataclass
+class ValDrop:
+    """The validation drop of any model against ``model`` (the dense one), paired on the
+    same examples; the dense model's per-example values are computed once."""
+
+    task: Task
+    val: Dataset
+    base: Tensor
+    threads: int = 1
+
+    @classmethod
+    def of(cls, model: nn.Module, task: Task, val: Dataset, threads: int = 1) -> ValDrop:
+        return cls(task, val, cls.values(model, task, val, threads), threads)
+
+    @staticmethod
+    def values(model: nn.Module, task: Task, val: Dataset, threads: int) -> Tensor:
+        return per_example(TorchRunner(model, threads=threads), val, task)
+
+    def __call__(self, model: nn.Module) -> Estimate:
+        variant = self.values(model, self.task, self.val, self.threads)
+        return drop(self.base, variant, self.task.metric)
+
+
+def fallback_budget(cfg: ExperimentConfig) -> float:
+    """``fallback_budget``, else the sweep's quality constraint, else one point."""
+    quant = cfg.compression.quant
+    if quant.fallback_budget is not None:
+        return quant.fallback_budget
+    return cfg.sweep.constraints.quality_drop if cfg.sweep else 0.01
+
+
+def quantized_model(
+    model: nn.Module, quant: QuantConfig, calibration: Callable[[], list[Tensor]] | None = None
+) -> nn.Module:
+    """A fake-quantized copy of ``model`` as ``quant`` says (its per-layer recipe too);
+    activations calibrated on ``calibration()`` (training batches) when quantized."""
+    out = prepare_fake_quant(copy.deepcopy(model), quant.bits, quant.activations,
+                             recipe=quant.layers)  # fmt: skip
+    if quant.activations and calibration is not None:
+        calibrate(out, calibration(), quant.calibration_batches)
+    return out.eval()
+
+
+@dataclass
+class AutoFallback:
+    ranking: list[Row]  # each quantized layer alone at quant.bits, most sensitive first
+    result: Fallback
+    budget: float
+
+    @property
+    def recipe_update(self) -> dict[str, None]:
+        return {name: None for name in self.result.float_layers}
+
+
+def auto_fallback(
+    model: nn.Module,
+    quant: QuantConfig,
+    drop_of: Callable[[nn.Module], Estimate],
+    budget: float,
+    calibration: Callable[[], list[Tensor]] | None = None,
+) -> AutoFallback:
+    """Rank the layers ``quant`` quantizes by their drop alone (weights at ``quant.bits``),
+    then find the fewest most sensitive ones to keep in float so that the whole model,
+    quantized as ``quant`` says, drops at most ``budget`` on the validation split."""
+    names = [name for name, _ in prunable_layers(model)]
+    already = set(float_layers(names, quant.layers))
+    candidates = [name for name in names if name not in already]
+    rows = layer_sensitivity(model, [Setting("quant", quant.bits)], drop_of, candidates)
+    ranking = [row.layer for row in rows]
+
+    def drop_with_float(layers: list[str]) -> float:
+        q = quant.model_copy(update={"layers": with_float(quant.layers, layers)})
+        return drop_of(quantized_model(model, q, calibration)).value
+
+    return AutoFallback(rows, fallback_search(ranking, drop_with_float, budget), budget)
+
+
+def apply_fallback(cfg: ExperimentConfig, found: AutoFallback) -> ExperimentConfig:
+    """A copy of ``cfg`` whose per-layer recipe keeps the layers ``found`` in float, and
+    whose fallback is done (so that nothing downstream searches again)."""
+    quant = cfg.compression.quant
+    layers = with_float(quant.layers, found.result.float_layers)
+    new = cfg.model_copy(deep=True)
+    new.compression.quant = quant.model_copy(update={"layers": layers, "fallback": "none"})
+    return new
