@@ -16,12 +16,16 @@ from typing import Any
 import mlflow
 import yaml
 from mlflow.entities import Metric, Param
+from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 from mlflow.tracking import MlflowClient
 
+from accelab import started
 from accelab.host import cpu_model, device_name
+from accelab.tracking import names
+from accelab.tracking.store_check import check_tracking_uri
+from accelab.tracking.ui import experiment_url
 
 DEFAULT_DB = "mlflow.db"
-TAG_PREFIX = "accelab."
 
 
 def resolve_tracking_uri(uri: str | None, cwd: str | None = None) -> str:
@@ -42,8 +46,6 @@ def resolve_tracking_uri(uri: str | None, cwd: str | None = None) -> str:
 def tracking_store(uri: str | None, key: str = "tracking.uri", must_exist: bool = False) -> str:
     """The resolved tracking URI, checked before anything runs (``UsageError`` naming ``key``).
     ``must_exist``: a read-only use, which must find the store and never creates one."""
-    from accelab.tracking.store_check import check_tracking_uri
-
     return check_tracking_uri(resolve_tracking_uri(uri), key, must_exist)
 
 
@@ -59,17 +61,19 @@ def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def environment_tags() -> dict[str, str]:
+    # lazy: ``accelab ui``, ``report`` and ``compare`` read runs through this module and never
+    # need torch or Ray (measured on a busy 2-core machine: torch ~2 s, ray ~0.7 s to import)
     import ray
     import torch
 
     return {
-        "accelab.torch_version": torch.__version__,
-        "accelab.ray_version": ray.__version__,
-        "accelab.mlflow_version": mlflow.__version__,
-        "accelab.python": sys.version.split()[0],
-        "accelab.device": device_name(),
-        "accelab.cpu_model": cpu_model(),
-        "accelab.cpu_count": str(os.cpu_count()),
+        names.TORCH_VERSION: torch.__version__,
+        names.RAY_VERSION: ray.__version__,
+        names.MLFLOW_VERSION: mlflow.__version__,
+        names.PYTHON: sys.version.split()[0],
+        names.DEVICE: device_name(),
+        names.CPU_MODEL: cpu_model(),
+        names.CPU_COUNT: str(os.cpu_count()),
     }
 
 
@@ -104,8 +108,6 @@ def create_run(
     if parent_run_id:
         all_tags["mlflow.parentRunId"] = parent_run_id
     run = client.create_run(get_experiment_id(client, experiment), tags=all_tags, run_name=run_name)
-    from accelab import started
-
     started.mlflow_runs.append((tracking_uri, run.info.run_id))
     flat = [Param(k, str(v)[:6000]) for k, v in flatten(params).items()]
     for i in range(0, len(flat), 100):
@@ -143,14 +145,12 @@ def run_artifact_paths(client: MlflowClient, run_id: str, path: str) -> set[str]
     """Paths of the files the run itself holds under ``path``. ``client.list_artifacts``
     would also list a logged MLflow Model of that name, and MLflow 3 resolves that model
     against the process's default tracking URI, not ``client``'s: it fails on a server."""
-    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
-
     root = client.get_run(run_id).info.artifact_uri
     repo = get_artifact_repository(root, tracking_uri=client.tracking_uri)
     return {a.path for a in repo.list_artifacts(path)}
 
 
-ERROR_TAG = "accelab.error"
+ERROR_TAG = names.ERROR
 
 
 def set_note_error(client: MlflowClient, run_id: str, text: str) -> None:
@@ -160,8 +160,6 @@ def set_note_error(client: MlflowClient, run_id: str, text: str) -> None:
 
 
 def ui_hint(client: MlflowClient, run_id: str) -> str:
-    from accelab.tracking.ui import experiment_url
-
     exp = client.get_run(run_id).info.experiment_id
     return (
         f"review in the MLflow UI: accelab ui --tracking-uri {client.tracking_uri}"

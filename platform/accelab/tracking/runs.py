@@ -14,13 +14,24 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from mlflow.tracking import MlflowClient
+
 from accelab.config.schema import ExperimentConfig
 from accelab.errors import UsageError
+from accelab.tasks import resolve_task
+from accelab.tracking import names
+from accelab.tracking.client import (
+    ERROR_TAG,
+    create_run,
+    environment_tags,
+    set_note_error,
+)
+from accelab.tracking.ui import VIEW_TAG, ensure_view
 
-KIND_TAG = "accelab.kind"
-RAY_RUN_TAG = "accelab.ray_run"
-BASE_TAG = "accelab.run_base"
-STATUS_TAG = "accelab.status"  # a trial's outcome (``variant.record`` writes it)
+KIND_TAG = names.KIND
+RAY_RUN_TAG = names.RAY_RUN
+BASE_TAG = names.RUN_BASE
+STATUS_TAG = names.STATUS  # a trial's outcome (``variant.record`` writes it)
 
 
 def storage_path(cfg: ExperimentConfig) -> str:
@@ -41,8 +52,6 @@ def find_resumable(
 ) -> tuple[str, str]:
     """(MLflow run id, Ray run name) of the ``kind`` run to resume: ``name`` or the newest
     unfinished one of this config."""
-    from mlflow.tracking import MlflowClient
-
     client = MlflowClient(tracking_uri)
     exp = client.get_experiment_by_name(cfg.mlflow_experiment)
     query = f"tags.`{KIND_TAG}` = '{kind}' and attributes.status != 'FINISHED' and " + (
@@ -72,8 +81,6 @@ def start_mlflow_run(
 ) -> str:
     """Create the run with every identifying tag at once (a crash leaves no untagged run).
     ``display_name`` is what the MLflow UI lists (default: the Ray run name)."""
-    from accelab.tracking.client import create_run, environment_tags
-
     tags = {
         KIND_TAG: kind,
         RAY_RUN_TAG: ray_name,
@@ -91,11 +98,6 @@ def start_mlflow_run(
 
 
 def prepare_view(tracking_uri: str, run_id: str, cfg: ExperimentConfig) -> None:
-    from mlflow.tracking import MlflowClient
-
-    from accelab.tasks import resolve_task
-    from accelab.tracking.ui import VIEW_TAG, ensure_view
-
     client = MlflowClient(tracking_uri)
     exp = client.get_experiment(client.get_run(run_id).info.experiment_id)
     if VIEW_TAG not in exp.tags:
@@ -104,10 +106,6 @@ def prepare_view(tracking_uri: str, run_id: str, cfg: ExperimentConfig) -> None:
 
 def mark_failed(tracking_uri: str, run_id: str, exc: BaseException) -> None:
     """End ``run_id`` as FAILED (KILLED on Ctrl-C) with the error text on the run."""
-    from mlflow.tracking import MlflowClient
-
-    from accelab.tracking.client import set_note_error
-
     client = MlflowClient(tracking_uri)
     interrupted = isinstance(exc, KeyboardInterrupt)
     text = "interrupted" if interrupted else f"{type(exc).__name__}: {exc}"
@@ -117,10 +115,6 @@ def mark_failed(tracking_uri: str, run_id: str, exc: BaseException) -> None:
 
 def reopen(tracking_uri: str, run_id: str) -> None:
     """A resumed run is RUNNING again, without the note of how it ended before."""
-    from mlflow.tracking import MlflowClient
-
-    from accelab.tracking.client import ERROR_TAG
-
     client = MlflowClient(tracking_uri)
     client.update_run(run_id, status="RUNNING")
     if ERROR_TAG in client.get_run(run_id).data.tags:
@@ -132,8 +126,6 @@ def end_unfinished(tracking_uri: str, root_id: str, exc: BaseException) -> list:
     its trials, their fine-tuning): KILLED when interrupted, else the root FAILED with the
     error and what it left running KILLED. Call once Ray is stopped, so that no trial
     writes after this. The children that were RUNNING, as MLflow runs."""
-    from mlflow.tracking import MlflowClient
-
     client = MlflowClient(tracking_uri)
     exp = client.get_run(root_id).info.experiment_id
     todo, stopped = [root_id], []

@@ -13,6 +13,7 @@ from typing import Any
 from accelab import started
 from accelab.config.schema import ExperimentConfig
 from accelab.errors import collect, interruption
+from accelab.tracking import names
 from accelab.tracking.runs import (
     create_while,
     find_resumable,
@@ -191,8 +192,8 @@ def log_trained_model(cfg: ExperimentConfig, ckpt: Path, tracking_uri: str, run_
     model = build_model(cfg.trainable)
     model.load_state_dict(load_model_state(ckpt / MODEL_FILE))
     data = to_onnx(model.eval(), task.example_input(2), cfg.measure.onnx_exporter)
-    log_onnx_model(tracking_uri, run_id, data, task, model, {"accelab.backend": "ort-fp32",
-                                                             "accelab.kind": "train"})  # fmt: skip
+    log_onnx_model(tracking_uri, run_id, data, task, model, {names.BACKEND: "ort-fp32",
+                                                             names.KIND: "train"})  # fmt: skip
 
 
 def record_finished(

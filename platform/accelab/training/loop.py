@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader
 
 from accelab.config.schema import ExperimentConfig
 from accelab.tasks import build_model, resolve_task
+from accelab.tracking import names
 from accelab.training.checkpoint import (
     epochs_left,
     load_checkpoint,
@@ -136,16 +137,14 @@ def train_loop_per_worker(settings: LoopSettings) -> None:
         restore(w, checkpoint, tracker)
     tracker.tags(
         {
-            "accelab.precision": precision.name,
-            "accelab.precision_reason": precision.reason,
-            "accelab.world_size": str(world),
-            "accelab.threads_per_worker": str(torch.get_num_threads()),
-            "accelab.backend_device": str(device),
-            "accelab.restarts": str(ctx.state["restarts"]),
+            names.PRECISION: precision.name,
+            names.PRECISION_REASON: precision.reason,
+            names.WORLD_SIZE: str(world),
+            names.THREADS_PER_WORKER: str(torch.get_num_threads()),
+            names.BACKEND_DEVICE: str(device),
+            names.RESTARTS: str(ctx.state["restarts"]),
             # the Ray node of each rank, in rank order: where this (re)started group runs
-            "accelab.worker_nodes": ",".join(
-                gather_objects(ray.get_runtime_context().get_node_id())
-            ),
+            names.WORKER_NODES: ",".join(gather_objects(ray.get_runtime_context().get_node_id())),
         }
     )
     for epoch in epochs_left(ctx.state, settings.epochs):

@@ -8,6 +8,8 @@ from collections.abc import Callable
 
 from mlflow.tracking import MlflowClient
 
+from accelab.tracking import names
+
 
 def columns(metric: str) -> tuple[tuple[str, str], ...]:
     short = "acc" if metric == "accuracy" else metric
@@ -47,7 +49,7 @@ class EpochProgress:
         self.key = f"{prefix}val_{metric}"
         # A resumed run already has epochs and restarts recorded: report only what is new.
         self.printed = {m.step for m in self.client.get_metric_history(run_id, self.key)}
-        self.restarts = self.client.get_run(run_id).data.tags.get("accelab.restarts", "0")
+        self.restarts = self.client.get_run(run_id).data.tags.get(names.RESTARTS, "0")
         self._stop = threading.Event()
         self._lock = threading.Lock()  # the thread and the final poll never print the same epoch
         self._thread = threading.Thread(target=self._run, daemon=True, name="accelab-progress")
@@ -57,7 +59,7 @@ class EpochProgress:
             self._poll()
 
     def _poll(self) -> None:
-        restarts = self.client.get_run(self.run_id).data.tags.get("accelab.restarts", "0")
+        restarts = self.client.get_run(self.run_id).data.tags.get(names.RESTARTS, "0")
         if restarts != self.restarts:
             self.restarts = restarts
             self.echo(f"resumed from the last checkpoint (restart {restarts})")
