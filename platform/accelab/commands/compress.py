@@ -58,6 +58,8 @@ def run_compress(
     client.set_terminated(run_id, "FINISHED")
     echo(format_comparison(result, metric, task_metric.transform == "exp"))
     echo(format_targets(result, metric))
+    for note in result.notes:
+        echo(note)
     for warning in result.warnings:
         echo(f"warning: {warning}")
     return run_id, result

@@ -23,6 +23,7 @@ from torch import nn
 from accelab.compress.pipeline import Deployable
 from accelab.compress.quant import (
     FAKE_QUANT_TYPES,
+    convert_int8_dynamic,
     convert_int8_static,
     load_int8,
     prepare_fake_quant,
@@ -143,17 +144,20 @@ def load_deployable(directory: str | Path) -> nn.Module:
     directory = Path(directory)
     recipe = read_recipe(directory)
     task, build = builder(recipe)
+    layers = recipe.get("quant", {}).get("layers") or {}  # the per-layer recipe, if any
 
     if recipe["kind"] == "int8":
-        return load_int8(build, directory / "model_int8.pt")
+        return load_int8(
+            build, directory / "model_int8.pt", lambda m: convert_int8_dynamic(m, layers)
+        )
     if recipe["kind"] == "int8-static":  # same FX graph, then the saved int8 weights and scales
         example = task.example_input(1)
         return load_int8(
-            build, directory / "model_int8.pt", lambda m: convert_int8_static(m, [example])
+            build, directory / "model_int8.pt", lambda m: convert_int8_static(m, [example], layers)
         )
     model = build()
     if recipe["kind"] == "fake-quant":
-        prepare_fake_quant(model, recipe["bits"], recipe["activations"])
+        prepare_fake_quant(model, recipe["bits"], recipe["activations"], recipe=layers)
     model.load_state_dict(load_model_state(directory / "model.safetensors"))
     if recipe["kind"] == "bf16":
         model = model.to(torch.bfloat16)

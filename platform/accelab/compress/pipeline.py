@@ -87,8 +87,9 @@ def prune_exclude(model: nn.Module, prune: PruneConfig) -> list[str]:
 
 
 def add_fake_quant(model: nn.Module, quant: QuantConfig, calibration: Calibration) -> nn.Module:
-    """Wrap layers for ``quant.bits`` fake quantization; calibrate activations on training data."""
-    model = prepare_fake_quant(model, quant.bits, quant.activations)
+    """Wrap layers for ``quant.bits`` fake quantization (per layer as ``quant.layers``
+    says); calibrate activations on training data."""
+    model = prepare_fake_quant(model, quant.bits, quant.activations, recipe=quant.layers)
     if quant.activations:
         calibrate(model, calibration.batches(quant.calibration_batches), quant.calibration_batches)
     return model
@@ -211,13 +212,15 @@ def finalize(
         )  # fmt: skip
     if backend == TORCH_INT8_STATIC:
         return Deployable(
-            convert_int8_static(model, calibration.batches(quant.calibration_batches)),
+            convert_int8_static(
+                model, calibration.batches(quant.calibration_batches), quant.layers
+            ),
             backend,
             False,
             "int8-static",
         )
     if backend is not None:  # quantizes the weights itself (a qat model's wrappers are stripped)
-        return Deployable(convert_int8_dynamic(model), backend, False, "int8")
+        return Deployable(convert_int8_dynamic(model, quant.layers), backend, False, "int8")
     if not has_fake_quant(model):  # ptq: quantize the fine-tuned fp32 weights now
         model = add_fake_quant(model, quant, calibration).eval()
     return Deployable(model.to(device_type), SIMULATED, True, "fake-quant")

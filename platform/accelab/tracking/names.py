@@ -46,6 +46,7 @@ DEVICE = "accelab.device"
 TARGETS = "accelab.targets"  # [[key, label, ...], ...], the primary target first
 WARNING = "accelab.warning"
 MODEL_SHA = "accelab.model_sha256"  # sha256 of the MLflow Model's ONNX file
+FLOAT_FALLBACK = "accelab.float_fallback"  # quant.fallback auto: layers kept in float
 
 # a sweep's parent run
 METRIC = "accelab.metric"

@@ -94,6 +94,7 @@ class VariantResult:
     float_model: nn.Module  # before conversion to low-bit kernels (layer shapes, sparsity)
     metrics: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what was decided on the way (printed)
 
     @property
     def primary(self) -> TargetResult:

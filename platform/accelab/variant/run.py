@@ -21,12 +21,19 @@ from accelab.compress.pipeline import CompressionHooks, compress_for_training
 from accelab.config.schema import ExperimentConfig
 from accelab.measure import TorchRunner
 from accelab.tracking.client import client_env, log_metrics_once
+from accelab.tracking.names import FLOAT_FALLBACK
 from accelab.training.checkpoint import MODEL_FILE, load_model_state, read_meta
 from accelab.training.launcher import build_trainer
 from accelab.training.loop import LoopHooks, LoopSettings
 from accelab.training.sync import with_retry
 from accelab.variant.judge import Dense, VariantResult, judge, load_dense, train_loss
 from accelab.variant.record import log_variant
+from accelab.variant.sensitivity import (
+    describe_fallback,
+    fallback_metrics,
+    fallback_tag,
+    resolve_fallback,
+)
 from accelab.variant.setup import Setup
 
 __all__ = ["FINETUNE_PREFIX", "StopVariant", "VariantResult", "run_variant"]
@@ -119,9 +126,10 @@ def run_variant(
 ) -> VariantResult:
     """Run one variant; ``on_compressed`` sees the measured model before any fine-tuning
     and may raise ``StopVariant``."""
-    cfg = setup.cfg
     dense = load_dense(setup, dense_dir)
     start = time.perf_counter()
+    setup, fallback = resolve_fallback(setup, dense)  # quant.fallback auto: the float layers
+    cfg = setup.cfg
     model = compress_for_training(
         copy.deepcopy(dense.model), cfg.compression, dense.task, dense.calibration
     )
@@ -139,6 +147,11 @@ def run_variant(
         if warning := loss_warning(dense, model, cfg):
             result.warnings.append(warning)
     result.metrics["compute_s"] = compute
+    if fallback is not None:
+        result.metrics.update(fallback_metrics(fallback))
+        result.notes.append(describe_fallback(fallback, dense.task.metric.transform == "exp"))
     if run_id:
         log_variant(tracking_uri, run_id, result, cfg)
+        if fallback is not None:
+            MlflowClient(tracking_uri).set_tag(run_id, FLOAT_FALLBACK, fallback_tag(fallback))
     return result

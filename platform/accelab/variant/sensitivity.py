@@ -9,12 +9,14 @@ fall back does not peek at the numbers the variant is judged by.
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
+from accelab.compress.pipeline import compress_for_training
 from accelab.compress.prune import prunable_layers
 from accelab.compress.quant import calibrate, prepare_fake_quant
 from accelab.compress.recipe import float_layers, with_float
@@ -27,7 +29,10 @@ from accelab.compress.sensitivity import (
 )
 from accelab.config.schema import ExperimentConfig, QuantConfig
 from accelab.measure import TorchRunner, drop, per_example
+from accelab.measure.quality import drop_unit, format_drop
 from accelab.stats import Estimate
+from accelab.variant.judge import Dense
+from accelab.variant.setup import Setup
 from trainables.base import Task
 
 
@@ -116,3 +121,54 @@ def apply_fallback(cfg: ExperimentConfig, found: AutoFallback) -> ExperimentConf
     new = cfg.model_copy(deep=True)
     new.compression.quant = quant.model_copy(update={"layers": layers, "fallback": "none"})
     return new
+
+
+def resolve_fallback(setup: Setup, dense: Dense, echo=None) -> tuple[Setup, AutoFallback | None]:
+    """With ``compression.quant.fallback: auto``, the setup whose per-layer recipe keeps
+    the layers found in float (and ``fallback: none``); otherwise the setup unchanged.
+    Measured on the validation split on torch, after any one-shot pruning of the config,
+    with the config's quantization (fake-quant: the drop a real int8 kernel shows is close,
+    and the judge then measures the result on every target)."""
+    cfg = setup.cfg
+    quant = cfg.compression.quant
+    if quant.fallback != "auto":
+        return setup, None
+    unquantized = cfg.compression.model_copy(deep=True)
+    unquantized.quant = QuantConfig()  # pruning only: the quantization is what is searched
+    model = compress_for_training(
+        copy.deepcopy(dense.model), unquantized, dense.task, dense.calibration
+    )
+    drop_of = ValDrop(dense.task, dense.splits.val, dense.val_values, cfg.measure.threads)
+    batches = functools.partial(dense.calibration.batches, quant.calibration_batches)
+    found = auto_fallback(model, quant, drop_of, fallback_budget(cfg), batches)
+    return setup.with_config(apply_fallback(cfg, found)), found
+
+
+def describe_fallback(found: AutoFallback, relative: bool = False) -> str:
+    """One line: which layers fell back, the drop reached, and the measured steps."""
+    r = found.result
+    kept = ", ".join(r.float_layers) or "none"
+    steps = ", ".join(f"{k} float: {format_drop(d, relative=relative)}" for k, d in r.steps)
+    verdict = "within" if r.met else "NOT within"
+    return (
+        f"float fallback (auto): kept in float [{kept}]; validation drop "
+        f"{format_drop(r.drop, relative=relative)} {drop_unit(relative)} {verdict} the budget "
+        f"{format_drop(found.budget, relative=relative)} after {len(r.steps)} measured step(s) "
+        f"({steps}); ranking: {', '.join(row.layer for row in found.ranking)}"
+    )
+
+
+def fallback_metrics(found: AutoFallback) -> dict[str, float]:
+    """The search's outcome as MLflow metrics (the layer names go to a tag)."""
+    r = found.result
+    return {
+        "fallback_float_layers": float(len(r.float_layers)),
+        "fallback_steps": float(len(r.steps)),
+        "fallback_val_drop": r.drop,
+        "fallback_met": float(r.met),
+    }
+
+
+def fallback_tag(found: AutoFallback) -> str:
+    """The layers kept in float, most sensitive first, comma-separated ("" for none)."""
+    return ",".join(found.result.float_layers)

@@ -41,3 +41,12 @@ def test_float_layer_stays_float(scheme):
 def test_unknown_float_layer_is_an_export_error():
     with pytest.raises(ExportError, match="no weight of such a layer"):
         quantize(FP32, "dynamic", recipe=OrtRecipe(layers=(("fc9", None),)))
+
+
+def test_a_float_layer_that_was_quantized_anyway_is_caught():
+    from accelab.export.onnx import check_float
+
+    uniform = onnx.load_from_string(quantize(FP32, "dynamic"))
+    check_float(uniform, [])
+    with pytest.raises(ExportError, match=r"quantized layers kept in float: \['2'\]"):
+        check_float(uniform, ["2"])
