@@ -105,6 +105,8 @@ def test_a_reviewer_sees_the_sweep_its_trials_the_plot_and_the_registered_model(
         page.goto(run_url)  # the sweep's own page (printed too): description with table and plot
         page.get_by_text(re.compile("Recommended: structured-0.3")).first.wait_for(timeout=30_000)
         page.get_by_text("Show more").first.click()
+        # where the model is: the recommended trial's run (no copy on the sweep)
+        page.get_by_text(re.compile(r"deployable_model/")).first.wait_for(timeout=20_000)
         image = page.locator("img[src*='pareto.png']").first
         image.wait_for(timeout=20_000)
         page.wait_for_function("(e) => e.complete && e.naturalWidth > 1000", arg=image.element_handle(),
@@ -113,7 +115,8 @@ def test_a_reviewer_sees_the_sweep_its_trials_the_plot_and_the_registered_model(
         page.screenshot(path=str(shots / "sweep.png"), full_page=True)
         page.get_by_role("tab", name="Artifacts").click()
         page.get_by_text("pareto.png").first.wait_for(timeout=20_000)
-        page.get_by_text("recommended_model").first.wait_for(timeout=20_000)
+        page.get_by_text("pareto.csv").first.wait_for(timeout=20_000)
+        assert page.get_by_text("recommended_model").count() == 0  # the trial keeps it
         page.screenshot(path=str(shots / "artifacts.png"))
 
         page.goto(f"{base}/#/models/{NAME}")

@@ -14,6 +14,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
+from accelab.commands.export import deployable_run
 from accelab.compress.deploy import load_deployable
 from accelab.training.checkpoint import save_checkpoint
 from tests.conftest import CONFIGS, run_cli
@@ -130,10 +131,31 @@ def test_small_sweep_records_frontier_and_a_reloadable_recommendation(
     )
     ort = [t for t in trials if "speedup_vs_torch.ort_b1" in t.data.metrics]
     assert len(ort) == 6  # every trial (4-bit too: MatMulNBits) was measured on ONNX Runtime
-    model = load_deployable(local / "recommended_model")
+    # The sweep keeps no copy of the model: it points at the trial (accelab export resolves it).
+    assert "recommended_model" not in {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert deployable_run(client, parent.info.run_id) == rec_id
+    deployable = client.download_artifacts(rec_id, "deployable_model", str(tmp_path / "rec"))
+    model = load_deployable(deployable)
     assert evaluate_accuracy(model, TASK.load_splits(0).test) == pytest.approx(
         rec.data.metrics["accuracy"], abs=1e-9
     )
+
+    # Every trial's MLflow Models name their backend and target: the ONNX file the ONNX
+    # Runtime target ran, and the torch.export program of what the torch target ran (torch's
+    # int8 modules cannot be exported: the run says why instead).
+    for t in trials:
+        models = client.search_logged_models(
+            [parent.info.experiment_id], filter_string=f"source_run_id = '{t.info.run_id}'"
+        )
+        by_name = {m.name: m.tags for m in models}
+        assert by_name["model"]["accelab.backend"] == t.data.tags["accelab.backend.ort_b1"]
+        assert by_name["model"]["accelab.target"] == "ort_b1"
+        if t.data.tags["accelab.backend"].startswith("torch-int8"):
+            assert "torch_model" not in by_name
+            assert "torch.export" in t.data.tags["accelab.torch_model_error"]
+        else:
+            assert by_name["torch_model"]["accelab.backend"] == t.data.tags["accelab.backend"]
+            assert by_name["torch_model"]["accelab.target"] == "torch_b64"
 
     # A teammate sees the same recommendation from MLflow alone.
     report = run_cli("report", "small-sweep", "--tracking-uri", store["tracking_uri"], cwd=tmp_path)

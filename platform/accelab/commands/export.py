@@ -4,6 +4,7 @@
     onnx-int8     ONNX Runtime int8 (the run's quant.scheme: dynamic, or static QDQ)
     torch-export  torch.export program (.pt2): ``torch.export.load`` needs torch only
 
+A sweep run exports its recommended trial (the sweep's ``accelab.recommended_run_id``).
 Where the run measured that very ONNX model (an ONNX Runtime target), the file written is
 the one that was measured, byte for byte; otherwise it is made now from the run's fp32
 weights and checked against torch. Files are written to ``--out`` and logged with the run
@@ -17,7 +18,15 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from accelab.compress.deploy import builder, load_float, read_recipe
+from accelab.compress.pipeline import calibration_from
 from accelab.errors import UsageError
+from accelab.export import files
+from accelab.tracking import names
+from accelab.tracking.client import tracking_store
 
 FORMATS = {"onnx": "model.onnx", "onnx-int8": "model_int8.onnx", "torch-export": "model.pt2"}
 
@@ -25,8 +34,6 @@ FORMATS = {"onnx": "model.onnx", "onnx-int8": "model_int8.onnx", "torch-export":
 def resolve_run(client, source: str) -> str:
     """A run id from ``runs:/<id>``, a bare run id, or ``models:/<name>@<alias>`` /
     ``models:/<name>/<version>`` (the registered version's source run)."""
-    from mlflow.exceptions import MlflowException
-
     try:
         if source.startswith("models:/"):
             name, _, ref = source[len("models:/") :].partition("@")
@@ -40,15 +47,19 @@ def resolve_run(client, source: str) -> str:
         raise UsageError(f"{source}: not found in MLflow ({exc.message.splitlines()[0]})") from None
 
 
-def deployable_dir(client, run_id: str, tmp: Path) -> Path:
-    """The run's deployable model: its own (compress, trial) or the sweep's recommendation."""
-    names = {a.path for a in client.list_artifacts(run_id)}
-    for folder in ("deployable_model", "recommended_model"):
-        if folder in names:
-            return Path(client.download_artifacts(run_id, folder, str(tmp)))
+DEPLOYABLE = "deployable_model"
+
+
+def deployable_run(client, run_id: str) -> str:
+    """The run whose ``deployable_model/`` is exported: the run's own (compress, trial), or
+    the recommended trial's for a sweep (the sweep keeps no copy)."""
+    if DEPLOYABLE in {a.path for a in client.list_artifacts(run_id)}:
+        return run_id
+    if recommended := client.get_run(run_id).data.tags.get(names.RECOMMENDED_RUN):
+        return recommended
     raise UsageError(
-        f"run {run_id} has no deployable_model/ or recommended_model/ artifact (export a "
-        "compress run, a sweep trial or a sweep)"
+        f"run {run_id} has no {DEPLOYABLE}/ artifact and recommends no trial (export a "
+        "compress run, a sweep trial, or a sweep with a recommendation)"
     )
 
 
@@ -64,20 +75,12 @@ def export(
     source: str, fmt: str, out: str | None, tracking_uri: str | None,
     echo: Callable[[str], None] = print,
 ) -> Path:  # fmt: skip
-    from mlflow.tracking import MlflowClient
-
-    from accelab.compress.deploy import builder, load_float, read_recipe
-    from accelab.compress.pipeline import calibration_from
-    from accelab.export import files
-    from accelab.tracking.client import tracking_store
-
     client = MlflowClient(tracking_store(tracking_uri, "--tracking-uri", must_exist=True))
-    run_id = resolve_run(client, source)
-    target = Path(out or f"export/{run_id}").expanduser().resolve()
+    asked = resolve_run(client, source)
+    run_id = deployable_run(client, asked)
+    target = Path(out or f"export/{asked}").expanduser().resolve()
     with tempfile.TemporaryDirectory() as tmp:
-        directory = deployable_dir(client, run_id, Path(tmp))
-        if directory.name == "recommended_model":
-            run_id = client.get_run(run_id).data.tags.get("accelab.recommended_run_id", run_id)
+        directory = Path(client.download_artifacts(run_id, DEPLOYABLE, tmp))
         recipe = read_recipe(directory)
         task, _ = builder(recipe)
         scheme = (recipe.get("quant") or {}).get("scheme", "dynamic")

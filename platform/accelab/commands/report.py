@@ -7,17 +7,20 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
 from accelab.errors import UsageError
+from accelab.sweep.summary import find_parent, summarize, targets_of
+from accelab.sweep.table import format_table, target_lines
+from accelab.tracking.client import ERROR_TAG, tracking_store
+from accelab.tracking.runs import KIND_TAG
 
 UNFINISHED = {"FAILED": "failed", "KILLED": "was interrupted"}
 
 
 def sweep_of(client, run_id: str, what: str = "--run"):
     """The sweep parent run ``run_id``; a trial's or a training's id names its sweep."""
-    from mlflow.exceptions import MlflowException
-
-    from accelab.tracking.runs import KIND_TAG
-
     try:
         run = client.get_run(run_id)
     except MlflowException:
@@ -33,8 +36,6 @@ def sweep_of(client, run_id: str, what: str = "--run"):
 def unfinished(client, parent, experiment: str) -> str | None:
     """Why ``parent`` has no result (failed, interrupted), naming the newest finished
     sweep of the experiment; None when it finished (or is still running)."""
-    from accelab.tracking.client import ERROR_TAG
-
     how = UNFINISHED.get(parent.info.status)
     if how is None:
         return None
@@ -60,12 +61,6 @@ def report(
     run_id: str | None,
     echo: Callable[[str], None] = print,
 ) -> None:
-    from mlflow.tracking import MlflowClient
-
-    from accelab.sweep.summary import find_parent, summarize, targets_of
-    from accelab.sweep.table import format_table, target_lines
-    from accelab.tracking.client import tracking_store
-
     client = MlflowClient(tracking_store(tracking_uri, "--tracking-uri", must_exist=True))
     parent = sweep_of(client, run_id) if run_id else find_parent(client, experiment)
     if why := unfinished(client, parent, experiment):

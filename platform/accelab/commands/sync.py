@@ -6,17 +6,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from mlflow.tracking import MlflowClient
+
 from accelab.errors import UsageError
+from accelab.tracking.store_check import check_tracking_uri
+from accelab.training.checkpoint import META_FILE, MODEL_FILE, load_model_state, read_meta
+from accelab.training.sync import sync_checkpoint
+from accelab.variant.sources import latest_checkpoint
 
 
 def sync(path: str, tracking_uri: str | None, echo: Callable[[str], None] = print) -> None:
-    from mlflow.tracking import MlflowClient
-
-    from accelab.tracking.store_check import check_tracking_uri
-    from accelab.training.checkpoint import META_FILE, read_meta
-    from accelab.training.sync import sync_checkpoint
-    from accelab.variant.sources import latest_checkpoint
-
     directory = Path(path).expanduser().resolve()
     if not directory.is_dir():
         raise UsageError(f"{path}: no such checkpoint or Ray run directory")
@@ -44,8 +43,6 @@ def sync(path: str, tracking_uri: str | None, echo: Callable[[str], None] = prin
 def verify_weights(directory: Path) -> None:
     """The checkpoint's weights load: a truncated or corrupt file is not synced as if it
     were the run's model."""
-    from accelab.training.checkpoint import MODEL_FILE, load_model_state
-
     try:
         load_model_state(directory / MODEL_FILE)
     except UsageError as exc:

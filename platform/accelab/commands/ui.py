@@ -11,14 +11,14 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from mlflow.tracking import MlflowClient
+
 from accelab.errors import interruption
+from accelab.tracking.client import tracking_store
+from accelab.tracking.ui import experiment_url, run_url
 
 
 def latest_sweep_url(tracking_uri: str, base: str) -> str:
-    from mlflow.tracking import MlflowClient
-
-    from accelab.tracking.ui import experiment_url, run_url
-
     client = MlflowClient(tracking_uri)
     experiments = [e.experiment_id for e in client.search_experiments()]
     runs = client.search_runs(
@@ -32,8 +32,6 @@ def latest_sweep_url(tracking_uri: str, base: str) -> str:
 
 
 def ui(tracking_uri: str | None, port: int, echo: Callable[[str], None] = print) -> int:
-    from accelab.tracking.client import tracking_store
-
     uri = tracking_store(tracking_uri, "--tracking-uri", must_exist=True)
     if uri.startswith(("http://", "https://")):
         echo(

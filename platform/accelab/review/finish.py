@@ -1,4 +1,7 @@
-"""The end of a sweep: frontier, recommendation and artifacts on the parent run."""
+"""The end of a sweep: frontier, recommendation and artifacts on the parent run.
+
+The recommended model is not copied to the parent: its tags name the recommended trial
+and run (``accelab export --run <sweep run>`` resolves to that trial's deployable)."""
 
 from __future__ import annotations
 
@@ -8,23 +11,21 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-from accelab.sweep.summary import SweepSummary
+from accelab.review.note import sweep_note
+from accelab.review.registry import alias_of, register, served_summary
+from accelab.sweep.plot import plot_pareto
+from accelab.sweep.summary import SweepSummary, summarize, targets_of
+from accelab.sweep.table import format_table, recommendation_line, target_lines, write_csv
 from accelab.tracking import names
+from accelab.tracking.client import log_metrics_once
+from accelab.tracking.ui import NOTE_TAG
 
 
 def finish(
     client: MlflowClient, parent_id: str, echo: Callable[[str], None], cfg=None
 ) -> SweepSummary:
-    """Summarize the trials, log pareto.csv/png and the recommended model, register it,
-    write the run's description, print the table."""
-    from accelab.review.note import sweep_note
-    from accelab.review.registry import alias_of, register, served_summary
-    from accelab.sweep.plot import plot_pareto
-    from accelab.sweep.summary import summarize, targets_of
-    from accelab.sweep.table import format_table, recommendation_line, target_lines, write_csv
-    from accelab.tracking.client import log_metrics_once
-    from accelab.tracking.ui import NOTE_TAG
-
+    """Summarize the trials, log pareto.csv/png, point at the recommended trial, register
+    its model, write the run's description, print the table."""
     parent = client.get_run(parent_id)
     s = summarize(client, parent)
     others = [summarize(client, parent, key) for key, _ in targets_of(parent)[1:]]
@@ -35,8 +36,6 @@ def finish(
         client.log_artifact(parent_id, str(Path(tmp, "pareto.png")))
         if s.recommended:
             r = s.recommended
-            local = client.download_artifacts(r.run_id, "deployable_model", tmp)
-            client.log_artifacts(parent_id, local, "recommended_model")
             client.set_tag(parent_id, names.RECOMMENDED_TRIAL, r.trial_id)
             client.set_tag(parent_id, names.RECOMMENDED_RUN, r.run_id)
             # step = trials summarized: a resumed sweep's new summary is a new row, not skipped

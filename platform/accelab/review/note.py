@@ -25,7 +25,8 @@ def sweep_note(s: SweepSummary, others: list[SweepSummary], parent_id: str, regi
     rows = sorted(s.rows, key=lambda r: (not r.recommended, not r.on_front, r.trial_id))
     table = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows[:MAX_ROWS]:
-        mark = "**recommended**" if r.recommended else ("frontier" if r.on_front else "")
+        marks = ["**recommended**" if r.recommended else "", "frontier" if r.on_front else ""]
+        mark = ", ".join(m for m in marks if m)
         cells = [r.trial_id, r.name, *(short(str(r.searched.get(k, ""))) for k in s.searched),
                  r.backend, f"{r.q:.4f}" if r.q is not None else "n/a",
                  fmt_drop(s, r.q_drop, r.q_drop_lo, r.q_drop_hi), fmt_drop(s, r.val_q_drop),
@@ -47,11 +48,18 @@ def sweep_note(s: SweepSummary, others: list[SweepSummary], parent_id: str, regi
         f"Quality on {int(s.baseline.get('n_test', 0))} held-out test examples; choices are made "
         "on the validation split.",
         "\n".join(table),
+        (
+            f"Model: trial {r.trial_id}'s `deployable_model/` and MLflow Models, in run "
+            f"`{r.run_id}`; `accelab export {parent_id}` exports it."
+            if r
+            else ""
+        ),
         *(f"- {line}" for line in target_lines(others)),
         registered,
         f"![pareto frontier](get-artifact?path=pareto.png&run_uuid={parent_id})",
     ]
     note = "\n\n".join(p for p in parts if p)
     if len(note) > MAX_CHARS:  # keep the plot and the recommendation; cut the table
-        note = "\n\n".join([*parts[:3], "(table in pareto.csv)", parts[-1]])
+        kept = [*parts[:3], "(table in pareto.csv)", parts[4], parts[-1]]
+        note = "\n\n".join(p for p in kept if p)
     return note

@@ -6,11 +6,14 @@ The alias (default ``fastest-within-<N>pt``) moves to the new version only when 
 measurably faster than the version holding it (beyond the noise floor) on the same
 deployment target; otherwise it stays, and the new version says why.
 
-What is registered is what was measured: the trial's MLflow Model is the ONNX model an
-ONNX Runtime target ran, so the recommendation registered is the one for that target
-(``served_summary``), and a version is only created when the logged model's backend is the
-backend its numbers were measured on. A rerun whose recommendation is the same model (same
-trial run) creates no new version.
+What is registered is what was measured: a trial logs the ONNX model an ONNX Runtime target
+ran (``model``) and the torch.export program a torch target ran (``torch_model``, where
+torch can export it), each tagged with its backend and targets. The recommendation
+registered is the first ONNX Runtime target's, else the primary target's
+(``served_summary``), and the version is the trial's MLflow Model whose backend is the one
+its numbers were measured on; without one, nothing is registered and the sweep says why. A
+rerun whose recommendation is the same model (same run and backend, or same file) creates
+no new version.
 """
 
 from __future__ import annotations
@@ -55,36 +58,34 @@ def version_tags(s: SweepSummary, parent_id: str) -> dict[str, str]:
     }
 
 
-def logged_model(client: MlflowClient, run_id: str):
-    """The MLflow Model ``model`` the trial logged."""
+def logged_models(client: MlflowClient, run_id: str) -> list:
+    """The MLflow Models the trial logged (ONNX ``model``, torch ``torch_model``)."""
     run = client.get_run(run_id)
-    models = client.search_logged_models(
+    return client.search_logged_models(
         experiment_ids=[run.info.experiment_id], filter_string=f"source_run_id = '{run_id}'"
     )
-    if not models:
-        raise MlflowException(f"run {run_id} logged no MLflow Model")
-    return models[0]
 
 
 SERVED_RUNTIME_PREFIX = "ort_"  # target keys of ONNX Runtime targets (ort_b64, ort_gen)
 
 
 def served_summary(summaries: list[SweepSummary]) -> SweepSummary:
-    """The summary whose recommendation is what the registry serves: the first ONNX Runtime
-    target (the trials' MLflow Models are the ONNX files those targets ran), else the
-    primary target's (then ``register`` refuses it unless its backend is the served one)."""
+    """The summary whose recommendation the registry serves: the first ONNX Runtime
+    target's (its ONNX file runs anywhere ONNX Runtime does), else the primary target's
+    (then its torch.export program, where torch could export what it ran)."""
     return next(
         (s for s in summaries if s.target[0].startswith(SERVED_RUNTIME_PREFIX)), summaries[0]
     )
 
 
 def existing_version(client: MlflowClient, name: str, model):
-    """A version of ``name`` that already serves the same file as ``model`` (a logged
-    model): the same run, or the same ONNX bytes from a rerun of the same recipe on the
-    same weights."""
-    digest = model.tags.get(MODEL_SHA_TAG)
+    """A version of ``name`` that already serves the same model as ``model`` (a logged
+    model): the same run and backend, or the same file (ONNX bytes, torch tensors) from a
+    rerun of the same recipe on the same weights."""
+    digest, backend = model.tags.get(MODEL_SHA_TAG), model.tags.get(names.BACKEND)
     for v in client.search_model_versions(f"name = '{name}'"):
-        if v.run_id == model.source_run_id or (digest and v.tags.get(MODEL_SHA_TAG) == digest):
+        same_run = v.run_id == model.source_run_id and v.tags.get(names.BACKEND) == backend
+        if same_run or (digest and v.tags.get(MODEL_SHA_TAG) == digest):
             return v
     return None
 
@@ -101,17 +102,19 @@ def register(
         client.get_registered_model(name)
     except MlflowException:
         client.create_registered_model(name, description=f"accelab recommendations of {cfg.name}")
-    model = logged_model(client, r.run_id)
-    served = model.tags.get(names.BACKEND)
-    if served != r.backend:
+    models = logged_models(client, r.run_id)
+    model = next((m for m in models if m.tags.get(names.BACKEND) == r.backend), None)
+    if model is None:
+        served = ", ".join(sorted({str(m.tags.get(names.BACKEND)) for m in models})) or "nothing"
+        why = client.get_run(r.run_id).data.tags.get(names.TORCH_MODEL_ERROR)
         echo(
             f"not registered: the recommendation for {s.target[1]} was measured on {r.backend}, "
-            f"but its MLflow Model runs {served}; add an onnxruntime target to measure.targets "
-            "to register what is served"
+            f"but the trial's MLflow Models run {served}"
+            + (f" ({why})" if why else "; add an onnxruntime target to register what is served")
         )
         return None
     if same := existing_version(client, name, model):
-        echo(f"{name} version {same.version} already serves this model (the same ONNX file)")
+        echo(f"{name} version {same.version} already serves this model ({r.backend}, same file)")
         return None
     task = resolve_task(cfg.trainable.name)
     version = client.create_model_version(

@@ -53,9 +53,10 @@ def fmt_speedup(r: TrialRow) -> str:
 
 
 def mark(r: TrialRow) -> str:
-    if r.recommended:
-        return "*"
-    return "F" if r.on_front else ("S" if r.on_size_front else "")
+    """``*`` recommended, then ``F`` / ``S`` where it is on a frontier too (``*F``): the
+    recommendation's mark never hides where the trial stands."""
+    front = "F" if r.on_front else ("S" if r.on_size_front else "")
+    return ("*" if r.recommended else "") + front
 
 
 def header_lines(s: SweepSummary) -> list[str]:
@@ -104,7 +105,8 @@ def format_table(s: SweepSummary) -> str:
         [
             *header_lines(s),
             *out,
-            "front: * recommended, F quality-vs-latency frontier, S quality-vs-size frontier "
+            "front: * recommended (*F, *S: and on a frontier), F quality-vs-latency frontier, "
+            "S quality-vs-size frontier "
             "(measured trials only; simulated sizes are computed, shown as packed MB)",
             recommendation_line(s),
         ]

@@ -45,8 +45,9 @@ SIMULATED = "accelab.simulated"
 DEVICE = "accelab.device"
 TARGETS = "accelab.targets"  # [[key, label, ...], ...], the primary target first
 WARNING = "accelab.warning"
-MODEL_SHA = "accelab.model_sha256"  # sha256 of the MLflow Model's ONNX file
+MODEL_SHA = "accelab.model_sha256"  # sha256 of an MLflow Model: ONNX file, torch tensors
 FLOAT_FALLBACK = "accelab.float_fallback"  # quant.fallback auto: layers kept in float
+TORCH_MODEL_ERROR = "accelab.torch_model_error"  # why a torch target's model is not logged
 
 # a sweep's parent run
 METRIC = "accelab.metric"

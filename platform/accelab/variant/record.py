@@ -1,5 +1,8 @@
 """A judged variant into its MLflow run: metrics, per-target tags and errors, the deployable
-model, and the ONNX files ONNX Runtime targets ran (exports of the run)."""
+model, the ONNX files ONNX Runtime targets ran (exports of the run), and its MLflow Models:
+the ONNX model, and the torch.export program of what a torch target ran where torch can
+export it (torch's x86 int8 modules cannot be: their packed weights are opaque to
+``torch.export``, and MLflow refuses pickled models by default; the run says so)."""
 
 from __future__ import annotations
 
@@ -8,9 +11,18 @@ import json
 import tempfile
 from pathlib import Path
 
+from mlflow.tracking import MlflowClient
+
+from accelab.backends import TORCH_INT8, TORCH_INT8_STATIC
+from accelab.compress.deploy import save_deployable
 from accelab.config.schema import ExperimentConfig
+from accelab.tasks import resolve_task
 from accelab.tracking import names
+from accelab.tracking.client import log_metrics_once
+from accelab.tracking.models import log_onnx_model, log_torch_model, weights_digest
 from accelab.variant.judge import VariantResult
+from accelab.variant.targets import variant_onnx
+from trainables.base import Task
 
 STATUS_TAG = names.STATUS
 MODEL_SHA_TAG = names.MODEL_SHA  # sha256 of the MLflow Model's ONNX file
@@ -19,11 +31,6 @@ MODEL_SHA_TAG = names.MODEL_SHA  # sha256 of the MLflow Model's ONNX file
 def log_variant(tracking_uri: str, run_id: str, r: VariantResult, cfg: ExperimentConfig) -> None:
     """Final metrics (one row each, step 0 of the variant), tags, the deployable model and
     the exports; the status tag is written last: "ok" means everything is recorded."""
-    from mlflow.tracking import MlflowClient
-
-    from accelab.compress.deploy import save_deployable
-    from accelab.tracking.client import log_metrics_once
-
     client = MlflowClient(tracking_uri)
     log_metrics_once(client, run_id, 0, r.metrics)
     log_variant_tags(client, run_id, r)
@@ -44,17 +51,47 @@ def log_variant(tracking_uri: str, run_id: str, r: VariantResult, cfg: Experimen
 
 
 def log_model(tracking_uri: str, run_id: str, r: VariantResult, cfg: ExperimentConfig) -> None:
-    """The variant as an MLflow Model (ONNX): loadable with mlflow.pyfunc, no accelab code."""
-    from accelab.tasks import resolve_task
-    from accelab.tracking.models import log_onnx_model
-    from accelab.variant.targets import variant_onnx
-
+    """The variant as MLflow Models, loadable with mlflow.pyfunc without accelab's code:
+    ONNX always, and what the torch targets ran where there are torch targets."""
     task = resolve_task(cfg.trainable.name)
     data, backend, reference = variant_onnx(r, cfg, task)
+    measured_by = [k for k, t in r.targets.items() if t.built is not None and t.built.onnx == data]
     # the served file's digest: a rerun that recommends the same model registers no new version
     digest = hashlib.sha256(data).hexdigest()
-    tags = {names.BACKEND: backend, names.KIND: "variant", MODEL_SHA_TAG: digest}
+    tags = {names.BACKEND: backend, names.KIND: "variant", MODEL_SHA_TAG: digest,
+            names.TARGET: ",".join(measured_by)}  # fmt: skip
     log_onnx_model(tracking_uri, run_id, data, task, reference, tags)
+    log_torch_targets_model(tracking_uri, run_id, r, task)
+
+
+UNEXPORTABLE = {
+    backend: f"{backend} is torch.ao int8 (packed weights that torch.export cannot trace; "
+    "MLflow refuses pickled models): not logged as an MLflow Model; add an onnxruntime "
+    "target to register an int8 model that is served as measured"
+    for backend in (TORCH_INT8, TORCH_INT8_STATIC)
+}
+
+
+def log_torch_targets_model(tracking_uri: str, run_id: str, r: VariantResult, task: Task) -> None:
+    """The model the torch targets ran (one model: every torch target runs the same one) as
+    the MLflow Model ``torch_model``, tagged with its backend and those targets; where it
+    cannot be exported, the run's ``accelab.torch_model_error`` tag says why."""
+    ran = {k: t for k, t in r.targets.items() if t.target.runtime == "torch" and t.built}
+    ran = {k: t for k, t in ran.items() if t.built.runner is not None}
+    if not ran:
+        return
+    first = next(iter(ran.values()))
+    why = UNEXPORTABLE.get(first.backend)
+    if why is None:
+        model = first.built.runner.model
+        tags = {names.BACKEND: first.backend, names.KIND: "variant",
+                MODEL_SHA_TAG: weights_digest(model), names.TARGET: ",".join(ran)}  # fmt: skip
+        try:
+            log_torch_model(tracking_uri, run_id, model, task, tags)
+        except Exception as exc:  # torch.export refuses some models (data-dependent control flow)
+            why = f"torch.export failed for {first.backend}: {type(exc).__name__}: {exc}"
+    if why:
+        MlflowClient(tracking_uri).set_tag(run_id, names.TORCH_MODEL_ERROR, why[:5000])
 
 
 def log_variant_tags(client, run_id: str, r: VariantResult) -> None:

@@ -1,23 +1,31 @@
 """What is registered is what was measured and served (a real sqlite registry and real
-MLflow Models; no Ray): the registered recommendation is the ONNX Runtime target's (the
-trials' MLflow Models are the ONNX files those targets ran), a version whose MLflow Model
-runs another backend than the one measured is refused, and a rerun that recommends the
-same file registers no new version."""
+MLflow Models; no Ray): the registered recommendation is the ONNX Runtime target's, else
+the torch target's torch.export program; a recommendation whose run has no MLflow Model
+running the backend it was measured on is refused (saying why); the registered model loads
+with mlflow.pyfunc without warnings; a rerun that recommends the same file registers no
+new version."""
 
 from __future__ import annotations
 
 import hashlib
+import logging
+import warnings
 
+import mlflow
+import numpy as np
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
 
+from accelab.compress.quant import convert_int8_dynamic
 from accelab.config.schema import ExperimentConfig
 from accelab.export.onnx import to_onnx
-from accelab.review.registry import register, served_summary
+from accelab.review.registry import logged_models, register, served_summary
 from accelab.sweep.pareto import Constraints
 from accelab.sweep.summary import MetricInfo, SweepSummary, TrialRow
-from accelab.tracking.models import log_onnx_model
-from accelab.variant.record import MODEL_SHA_TAG
+from accelab.tracking import names
+from accelab.tracking.models import TORCH_MODEL_NAME, log_onnx_model, log_torch_model
+from accelab.variant.record import MODEL_SHA_TAG, UNEXPORTABLE
 from tests.helpers_torch import trained_mlp
 from trainables.digits import TASK
 
@@ -45,13 +53,88 @@ def setup(tmp_path):
     onnx = to_onnx(model, TASK.example_input(2))
     cfg = ExperimentConfig.model_validate({"registry": {"model_name": "m"}, "sweep": {}})
 
-    def trial(backend: str) -> str:
+    def trial(backend: str, torch_backend: str | None = None) -> str:
+        """A trial run with an ONNX MLflow Model running ``backend`` and, with
+        ``torch_backend``, the torch model logged as record.py logs what torch targets ran."""
         run_id = client.create_run(exp).info.run_id
         tags = {"accelab.backend": backend, MODEL_SHA_TAG: hashlib.sha256(onnx).hexdigest()}
         log_onnx_model(uri, run_id, onnx, TASK, model, tags)
+        if torch_backend in UNEXPORTABLE:
+            client.set_tag(run_id, names.TORCH_MODEL_ERROR, UNEXPORTABLE[torch_backend])
+        elif torch_backend:
+            tags = {names.BACKEND: torch_backend, names.TARGET: "torch_b64"}
+            log_torch_model(uri, run_id, model, TASK, tags)
         return run_id
 
     return client, cfg, trial
+
+
+class Said(logging.Handler):
+    """MLflow's log records at WARNING and above (requirement mismatches are logged)."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.records: list[str] = []
+
+    def emit(self, record):
+        self.records.append(record.getMessage())
+
+
+def load_and_predict_quietly(uri: str) -> np.ndarray:
+    """``mlflow.pyfunc.load_model`` + predict; fails on any warning, Python's or MLflow's."""
+    said = Said()
+    logging.getLogger("mlflow").addHandler(said)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            out = mlflow.pyfunc.load_model(uri).predict(TASK.example_input(3).numpy())
+    finally:
+        logging.getLogger("mlflow").removeHandler(said)
+    assert [str(w.message) for w in caught] == [] and said.records == []
+    return out if isinstance(out, np.ndarray) else next(iter(out.values()))
+
+
+def test_a_torch_only_sweep_registers_the_torch_export_program_the_torch_target_ran(setup):
+    client, cfg, trial = setup
+    said: list[str] = []
+    run_id = trial("ort-fp32", torch_backend="torch-fp32")
+    reg = register(client, cfg, summary("torch_b64", "torch-fp32", run_id), "p", said.append)
+    assert reg is not None, said
+    version = client.get_model_version("m", reg[1])
+    assert version.tags["accelab.backend"] == "torch-fp32"
+    assert version.tags["accelab.target"] == "torch_b64"
+    (logged,) = [m for m in logged_models(client, run_id) if m.name == TORCH_MODEL_NAME]
+    assert version.source == logged.artifact_location
+    assert logged.tags["accelab.backend"] == "torch-fp32"
+    model, _ = trained_mlp((32,), epochs=1)
+    out = load_and_predict_quietly(f"models:/m/{reg[1]}")
+    expected = model.eval()(TASK.example_input(3)).detach().numpy()
+    np.testing.assert_allclose(out, expected, atol=1e-5)
+
+
+def test_the_registered_onnx_model_loads_and_predicts_without_warnings(setup):
+    client, cfg, trial = setup
+    reg = register(client, cfg, summary("ort_b1", "ort-fp32", trial("ort-fp32")), "p", print)
+    assert reg is not None
+    assert load_and_predict_quietly(f"models:/m/{reg[1]}").shape == (3, 10)
+
+
+def test_torch_int8_is_refused_saying_it_cannot_be_exported(setup):
+    client, cfg, trial = setup
+    said: list[str] = []
+    run_id = trial("ort-int8-dynamic", torch_backend="torch-int8-x86")
+    summ = summary("torch_b64", "torch-int8-x86", run_id)
+    assert register(client, cfg, summ, "p", said.append) is None
+    assert "not registered" in said[0] and "torch.export cannot trace" in said[0]
+    assert client.search_model_versions("name = 'm'") == []
+
+
+def test_torch_int8_modules_really_cannot_be_torch_exported():
+    """Why record.py does not try (UNEXPORTABLE): when torch learns to export them, this
+    fails, and the torch int8 model should be logged like the others."""
+    model, _ = trained_mlp((32,), epochs=1)
+    with pytest.raises(Exception, match="__obj_flatten__"), torch.no_grad():
+        torch.export.export(convert_int8_dynamic(model), (TASK.example_input(2),))
 
 
 def test_a_model_that_runs_another_backend_than_measured_is_not_registered(setup):

@@ -10,8 +10,8 @@ import pytest
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
-from accelab.sweep.summary import MetricInfo, summarize
-from accelab.sweep.table import format_table, recommendation_line, write_csv
+from accelab.sweep.summary import MetricInfo, TrialRow, summarize
+from accelab.sweep.table import format_table, mark, recommendation_line, write_csv
 
 BASE = {"baseline_accuracy": 0.96, "baseline_accuracy_lo": 0.93, "baseline_accuracy_hi": 0.98,
         "baseline_n_test": 270, "baseline_latency_p50_ms": 2.0, "baseline_size_mb": 4.0,
@@ -221,7 +221,7 @@ def test_one_answer_per_target_the_recommendation_is_on_the_frontier_everywhere(
     assert s.recommended.trial_id == "a"
     assert [r.trial_id for r in s.rows if r.on_front] == ["a"]  # b: as good, slower beyond 4%
     marks = {line.split()[0]: line for line in format_table(s).splitlines()[4:6]}
-    assert " * " in marks["a"] and " F " not in marks["b"]
+    assert " *F " in marks["a"] and " F " not in marks["b"]  # recommended and on the frontier
     assert "frontier: a 4.22x" in target_lines([s])[0]
     write_csv(s, tmp_path / "p.csv")
     with open(tmp_path / "p.csv") as fh:
@@ -239,3 +239,15 @@ def test_speedups_inside_the_noise_floor_are_ties_in_the_frontier_too(tmp_path):
     assert [r.trial_id for r in s.rows if r.on_front] == ["b"]
     assert s.recommended.trial_id == "b"
     assert "then the smaller size" in format_table(s)
+
+
+@pytest.mark.parametrize(
+    ("recommended", "on_front", "on_size_front", "expected"),
+    [(True, True, False, "*F"), (True, False, True, "*S"), (True, False, False, "*"),
+     (False, True, False, "F"), (False, False, True, "S"), (False, False, False, "")],
+)  # fmt: skip
+def test_the_recommendation_mark_keeps_the_frontier_mark(
+    recommended, on_front, on_size_front, expected
+):
+    row = TrialRow("t", recommended=recommended, on_front=on_front, on_size_front=on_size_front)
+    assert mark(row) == expected
