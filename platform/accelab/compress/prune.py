@@ -229,8 +229,33 @@ def apply_structured(
         pruning_ratio=ratio,
         ignored_layers=ignored,
     )
+    check_not_coupled_to_excluded(model, pruner.DG, targets, exclude)
     pruner.step()
     return model
+
+
+def check_not_coupled_to_excluded(
+    model: nn.Module, graph, targets: list[tuple[str, nn.Module]], exclude: Sequence[str]
+) -> None:
+    """torch-pruning skips a whole dependency group when any member is ignored: a layer
+    whose output width is shared (residual add, concatenation) with an excluded layer would
+    silently keep every channel. Raise instead, naming both."""
+    names = {id(m): n for n, m in model.named_modules()}
+    for name, module in targets:
+        prune_out = graph.get_pruner_of_module(module).prune_out_channels
+        group = graph.get_pruning_group(module, prune_out, idxs=[0])
+        coupled = sorted({
+            names[id(dep.target.module)] for dep, _ in group
+            if graph.is_out_channel_pruning_fn(dep.handler) and id(dep.target.module) in names
+            and _is_excluded(names[id(dep.target.module)], exclude)
+        })  # fmt: skip
+        if coupled:
+            raise CompressionError(
+                f"compression.prune.exclude: layer {name!r} shares its output channels with "
+                f"excluded layer(s) {coupled} (a residual or concatenation couples them), so "
+                f"structured pruning would remove nothing from it; exclude {name!r} too, or "
+                f"stop excluding {coupled}"
+            )
 
 
 def sparsity_report(model: nn.Module, exclude: Sequence[str] = ()) -> dict[str, float]:

@@ -114,6 +114,27 @@ def test_structured_exclude_keeps_layer(small):
         apply_structured(copy.deepcopy(model), 0.5, TASK.example_input(1), exclude=["nope"])
 
 
+class Residual(nn.Module):
+    """fc1 and fc2 share one width through the residual add: they prune together or not."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(8, 16), nn.Linear(16, 16)
+        self.fc3, self.out = nn.Linear(16, 16), nn.Linear(16, 4)
+
+    def forward(self, x):
+        h = self.fc1(x)
+        h = h + self.fc2(torch.relu(h))
+        return self.out(torch.relu(self.fc3(h)))
+
+
+def test_structured_exclude_of_a_coupled_layer_raises_instead_of_pruning_nothing():
+    with pytest.raises(CompressionError, match=r"layer 'fc1' .* excluded layer\(s\) \['fc2'\]"):
+        apply_structured(Residual(), 0.5, torch.randn(2, 8), exclude=["fc2"])
+    both = apply_structured(Residual(), 0.5, torch.randn(2, 8), exclude=["fc1", "fc2"])
+    assert (both.fc1.out_features, both.fc3.out_features) == (16, 8)  # the rest is pruned
+
+
 def test_cubic_sparsity_schedule():
     values = [cubic_sparsity(t, 100, 0.8, begin_step=10) for t in range(0, 130)]
     assert values[0] == values[10] == 0.0
