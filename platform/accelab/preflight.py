@@ -29,6 +29,7 @@ from accelab.compress.recipe import unmatched
 from accelab.config import loader
 from accelab.config.schema import ExperimentConfig, QuantConfig
 from accelab.errors import ConfigError, UsageError
+from accelab.export import openvino
 from accelab.tasks import UnknownTrainable, build_model, import_timeout_s, resolve_task
 
 MAX_POINTS = 2000  # a bigger sweep is checked one dimension at a time
@@ -166,11 +167,8 @@ def measure_errors(cfg: ExperimentConfig, in_sweep: bool = False) -> list[str]:
             "measure.targets: openvino targets are measured on the CPU; with measure.device="
             "cuda list torch targets only"
         )
-    if any(t.runtime == "openvino" for t in m.targets):
-        from accelab.export import openvino
-
-        if not openvino.available():
-            problems.append(openvino.MISSING)
+    if any(t.runtime == "openvino" for t in m.targets) and not openvino.available():
+        problems.append(openvino.MISSING)
     if m.device == "cuda" and in_sweep and cfg.finetune.epochs > 0:
         problems.append(
             f"finetune.epochs: {cfg.finetune.epochs}, but a sweep measured on cuda cannot "
@@ -297,6 +295,8 @@ def registry_errors(cfg: ExperimentConfig) -> list[str]:
     validators), now rather than after the whole sweep has run."""
     if cfg.sweep is None or not cfg.registry.enabled:
         return []
+    # lazy: ``accelab validate`` imports no MLflow otherwise (measured on a busy 2-core machine:
+    # ~2-3 s of its start-up); only a sweep that registers its model needs MLflow's validators
     from mlflow.exceptions import MlflowException
     from mlflow.utils import validation
 

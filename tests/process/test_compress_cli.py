@@ -21,6 +21,7 @@ from accelab.compress.pipeline import compress_for_training
 from accelab.measure import count_macs
 from accelab.preflight import load_config
 from accelab.training.checkpoint import MODEL_FILE, load_model_state, save_checkpoint
+from accelab.variant.setup import Setup
 from tests.conftest import CONFIGS, run_cli
 from tests.helpers_torch import accuracy as evaluate_accuracy
 from tests.helpers_torch import trained_mlp
@@ -235,7 +236,9 @@ def test_structured_half_shrinks_layers_and_deployable_rebuilds_them(checkpoints
     assert sum(p.numel() for p in model.parameters()) == m["params"]
     # The same compression recomputed here from the dense weights gives identical outputs.
     cfg = load_config(MLP, [*POST, "compression.prune.sparsity=0.5"])
-    expected = compress_for_training(copy.deepcopy(dense), cfg, TASK).eval()
+    calibration = Setup.of(cfg).calibration
+    expected = compress_for_training(copy.deepcopy(dense), cfg.compression, TASK, calibration)
+    expected = expected.eval()
     x = TASK.load_splits(0).test.tensors[0]
     with torch.inference_mode():
         assert torch.equal(model(x), expected(x))

@@ -7,14 +7,18 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
+from mlflow.tracking import MlflowClient
+
+from accelab.commands.report import sweep_of
 from accelab.errors import UsageError
+from accelab.sweep.plot import plot_compare
+from accelab.sweep.summary import find_parent, summarize, targets_of
+from accelab.sweep.table import fmt_drop, fmt_speedup, recommendation_line
+from accelab.tracking.client import tracking_store
 
 
 def find(client, ref: str):
     """A sweep parent run: its run id, or an experiment name (its newest sweep)."""
-    from accelab.commands.report import sweep_of
-    from accelab.sweep.summary import find_parent
-
     if re.fullmatch(r"[0-9a-f]{32}", ref):
         return sweep_of(client, ref, "SWEEP")
     return find_parent(client, ref)
@@ -22,8 +26,6 @@ def find(client, ref: str):
 
 def check_target(parents: list, target: str | None) -> None:
     """``--target`` is a target key both sweeps measured."""
-    from accelab.sweep.summary import targets_of
-
     for p in parents if target else []:
         keys = [key for key, _ in targets_of(p)]
         if target not in keys:
@@ -34,8 +36,6 @@ def check_target(parents: list, target: str | None) -> None:
 
 
 def lines_of(s, title: str) -> list[str]:
-    from accelab.sweep.table import fmt_drop, fmt_speedup, recommendation_line
-
     rows = [r for r in s.rows if r.on_front]
     out = [f"{title}: target {s.target[1]}, noise floor {s.noise:.0%}, frontier ({len(rows)}):"]
     out += [f"  {r.trial_id:<12} {r.name:<28} {r.backend:<22} {s.metric.name} "
@@ -47,12 +47,6 @@ def compare(
     refs: list[str], tracking_uri: str | None, out: str, target: str | None,
     echo: Callable[[str], None] = print,
 ) -> Path:  # fmt: skip
-    from mlflow.tracking import MlflowClient
-
-    from accelab.sweep.plot import plot_compare
-    from accelab.sweep.summary import summarize
-    from accelab.tracking.client import tracking_store
-
     client = MlflowClient(tracking_store(tracking_uri, "--tracking-uri", must_exist=True))
     parents = [find(client, ref) for ref in refs]
     check_target(parents, target)

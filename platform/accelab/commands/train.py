@@ -6,13 +6,12 @@ from collections.abc import Callable
 
 from accelab.config.schema import ExperimentConfig
 from accelab.errors import collect
+from accelab.preflight import check_measure_device, check_storage_path
+from accelab.tasks import resolve_task
+from accelab.training.launcher import run_training
 
 
 def train(cfg: ExperimentConfig, resume: bool | str, echo: Callable[[str], None] = print) -> None:
-    from accelab.preflight import check_measure_device, check_storage_path
-    from accelab.tasks import resolve_task
-    from accelab.training.launcher import run_training
-
     collect(lambda: check_storage_path(cfg), lambda: check_measure_device(cfg))
     outcome = run_training(cfg, resume=resume, echo=echo)
     metric = resolve_task(cfg.trainable.name).metric.name

@@ -5,12 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from accelab.errors import UsageError
+from accelab.preflight import load_config
 
 
 def validate(files: list[str], overrides: list[str], echo: Callable[[str], None] = print) -> None:
     """Every file is checked (and every sweep point expanded); all problems at once."""
-    from accelab.preflight import load_config
-
     problems: list[str] = []
     for path in files:
         try:

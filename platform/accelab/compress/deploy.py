@@ -28,6 +28,7 @@ from accelab.compress.quant import (
     load_int8,
     prepare_fake_quant,
     save_int8,
+    strip_fake_quant,
 )
 from accelab.errors import UsageError
 from accelab.tasks import resolve_task
@@ -86,8 +87,6 @@ def save_deployable(
 ) -> Path:
     """Write ``d`` to ``directory``; ``float_model`` is the pre-conversion model (shapes,
     and the fp32 weights the exports start from)."""
-    from accelab.compress.quant import strip_fake_quant
-
     directory.mkdir(parents=True, exist_ok=True)
     save_model(strip_fake_quant(copy.deepcopy(float_model)), directory / FLOAT_FILE)
     recipe = {

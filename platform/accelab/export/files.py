@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from accelab.errors import UsageError
 from accelab.export.onnx import EXPORT_ATOL, INPUT, OUTPUT, max_abs_diff, quantize, to_onnx
 from trainables.base import Task, examples_of
 
@@ -42,8 +43,6 @@ def write(
     fp32 = to_onnx(model, example)
     diff = max_abs_diff(model, fp32, test_inputs)
     if diff > EXPORT_ATOL:
-        from accelab.errors import UsageError
-
         raise UsageError(f"ONNX export differs from torch by {diff:.2e} (> {EXPORT_ATOL:g})")
     if fmt == "onnx":
         path.write_bytes(fp32)

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from accelab.export.onnx import INPUT, session
+from accelab.export.openvino import serialized_size
 
 
 @dataclass
@@ -112,8 +113,6 @@ class OvRunner:
         return torch.from_numpy(out[0])
 
     def size_bytes(self) -> int:
-        from accelab.export.openvino import serialized_size
-
         if self._size is None:
             self._size = serialized_size(self.ov_model)
         return self._size

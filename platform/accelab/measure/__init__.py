@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
@@ -94,8 +95,6 @@ class Comparison:
 
 def evaluate(model, dataset: Dataset, task: Task, threads: int | None = None) -> float:
     """The task's metric of a torch model on ``dataset`` (a plain number, for quick checks)."""
-    import torch
-
     runner = TorchRunner(model, threads=threads or torch.get_num_threads())
     return estimate(per_example(runner, dataset, task), task.metric).value
 

@@ -7,11 +7,11 @@ from typing import Any
 
 from ray.tune import Callback
 
+from accelab.sweep.space import assignments
+from accelab.sweep.table import short
+
 
 def knobs(config: dict[str, Any]) -> str:
-    from accelab.sweep.space import assignments
-    from accelab.sweep.table import short
-
     return " ".join(
         f"{k.split('.')[-1]}={short(str(v))}" for k, v in sorted(assignments(config).items())
     )

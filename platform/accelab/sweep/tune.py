@@ -7,9 +7,16 @@ from __future__ import annotations
 import math
 import os
 
+from ray import tune
+
 from accelab.config.schema import ExperimentConfig
 from accelab.errors import UsageError
+from accelab.sweep.progress import SweepProgress
+from accelab.sweep.space import param_space, scheduler, search_alg
 from accelab.sweep.summary import MetricInfo
+from accelab.sweep.trial import sweep_trial, trial_config
+from accelab.tracking.runs import storage_path
+from accelab.training.resources import check_placement
 
 
 def total_trials(cfg: ExperimentConfig) -> int:
@@ -30,8 +37,6 @@ def max_finetune_epochs(cfg: ExperimentConfig) -> int:
 def check_resources(
     cfg: ExperimentConfig, nodes: list[dict[str, float]], where: str, potential=None, echo=print
 ) -> None:
-    from accelab.training.resources import check_placement
-
     if max_finetune_epochs(cfg) > 0 and (
         note := check_placement(cfg, nodes, where, None, potential)
     ):
@@ -47,9 +52,6 @@ def trial_resources(base: dict, threads: int):
     """Post-training trials hold ``threads`` CPUs while measuring (and a whole GPU when
     ``measure.device`` is cuda: one measurement per GPU at a time); fine-tuning trials
     hold none themselves, their TorchTrainer workers reserve the CPUs and GPUs."""
-    from ray import tune
-
-    from accelab.sweep.trial import trial_config
 
     def resources(config: dict) -> tune.PlacementGroupFactory:
         cfg = trial_config(base, config)
@@ -64,13 +66,6 @@ def trial_resources(base: dict, threads: int):
 def build_tuner(
     cfg: ExperimentConfig, ctx, restore_path: str | None, echo, metric: MetricInfo, noise: float
 ):
-    from ray import tune
-
-    from accelab.sweep.progress import SweepProgress
-    from accelab.sweep.space import param_space, scheduler, search_alg
-    from accelab.sweep.trial import sweep_trial
-    from accelab.tracking.runs import storage_path
-
     # Tune's own Ctrl-C handler ends the run quietly and returns a partial ResultGrid that
     # would be summarized and registered as if complete; accelab's handler raises instead
     # (errors.catch_signals), the sweep's runs end KILLED and --resume restores this run.
