@@ -26,6 +26,8 @@ def test_sensitivity_cli(tmp_path: Path, store):
     save_checkpoint(ckpt, model, {"loop": {}}, {"epoch": 2, "history": [], "trainable": TRAINABLE})
     base = ["sensitivity", MLP, HIDDEN, *store["overrides"], "--from", str(ckpt)]
 
+    missing = run_cli("sensitivity", MLP, cwd=tmp_path)
+    assert missing.returncode == 2 and "--from" in missing.stderr
     bad = run_cli(*base, "--bits", "16", "--layers", "9", cwd=tmp_path)
     assert bad.returncode == 2, bad.stderr
     assert "--bits 16: bits must be an integer in 2..8" in bad.stderr

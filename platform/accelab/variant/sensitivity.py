@@ -150,6 +150,8 @@ def describe_fallback(found: AutoFallback, relative: bool = False) -> str:
     kept = ", ".join(r.float_layers) or "none"
     steps = ", ".join(f"{k} float: {format_drop(d, relative=relative)}" for k, d in r.steps)
     verdict = "within" if r.met else "NOT within"
+    if r.float_layers and len(r.float_layers) == len(found.ranking):
+        verdict = "(every layer it quantizes fell back: this variant is not quantized) within"
     return (
         f"float fallback (auto): kept in float [{kept}]; validation drop "
         f"{format_drop(r.drop, relative=relative)} {drop_unit(relative)} {verdict} the budget "
