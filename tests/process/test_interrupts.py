@@ -42,6 +42,7 @@ class Case:
     group: bool  # the whole process group (Ctrl-C) or the driver alone
     resume: bool = False  # then resume it and check that it finishes in the same runs
     in_finetuning: bool = True  # a sweep: signalled in the fine-tuning trial, or in the first
+    before_tune: bool = False  # a sweep: signalled once its parent run exists, before Tune
 
 
 CASES = {
@@ -50,6 +51,9 @@ CASES = {
         "sweep", signal.SIGINT, False, in_finetuning=False
     ),
     "train_sigterm": Case("train", signal.SIGTERM, False),
+    "sweep_ctrl_c_before_tune_saved_its_state_then_resume": Case(
+        "sweep", signal.SIGINT, True, resume=True, before_tune=True
+    ),
 }
 
 
@@ -112,6 +116,10 @@ def test_interrupted_command_is_killed_in_mlflow_ships_nothing_and_resumes(
         args = ["sweep", str(config), *store["overrides"], f"sweep.baseline_from={dense_checkpoint}",
                 "measure.rounds=2", "measure.repeats=10", "scaling.num_workers=1"]  # fmt: skip
         ready = trial_started(client, experiment, case.in_finetuning)
+        if case.before_tune:  # the parent run exists; Tune has not started (nor saved)
+
+            def ready() -> bool:
+                return "-> MLflow parent run" in log.read_text()
     else:
         experiment = "digits"
         config = CONFIGS / "digits.yaml"
@@ -140,7 +148,9 @@ def test_interrupted_command_is_killed_in_mlflow_ships_nothing_and_resumes(
         done = sorted(
             t.data.tags["accelab.trial_id"] for t in trials if t.info.status == "FINISHED"
         )
-        if case.in_finetuning:  # the first trial finished before; the second was stopped
+        if case.before_tune:
+            assert statuses == {parent.info.run_name: "KILLED"}, statuses
+        elif case.in_finetuning:  # the first trial finished before; the second was stopped
             assert statuses == {parent.info.run_name: "KILLED", "dense": "FINISHED",
                                 "structured-0.5-ft15": "KILLED"}, statuses  # fmt: skip
         assert parent.info.status == "KILLED" and set(statuses.values()) <= {"KILLED", "FINISHED"}
@@ -164,6 +174,8 @@ def test_interrupted_command_is_killed_in_mlflow_ships_nothing_and_resumes(
     )  # fmt: skip
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-3000:]
     assert f"MLflow parent run {parent.info.run_id}" in resumed.stdout
+    restarted = "Ray Tune saved no state" in resumed.stdout  # and says so, in one line
+    assert restarted == case.before_tune, resumed.stdout[-2000:]
     after = runs_of(client, experiment)
     sweeps = [r for r in after if r.data.tags["accelab.kind"] == "sweep"]
     trials = [r for r in after if r.data.tags["accelab.kind"] == "trial"]

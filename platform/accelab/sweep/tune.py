@@ -79,6 +79,9 @@ def build_tuner(
         return tune.Tuner.restore(
             restore_path, trainable, resume_unfinished=True, resume_errored=True
         )
+    if restore_path:  # stopped before Tune's first experiment-state save
+        echo(f"Ray Tune saved no state in {restore_path} before the sweep was stopped: its "
+             "trials start again, in the same MLflow parent run")  # fmt: skip
     progress = SweepProgress(
         total_trials(cfg), metric.name, cfg.sweep.constraints.quality_drop, noise, echo
     )
