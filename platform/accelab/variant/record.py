@@ -55,11 +55,11 @@ def log_model(tracking_uri: str, run_id: str, r: VariantResult, cfg: ExperimentC
     ONNX always, and what the torch targets ran where there are torch targets."""
     task = resolve_task(cfg.trainable.name)
     data, backend, reference = variant_onnx(r, cfg, task)
-    measured_by = [k for k, t in r.targets.items() if t.built is not None and t.built.onnx == data]
+    ran = [k for k, t in r.targets.items() if t.built is not None and t.built.onnx == data]
     # the served file's digest: a rerun that recommends the same model registers no new version
     digest = hashlib.sha256(data).hexdigest()
     tags = {names.BACKEND: backend, names.KIND: "variant", MODEL_SHA_TAG: digest,
-            names.TARGET: ",".join(measured_by)}  # fmt: skip
+            names.TARGET: ",".join(ran) or "none (made from the weights, not measured)"}  # fmt: skip
     log_onnx_model(tracking_uri, run_id, data, task, reference, tags)
     log_torch_targets_model(tracking_uri, run_id, r, task)
 
