@@ -98,10 +98,6 @@ def register(
     if s.recommended is None or not cfg.registry.enabled:
         return None
     name, alias, r = cfg.registry.model_name or cfg.mlflow_experiment, alias_of(cfg), s.recommended
-    try:
-        client.get_registered_model(name)
-    except MlflowException:
-        client.create_registered_model(name, description=f"accelab recommendations of {cfg.name}")
     models = logged_models(client, r.run_id)
     model = next((m for m in models if m.tags.get(names.BACKEND) == r.backend), None)
     if model is None:
@@ -113,6 +109,10 @@ def register(
             + (f" ({why})" if why else "; add an onnxruntime target to register what is served")
         )
         return None
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        client.create_registered_model(name, description=f"accelab recommendations of {cfg.name}")
     if same := existing_version(client, name, model):
         echo(f"{name} version {same.version} already serves this model ({r.backend}, same file)")
         return None
