@@ -107,7 +107,7 @@ class Exports:
     error: str | None = None
     max_abs_diff: float | None = None
     int8: dict[tuple, bytes] = field(default_factory=dict)  # (scheme, recipe) -> ONNX
-    int4: dict[int, bytes] = field(default_factory=dict)  # block size -> MatMulNBits ONNX
+    int4: dict[tuple, bytes] = field(default_factory=dict)  # (block, layers) -> MatMulNBits
     openvino: dict[str, object] = field(default_factory=dict)  # "fp32" | "int8": openvino.Model
 
 
@@ -149,9 +149,10 @@ def onnx_of(
     int4 weight-only MatMulNBits model (made once per block size; no calibration)."""
     q = cfg.compression.quant
     if q.bits == 4:
-        if q.block_size not in x.int4:
-            x.int4[q.block_size] = quantize_int4(x.fp32, q.block_size)
-        return x.int4[q.block_size]
+        key = (q.block_size, tuple(q.layers.items()))
+        if key not in x.int4:
+            x.int4[key] = quantize_int4(x.fp32, q.block_size, q.layers)
+        return x.int4[key]
     if q.bits != 8:
         return x.fp32
     recipe = OrtRecipe(**q.ort_recipe)
@@ -165,7 +166,10 @@ def ort_backend(cfg: ExperimentConfig) -> str | None:
     """The ONNX Runtime backend name, with the recipe where it is not accelab's default."""
     q = cfg.compression.quant
     backend = backend_for("onnxruntime", q.bits, q.scheme, block_size=q.block_size)
-    return backend + OrtRecipe(**q.ort_recipe).suffix if backend and q.bits == 8 else backend
+    recipe = OrtRecipe(**q.ort_recipe)
+    if backend and q.bits == 4:  # weight-only: of the recipe, only the float layers apply
+        return backend + OrtRecipe(layers=recipe.layers).suffix
+    return backend + recipe.suffix if backend and q.bits == 8 else backend
 
 
 def openvino_of(

@@ -47,4 +47,9 @@ def test_recipe_that_cannot_run_as_written():
     assert training_errors(none) == [
         "compression.quant.fallback: needs compression.quant.bits in 2..8"
     ]
-    assert any("int4" in p for p in training_errors(cfg(bits=4, layers={"1": None})))
+    openvino = {"targets": [{"runtime": "torch"}, {"runtime": "openvino"}]}
+    assert training_errors(cfg(bits=4, layers={"1": None})) == []  # MatMulNBits excludes it
+    for quant in ({"layers": {"1": None}}, {"fallback": "auto"}):
+        with_ov = cfg(**quant)
+        with_ov.measure = openvino  # validated on assignment
+        assert any("OpenVINO" in p for p in training_errors(with_ov))

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from accelab.export.onnx import ExportError, OrtRecipe, quantize, to_onnx
+from accelab.export.onnx import ExportError, OrtRecipe, quantize, quantize_int4, to_onnx
 
 torch.manual_seed(0)
 MODEL = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 4))
@@ -50,3 +50,18 @@ def test_a_float_layer_that_was_quantized_anyway_is_caught():
     check_float(uniform, [])
     with pytest.raises(ExportError, match=r"quantized layers kept in float: \['2'\]"):
         check_float(uniform, ["2"])
+
+
+def test_int4_float_layer_stays_a_float_matmul():
+    users = weight_users(quantize_int4(FP32, 16, {"2": None}))
+    assert users["2"] == {"MatMul"}, users
+    assert users["0"] == {"MatMulNBits"} and users["4"] == {"MatMulNBits"}, users
+
+
+def test_backend_names_the_float_layers():
+    from accelab.config.schema import ExperimentConfig
+    from accelab.variant.targets import ort_backend
+
+    for bits, name in ((8, "ort-int8-dynamic-float-2"), (4, "ort-int4-weight-only-b32-float-2")):
+        cfg = ExperimentConfig(compression={"quant": {"bits": bits, "layers": {"2": None}}})
+        assert ort_backend(cfg) == name

@@ -93,7 +93,11 @@ def test_build_on_names_the_backend_and_builds_each_block_size_once(trained):
     b64 = build_on("onnxruntime", model, cfg(block_size=64), TASK, exports, test)
     again = build_on("onnxruntime", model, cfg(), TASK, exports, test)
     assert b32.backend == "ort-int4-weight-only-b32" and b64.backend == "ort-int4-weight-only-b64"
-    assert not b32.runner.simulated and b32.onnx is again.onnx and sorted(exports.int4) == [32, 64]
+    assert (
+        not b32.runner.simulated
+        and b32.onnx is again.onnx
+        and sorted(exports.int4) == [(32, ()), (64, ())]
+    )
     assert [n.op_type for n in nodes(b32.onnx)[0]].count("MatMulNBits") == 3
     assert b32.runner.size_bytes() < 0.5 * len(exports.fp32)  # small: graph text counts
     with torch.inference_mode():
