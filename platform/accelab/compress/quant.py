@@ -19,6 +19,15 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.ao.nn.quantized import Conv2d as Int8Conv2d
+from torch.ao.nn.quantized import Linear as Int8Linear
+from torch.ao.nn.quantized.dynamic import Linear as DynamicInt8Linear
+from torch.ao.quantization import (
+    get_default_qconfig_mapping,
+    per_channel_dynamic_qconfig,
+    quantize_dynamic,
+)
+from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
 from accelab.compress.errors import CompressionError
 from accelab.compress.prune import check_layer_names, prunable_layers
@@ -311,8 +320,6 @@ def convert_int8_dynamic(model: nn.Module, recipe: Recipe | None = None) -> nn.M
     Other layers (e.g. Conv2d), and those ``recipe`` keeps in float, stay fp32.
     Fake-quant wrappers are stripped first.
     """
-    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
-
     _select_int8_engine()
     model = strip_fake_quant(copy.deepcopy(model)).cpu().eval()
     spec: dict = {nn.Linear: per_channel_dynamic_qconfig}
@@ -328,9 +335,6 @@ def convert_int8_static(
     float) as int8 static kernels (torch FX, x86 engine): activations calibrated on
     ``calibration`` batches (training data).
     Raises ``CompressionError`` if the model cannot be traced symbolically."""
-    from torch.ao.quantization import get_default_qconfig_mapping
-    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
-
     engine = _select_int8_engine()
     model = strip_fake_quant(copy.deepcopy(model)).cpu().eval()
     batches = list(calibration)
@@ -377,10 +381,7 @@ def convert_torchao(model: nn.Module, bits: int) -> nn.Module:
 
 def int8_types() -> tuple[type, ...]:
     """torch's int8 Linear/Conv modules (their ``weight()`` is a method, not a parameter)."""
-    from torch.ao.nn.quantized import Conv2d, Linear
-    from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
-
-    return (DynamicLinear, Linear, Conv2d)
+    return (DynamicInt8Linear, Int8Linear, Int8Conv2d)
 
 
 def save_int8(model: nn.Module, path: str | os.PathLike) -> None:

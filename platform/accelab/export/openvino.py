@@ -10,6 +10,7 @@ are an optional extra (``pip install -e '.[openvino]'``).
 
 from __future__ import annotations
 
+import importlib.util
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -23,8 +24,6 @@ MISSING = (
 
 
 def available() -> bool:
-    import importlib.util
-
     return all(importlib.util.find_spec(m) is not None for m in ("openvino", "nncf"))
 
 

@@ -65,7 +65,7 @@ class OvRunner:
     _size: int | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
-        import openvino as ov
+        import openvino as ov  # an optional extra (see export.openvino): only OvRunner needs it
 
         self._core = ov.Core()
         self._probe = probe = self._core.compile_model(self.ov_model, "CPU", self.config())

@@ -4,6 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import optuna
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler
+from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
+from ray.tune.search.optuna import OptunaSearch
+
 from accelab.config.schema import Distribution, SweepConfig
 
 # Objectives for multi-objective search: validation quality (the test split is not for
@@ -18,8 +24,6 @@ def quality_mode(higher_is_better: bool) -> str:
 
 
 def tune_domain(dist: Distribution) -> Any:
-    from ray import tune
-
     kind = dist.kind
     value = getattr(dist, kind)
     if kind == "grid":
@@ -36,8 +40,6 @@ def param_space(sweep: SweepConfig) -> dict[str, Any]:
     ``sweep.variants`` become one more grid dimension under the key ``variant``."""
     space = {key: tune_domain(dist) for key, dist in sweep.space.items()}
     if sweep.variants:
-        from ray import tune
-
         space[VARIANT_KEY] = tune.grid_search([dict(v) for v in sweep.variants])
     return space
 
@@ -53,18 +55,11 @@ def search_alg(sweep: SweepConfig, seed: int, higher_is_better: bool = True):
     """Tune's variant generator (grid, or seeded random sampling) or Optuna's
     multi-objective search (NSGA-II over accuracy and measured latency)."""
     if sweep.search != "optuna":
-        from ray.tune.search import BasicVariantGenerator
-
         return BasicVariantGenerator(
             max_concurrent=sweep.max_concurrent_trials,
             random_state=seed if sweep.search == "random" else None,
         )
-    import optuna
-    from ray.tune.search.optuna import OptunaSearch
-
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    from ray.tune.search import ConcurrencyLimiter
-
     searcher = OptunaSearch(
         metric=list(OBJECTIVES),
         mode=[quality_mode(higher_is_better), "min"],
@@ -77,8 +72,6 @@ def scheduler(sweep: SweepConfig, max_epochs: int, higher_is_better: bool = True
     """ASHA on validation quality: cuts fine-tuning trials that lag their rung."""
     if sweep.scheduler != "asha":
         return None
-    from ray.tune.schedulers import ASHAScheduler
-
     return ASHAScheduler(
         metric=SEARCH_QUALITY,
         mode=quality_mode(higher_is_better),
