@@ -30,11 +30,6 @@ from accelab.compress.recipe import Recipe, float_layers, unmatched
 # busy 2-core machine: onnx 0.35 s, onnxruntime 0.1 s, onnxruntime.quantization 0.1 s,
 # its MatMulNBits quantizer 0.85 s).
 
-# onnx, onnxruntime and its quantization tools are imported where used: every command that
-# measures imports this module, and only ORT targets need them (measured after torch on a
-# busy 2-core machine: onnx 0.35 s, onnxruntime 0.1 s, onnxruntime.quantization 0.1 s,
-# its MatMulNBits quantizer 0.85 s).
-
 INPUT, OUTPUT = "input", "output"
 EXPORT_ATOL = 1e-4  # fp32 ONNX vs torch, max |logit difference| on the test split
 
