@@ -130,12 +130,10 @@ def training_errors(cfg: ExperimentConfig) -> list[str]:
 
 
 def recipe_errors(quant: QuantConfig) -> list[str]:
-    """A per-layer recipe and the automatic fallback need a quantized model; a bit-width
-    other than ``bits`` has no real kernel (it would silently run at ``bits``)."""
+    """A bit-width other than ``bits`` has no real kernel (it would silently run at
+    ``bits``). Both keys do nothing at bits 16/32 (so that a sweep can cross them with
+    ``bits``)."""
     problems = []
-    if quant.bits > 8 and (quant.layers or quant.fallback == "auto"):
-        key = "layers" if quant.layers else "fallback"
-        problems.append(f"compression.quant.{key}: needs compression.quant.bits in 2..8")
     other = sorted(k for k, b in quant.layers.items() if b is not None and b != quant.bits)
     if other and quant.real_kernel and quant.bits <= 8:
         problems.append(

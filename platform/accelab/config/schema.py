@@ -224,7 +224,8 @@ class QuantConfig(Section):
         "none",
         description="auto: rank the layers by their validation quality drop when only they are "
         "quantized, then keep the fewest most sensitive ones in float (bisection) until the "
-        "whole model's validation drop is within fallback_budget.",
+        "whole model's validation drop is within fallback_budget. Like `layers`, nothing "
+        "to do at bits 16/32.",
     )
     fallback_budget: Annotated[float, Field(gt=0, le=10)] | None = Field(
         None,

@@ -131,7 +131,7 @@ def resolve_fallback(setup: Setup, dense: Dense, echo=None) -> tuple[Setup, Auto
     and the judge then measures the result on every target)."""
     cfg = setup.cfg
     quant = cfg.compression.quant
-    if quant.fallback != "auto":
+    if quant.fallback != "auto" or quant.bits > 8:  # bits 16/32: nothing to fall back from
         return setup, None
     unquantized = cfg.compression.model_copy(deep=True)
     unquantized.quant = QuantConfig()  # pruning only: the quantization is what is searched

@@ -44,9 +44,7 @@ def test_recipe_that_cannot_run_as_written():
     ]
     assert training_errors(cfg(layers={"1": 4}, real_kernel=False)) == []
     none = ExperimentConfig(trainable=MLP, compression={"quant": {"fallback": "auto"}})
-    assert training_errors(none) == [
-        "compression.quant.fallback: needs compression.quant.bits in 2..8"
-    ]
+    assert training_errors(none) == []  # bits 32: nothing to do (a sweep may cross them)
     openvino = {"targets": [{"runtime": "torch"}, {"runtime": "openvino"}]}
     assert training_errors(cfg(bits=4, layers={"1": None})) == []  # MatMulNBits excludes it
     for quant in ({"layers": {"1": None}}, {"fallback": "auto"}):

@@ -68,8 +68,9 @@ def test_fallback_keeps_the_fragile_layer_in_float(fragile_dir):
     assert drop(dense.val_values, values, dense.task.metric).value > 0.03  # why it fell back
 
 
-def test_no_fallback_leaves_the_setup_alone(fragile_dir):
-    setup = Setup.of(config(fallback="none"))
+@pytest.mark.parametrize("quant", [{"fallback": "none"}, {"bits": 32}])
+def test_no_fallback_leaves_the_setup_alone(fragile_dir, quant):
+    setup = Setup.of(config(**quant))
     assert resolve_fallback(setup, load_dense(setup, fragile_dir)) == (setup, None)
 
 
