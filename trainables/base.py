@@ -9,7 +9,9 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
+from torch.utils.data import Dataset
+
+from trainables.splits import examples_of  # noqa: F401  (its home before Ray Data splits)
 
 
 @dataclass(frozen=True)
@@ -19,28 +21,13 @@ class Splits:
     Each is a map-style torch ``Dataset`` of (input, label) pairs: a ``TensorDataset`` held
     in memory, or one that reads its examples lazily (from files, one ``__getitem__`` at a
     time) for data larger than memory: training samples it per worker
-    (``DistributedSampler``), evaluation and calibration read it batch by batch."""
+    (``DistributedSampler``), evaluation and calibration read it batch by batch. Or, for a
+    task with ``ray_data=True``, a ``ray.data.Dataset`` with columns ``x`` and ``y``: Ray
+    Train shards the train split across workers; see ``trainables.splits``."""
 
-    train: Dataset
-    val: Dataset
-    test: Dataset
-
-
-def examples_of(
-    dataset: Dataset, limit: int | None = None, batch_size: int = 1024
-) -> tuple[Tensor, Tensor]:
-    """The first ``limit`` (all when None) inputs and labels of a split as two tensors: a
-    ``TensorDataset``'s own tensors (views, no copy), any other dataset read batch by batch,
-    so only those examples are ever in memory."""
-    if isinstance(dataset, TensorDataset):
-        x, y = dataset.tensors[:2]
-        return (x, y) if limit is None else (x[:limit], y[:limit])
-    n = len(dataset) if limit is None else min(limit, len(dataset))
-    xs, ys = [], []
-    for xb, yb in DataLoader(Subset(dataset, range(n)), batch_size=batch_size):
-        xs.append(xb)
-        ys.append(yb)
-    return torch.cat(xs), torch.cat(ys)
+    train: Dataset | Any
+    val: Dataset | Any
+    test: Dataset | Any
 
 
 @dataclass(frozen=True)
@@ -100,6 +87,9 @@ class Task:
     # what the model's input is and how raw data becomes it (shown with every served model:
     # the MLflow Model's metadata and the registered version's description)
     input_description: str = ""
+    # ``load_splits`` returns Ray Data datasets: the driver hands them to Ray Train, which
+    # streams each worker its shard of the train split (``trainables.splits``)
+    ray_data: bool = False
 
     def build_model(self, model: str, **model_args) -> nn.Module:
         if model not in self.models:

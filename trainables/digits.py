@@ -8,6 +8,7 @@ the case where pruning and int8 kernels pay off on a CPU.
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import os
 from pathlib import Path
 
@@ -42,8 +43,6 @@ def _split(seed: int) -> dict[str, np.ndarray]:
 def _cached_split(seed: int) -> dict[str, np.ndarray]:
     """The split, computed once per seed and scikit-learn version and cached as .npz
     (importing scikit-learn costs ~2 s in every new Ray worker)."""
-    import importlib.metadata
-
     version = importlib.metadata.version("scikit-learn")
     root = Path(os.environ.get("ACCELAB_CACHE_DIR") or Path.home() / ".cache" / "accelab")
     path = root / f"digits-split-seed{seed}-sklearn{version}.npz"

@@ -37,6 +37,8 @@ def run_compress(
     if cfg.finetune.epochs > 0:
         init_ray(cfg)
         joined(cfg, tracking_uri, echo)
+    elif setup.task.ray_data:  # its splits are read with Ray Data: a quiet Ray, not an implicit one
+        init_ray(cfg)
     name = new_ray_name(cfg, "compress")
     display = f"compress-{variant_name(cfg)}"
     run_id = start_mlflow_run(cfg, tracking_uri, name, "compress", display_name=display)

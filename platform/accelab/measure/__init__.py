@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from accelab.config.schema import MeasureConfig
 from accelab.measure.latency import (
@@ -42,6 +42,7 @@ from accelab.measure.runners import (
 )
 from accelab.stats import Estimate
 from trainables.base import Task
+from trainables.splits import examples_of
 
 __all__ = [
     "SIMULATED", "TORCH_FP32", "TORCH_INT8", "Comparison", "GenerateRunner", "Latency",
@@ -100,7 +101,8 @@ def evaluate(model, dataset: Dataset, task: Task, threads: int | None = None) ->
 
 
 def first_batch(dataset: Dataset, batch_size: int) -> Tensor:
-    return next(iter(DataLoader(dataset, batch_size=batch_size)))[0]
+    """The split's first ``batch_size`` inputs (any kind of split: ``trainables.splits``)."""
+    return examples_of(dataset, batch_size)[0]
 
 
 def describe(

@@ -12,7 +12,6 @@ import math
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
 
 from accelab.measure.runners import Runner
 from accelab.stats import (
@@ -23,17 +22,17 @@ from accelab.stats import (
     wilson,
 )
 from trainables.base import Metric, Task
+from trainables.splits import batches
 
 
-def per_example(
-    runner: Runner, dataset: Dataset, task: Task, batch_size: int = 256, fn=None
-) -> Tensor:
+def per_example(runner: Runner, dataset, task: Task, batch_size: int = 256, fn=None) -> Tensor:
     """The task's per-example values (1/0 correct for accuracy, a loss for a language model;
-    or ``fn``'s, e.g. a secondary metric) of ``runner`` on every example, in order."""
+    or ``fn``'s, e.g. a secondary metric) of ``runner`` on every example, in order; the split
+    (any kind, ``trainables.splits``) is read batch by batch."""
     fn = fn or task.per_example
     out = []
     with runner.active():
-        for x, y in DataLoader(dataset, batch_size=batch_size):
+        for x, y in batches(dataset, batch_size):
             logits = runner(x).float().cpu()
             out.append(fn(logits, y))
     return torch.cat(out).double()

@@ -8,11 +8,11 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader, Subset, TensorDataset
 
 from accelab.training.checkpoint import unwrap
 from accelab.training.precision import Precision
 from trainables.base import Task
+from trainables.splits import shard_batches
 
 
 def is_distributed() -> bool:
@@ -47,7 +47,7 @@ def gather_objects(obj: Any) -> list[Any]:
 @torch.no_grad()
 def sharded_metric(
     model: nn.Module,
-    dataset: TensorDataset,
+    dataset: Any,
     task: Task,
     rank: int,
     world: int,
@@ -57,13 +57,13 @@ def sharded_metric(
     fn=None,
 ) -> float:
     """The task's metric over the whole dataset (or the mean of ``fn``'s per-example values):
-    each rank scores indices rank::world (no padding, unlike DistributedSampler), then sums
-    and counts are added across ranks."""
+    each rank scores its share (``shard_batches``: indices rank::world, no padding unlike
+    DistributedSampler; or its batches of a Ray split), then sums and counts are added
+    across ranks."""
     was_training = model.training
     model.eval()
-    shard = Subset(dataset, range(rank, len(dataset), world))
     total = count = 0.0
-    for x, y in DataLoader(shard, batch_size=batch_size):
+    for x, y in shard_batches(dataset, rank, world, batch_size):
         x, y = x.to(device), y.to(device)
         with precision.autocast(device):
             logits = model(x)

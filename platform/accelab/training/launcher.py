@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import time
 from collections.abc import Callable
@@ -10,10 +11,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mlflow.tracking import MlflowClient
+from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+
 from accelab import started
 from accelab.config.schema import ExperimentConfig
 from accelab.errors import collect, interruption
+from accelab.tasks import build_model, resolve_task
 from accelab.tracking import names
+from accelab.tracking.client import client_env, log_metrics_once, tracking_store
 from accelab.tracking.runs import (
     create_while,
     find_resumable,
@@ -23,7 +30,15 @@ from accelab.tracking.runs import (
     start_mlflow_run,
     storage_path,
 )
+from accelab.tracking.store_check import check_shared_stores
+from accelab.training import resources
+from accelab.training.checkpoint import MODEL_FILE, load_model_state
+from accelab.training.ingest import trainer_data
 from accelab.training.loop import LoopHooks, LoopSettings, train_loop_per_worker
+from accelab.training.progress import EpochProgress
+from accelab.training.ray_session import init_ray, will_start_local_ray
+from accelab.training.resources import bundle
+from accelab.training.sync import sync_checkpoint, transient, with_retry
 
 
 @dataclass
@@ -42,14 +57,15 @@ def _entry(config: dict[str, Any]) -> None:
 def build_trainer(
     cfg: ExperimentConfig, settings: LoopSettings, ray_name: str, callbacks: list | None = None
 ):
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-
-    from accelab.training.resources import bundle
-
+    # a Ray Data task's splits go to the trainer (which shards the train split); the
+    # workers learn its size from the settings
+    data = trainer_data(resolve_task(cfg.trainable.name), cfg.trainable.data_seed)
+    settings = dataclasses.replace(settings, train_rows=data.train_rows)
     trainer = TorchTrainer(
         _entry,
         train_loop_config={"settings": settings},
+        datasets=data.datasets or None,
+        dataset_config=data.dataset_config,
         scaling_config=ScalingConfig(
             num_workers=cfg.scaling.num_workers,
             use_gpu=cfg.scaling.use_gpu,
@@ -74,9 +90,6 @@ def build_trainer(
 def joined(cfg: ExperimentConfig, tracking_uri: str, echo: Callable[[str], None]) -> None:
     """Checks once Ray is up: the request fits the cluster (or its autoscaler), and on
     several nodes the tracking store and results storage are ones every node reaches."""
-    from accelab.tracking.store_check import check_shared_stores
-    from accelab.training import resources
-
     nodes = len(resources.cluster_nodes())
     collect(
         lambda: resources.check_cluster(cfg, echo),
@@ -98,12 +111,6 @@ def run_training(
     ``resume=True`` continues the newest run of ``cfg.run_name`` (``resume="<ray run>"``
     a named one) from its last checkpoint, in the same MLflow run.
     """
-    from accelab.tasks import resolve_task
-    from accelab.tracking.client import client_env, tracking_store
-    from accelab.training import resources
-    from accelab.training.progress import EpochProgress
-    from accelab.training.ray_session import init_ray, will_start_local_ray
-
     tracking_uri, _ = collect(
         lambda: tracking_store(cfg.tracking.uri, cfg.labelled("tracking.uri")),
         lambda: resources.check_before_ray(cfg),
@@ -177,12 +184,10 @@ def run_training(
 
 def log_trained_model(cfg: ExperimentConfig, ckpt: Path, tracking_uri: str, run_id: str) -> None:
     """The trained model as the run's MLflow Model (ONNX, fp32), once."""
-    from mlflow.tracking import MlflowClient
-
+    # imported here: the ONNX exporter and MLflow Model writer cost ~1.3 s of imports,
+    # paid only once a training has finished
     from accelab.export.onnx import to_onnx
-    from accelab.tasks import build_model, resolve_task
     from accelab.tracking.models import log_onnx_model
-    from accelab.training.checkpoint import MODEL_FILE, load_model_state
 
     client = MlflowClient(tracking_uri)
     exp = client.get_run(run_id).info.experiment_id
@@ -202,11 +207,6 @@ def record_finished(
 ) -> None:  # fmt: skip
     """Complete the MLflow record from the final checkpoint (what workers could not write
     while the tracking server was away), then mark the run FINISHED."""
-    from mlflow.tracking import MlflowClient
-
-    from accelab.tracking.client import log_metrics_once
-    from accelab.training.sync import sync_checkpoint, transient, with_retry
-
     client = MlflowClient(tracking_uri)
     grace = float(os.environ.get("ACCELAB_MLFLOW_GRACE_S", "60"))
     try:

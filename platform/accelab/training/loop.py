@@ -19,7 +19,6 @@ import ray.train
 import ray.train.torch
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
 from accelab.config.schema import ExperimentConfig
 from accelab.tasks import build_model, resolve_task
@@ -44,6 +43,7 @@ from accelab.training.epoch import (
     build_scheduler,
     train_one_epoch,
 )
+from accelab.training.ingest import set_epoch, worker_data
 from accelab.training.precision import Precision, resolve_precision
 from accelab.training.tracker import Tracker
 from trainables.base import Splits, Task, examples_of
@@ -79,6 +79,7 @@ class LoopSettings:
     metric_prefix: str = ""
     schedule: str = "constant"
     mlflow_env: dict[str, str] = field(default_factory=dict)  # MLFLOW_* of the driver
+    train_rows: int | None = None  # a Ray Data train split's size (set by ``build_trainer``)
 
 
 def worker_threads(cfg: ExperimentConfig) -> int:
@@ -115,8 +116,8 @@ def train_loop_per_worker(settings: LoopSettings) -> None:
     splits = task.load_splits(cfg.trainable.data_seed)
     precision = agree_on_precision(cfg, device, model, task, splits, rank)
     model = ray.train.torch.prepare_model(model)
-    loader = ray.train.torch.prepare_data_loader(
-        DataLoader(splits.train, batch_size=cfg.train.batch_size, shuffle=True)
+    loader, splits = worker_data(
+        task, splits, cfg.train.batch_size, cfg.train.seed, settings.train_rows, world
     )
     optimizer = build_optimizer(
         cfg.train.optimizer, model.parameters(), settings.lr, cfg.train.momentum,
@@ -151,8 +152,7 @@ def train_loop_per_worker(settings: LoopSettings) -> None:
         fault = cfg.faults
         if fault.fail_at_epoch == epoch and not ctx.state["restarts"] and rank == fault.fail_rank:
             raise RuntimeError(f"accelab fault injection: rank {rank} fails at epoch {epoch}")
-        if world > 1:
-            loader.sampler.set_epoch(epoch)
+        set_epoch(loader, epoch)
         start = time.perf_counter()
         loss, samples = train_one_epoch(ctx)
         metrics = epoch_metrics(w, epoch, loss, samples, time.perf_counter() - start)
@@ -208,11 +208,16 @@ def epoch_metrics(
             ctx.model, split, w.task, w.rank, w.world, ctx.device, ctx.precision, fn=fn
         )
 
+    counts = gather_objects(samples)
     metrics: dict[str, Any] = {
         f"{p}train_loss": loss,
         f"{p}val_{name}": score(w.splits.val),
         **{f"{p}val_{k}": score(w.splits.val, fn) for k, fn in w.task.secondary.items()},
         f"{p}samples_per_s": samples * w.world / seconds,
+        # examples trained on this epoch, over all ranks, and how unequal the ranks' shares
+        # were (0: each rank read its own equal share, none read the whole split)
+        f"{p}train_examples": sum(counts),
+        f"{p}train_examples_rank_spread": max(counts) - min(counts),
         f"{p}epoch_s": seconds,
     }
     if ctx.scaler.is_enabled():

@@ -11,6 +11,10 @@ import logging
 import os
 import warnings
 
+import mlflow  # noqa: F401  (mlflow sets its logger levels on import: quiet_ray_logging's come after)
+import ray
+
+from accelab import started
 from accelab.config.schema import ExperimentConfig
 from accelab.errors import catch_signals_again
 
@@ -29,8 +33,6 @@ def will_start_local_ray(cfg: ExperimentConfig | None = None) -> bool:
 
 
 def quiet_ray_logging() -> None:
-    import mlflow  # noqa: F401  (mlflow sets its logger levels on import; override after)
-
     for name in ("ray", "ray.train", "ray.tune", "ray.data", "ray.air"):
         logging.getLogger(name).setLevel(logging.ERROR)
     for name in ("mlflow", "alembic"):
@@ -42,8 +44,6 @@ def quiet_ray_logging() -> None:
 def init_ray(cfg: ExperimentConfig | None = None) -> None:
     """Join the configured cluster or start a local Ray. Worker logs stay in Ray's log
     directory (``<session>/logs``) instead of streaming to the terminal."""
-    import ray
-
     quiet_ray_logging()
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", HEALTH_CHECK_INTERVAL_S)
     # Measured here: these two cost ~1.5 s per TorchTrainer start; neither serves a run
@@ -57,8 +57,6 @@ def init_ray(cfg: ExperimentConfig | None = None) -> None:
     ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR, **local)
     catch_signals_again()
     quiet_ray_logging()
-    from accelab import started
-
     try:
         started.ray_logs = f"{ray._private.worker._global_node.get_session_dir_path()}/logs"
     except AttributeError:  # private API moved: fall back to the documented default
@@ -69,8 +67,5 @@ def stop_ray() -> None:
     """Stop this driver's Ray work now (an interrupted or failed command): the actors it
     owns (Tune trials, Train controllers and workers) end with it, so none of them writes
     to MLflow after the driver has recorded how the run ended."""
-    import sys
-
-    ray = sys.modules.get("ray")
-    if ray is not None and ray.is_initialized():
+    if ray.is_initialized():
         ray.shutdown()

@@ -11,10 +11,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import ray
+import torch
 import yaml
 
 from accelab.config.schema import ExperimentConfig
 from accelab.errors import ResourceError, UsageError
+from accelab.tasks import resolve_task
+from accelab.training.ray_session import will_start_local_ray
 
 BOOTSTRAP_CONFIG = "~/ray_bootstrap_config.yaml"
 
@@ -76,22 +80,41 @@ def check_placement(
 
 def check_before_ray(cfg: ExperimentConfig, workers: int | None = None) -> None:
     """Before ``ray.init`` starts a local Ray: the request must fit this machine."""
-    from accelab.training.ray_session import will_start_local_ray
-
     if will_start_local_ray(cfg):
-        check_placement(cfg, local_nodes(), "this machine", workers)
+        nodes = local_nodes()
+        check_placement(cfg, nodes, "this machine", workers)
+        check_room_for_reads(cfg, nodes, "this machine", workers)
+
+
+READ_CPUS = 1.0  # what one Ray Data read task asks for (its default)
+
+
+def check_room_for_reads(
+    cfg: ExperimentConfig, nodes: list[dict[str, float]], where: str, workers: int | None = None
+) -> None:
+    """A Ray Data task's reads run as Ray tasks next to the training workers: when the
+    workers hold every CPU, the reads (and so the training) wait forever."""
+    if not resolve_task(cfg.trainable.name).ray_data:
+        return
+    n = workers or cfg.scaling.num_workers
+    total = sum(node.get("CPU", 0.0) for node in nodes)
+    left = total - n * cfg.scaling.cpus_per_worker
+    if left < READ_CPUS:
+        raise ResourceError(
+            f"{cfg.labelled('scaling.cpus_per_worker')}: {n} workers x "
+            f"{cfg.scaling.cpus_per_worker:g} CPUs leave {max(left, 0):g} of the {total:g} CPUs "
+            f"of {where} for Ray Data's reads of {cfg.trainable.name!r}'s splits (they need "
+            f"{READ_CPUS:g}) and would wait forever; lower scaling.cpus_per_worker (e.g. "
+            f"{max((total - READ_CPUS) / n, 0.1):g}) or scaling.num_workers"
+        )
 
 
 def local_nodes() -> list[dict[str, float]]:
     """This machine, as a local Ray started by ``ray.init()`` would see it."""
-    import torch
-
     return [{"CPU": float(os.cpu_count() or 1), "GPU": float(torch.cuda.device_count())}]
 
 
 def cluster_nodes() -> list[dict[str, float]]:
-    import ray
-
     return [n["Resources"] for n in ray.nodes() if n.get("Alive")]
 
 

@@ -13,6 +13,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from mlflow.tracking import MlflowClient
+from requests.exceptions import RequestException  # MLflow's HTTP client
+
+from accelab.errors import UsageError
+from accelab.tracking.client import log_metrics_once, run_artifact_paths
 from accelab.training.checkpoint import MODEL_FILE, read_meta
 
 
@@ -26,16 +31,10 @@ class SyncResult:
 
 def sync_checkpoint(directory: Path, tracking_uri: str | None = None) -> SyncResult:
     """Log the checkpoint's missing epochs (and model file) into its MLflow run."""
-    from mlflow.tracking import MlflowClient
-
-    from accelab.tracking.client import log_metrics_once, run_artifact_paths
-
     meta = read_meta(directory)
     record = meta.get("mlflow") or {}
     uri, run_id = tracking_uri or record.get("tracking_uri"), record.get("run_id")
     if not uri or not run_id:
-        from accelab.errors import UsageError
-
         raise UsageError(f"{directory}: this checkpoint names no MLflow run to sync into")
     client = MlflowClient(uri)
     written = [row["epoch"] for row in meta.get("history", [])
@@ -58,10 +57,6 @@ def transient(exc: BaseException) -> bool:
     (MLflow wraps connection errors in an MlflowException naming the API request)."""
     if isinstance(exc, ConnectionError | TimeoutError):
         return True
-    try:
-        from requests.exceptions import RequestException
-    except ImportError:  # pragma: no cover - mlflow depends on requests
-        RequestException = ()  # noqa: N806
     return isinstance(exc, RequestException) or any(s in str(exc) for s in TRANSIENT_SIGNS)
 
 

@@ -37,6 +37,8 @@ class Tracker:
             self._connect.start()
 
     def _open(self, tracking_uri: str, env: dict[str, str]) -> None:
+        # MLflow is imported here, in the connecting thread, while the worker loads its
+        # data and model: its imports (~115 MB, seconds) are paid only by a rank that logs
         from mlflow.tracking import MlflowClient
 
         from accelab.tracking.client import apply_client_env
@@ -64,7 +66,7 @@ class Tracker:
 
     def flush(self) -> bool:
         """Write everything pending, oldest first; False if the server still fails."""
-        from accelab.tracking.client import log_metrics_once
+        from accelab.tracking.client import log_metrics_once  # MLflow: see ``_open``
 
         if not self.client:
             return True

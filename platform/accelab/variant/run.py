@@ -35,6 +35,7 @@ from accelab.variant.sensitivity import (
     resolve_fallback,
 )
 from accelab.variant.setup import Setup
+from trainables.splits import num_examples
 
 __all__ = ["FINETUNE_PREFIX", "StopVariant", "VariantResult", "run_variant"]
 
@@ -59,7 +60,9 @@ def finetune_settings(
 ):
     """(CompressionHooks, LoopSettings) of a variant's fine-tune: the ``finetune`` budget
     (epochs, lr, schedule) whatever the compression, the variant rebuilt on every worker."""
-    steps = math.ceil(len(dense.splits.train) / cfg.scaling.num_workers / cfg.train.batch_size)
+    steps = math.ceil(
+        num_examples(dense.splits.train) / cfg.scaling.num_workers / cfg.train.batch_size
+    )
     hooks = compression_hooks(cfg, dense_weights, steps)
     settings = LoopSettings(
         config=cfg.model_dump(mode="json"),

@@ -7,7 +7,12 @@ import yaml
 
 from accelab.errors import ResourceError
 from accelab.preflight import load_config
-from accelab.training.resources import autoscalable_nodes, check_placement, placeable
+from accelab.training.resources import (
+    autoscalable_nodes,
+    check_placement,
+    check_room_for_reads,
+    placeable,
+)
 from tests.conftest import CONFIGS
 
 
@@ -55,3 +60,16 @@ def test_what_a_sweep_trial_reserves(overrides, bundle):
     base = load_config(CONFIGS / "digits_sweep.yaml").model_dump(mode="json")
     factory = trial_resources(base, threads=2)(overrides)
     assert factory.bundles == [bundle]
+
+
+def test_a_ray_data_task_needs_a_cpu_its_workers_leave_for_the_reads():
+    """Ray Data's read tasks need a CPU the training workers do not hold: refused up front
+    (naming scaling.cpus_per_worker) instead of a training that waits forever."""
+    machine = [{"CPU": 2.0}]
+    whole = load_config(CONFIGS / "digits_parquet.yaml", ["scaling.cpus_per_worker=1"])
+    with pytest.raises(ResourceError, match=r"scaling.cpus_per_worker: 2 workers x 1 CPUs "
+                       r"leave 0 of the 2 CPUs of this machine .* \(e.g. 0.5\)"):  # fmt: skip
+        check_room_for_reads(whole, machine, "this machine")
+    check_room_for_reads(load_config(CONFIGS / "digits_parquet.yaml"), machine, "this machine")
+    torch_splits = load_config(CONFIGS / "digits.yaml", ["scaling.cpus_per_worker=1"])
+    check_room_for_reads(torch_splits, machine, "this machine")  # nothing else to run
