@@ -15,10 +15,10 @@ sequence's mean next-byte loss; next-byte accuracy is reported next to it.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
+import shutil
 import sys
 import sysconfig
 from pathlib import Path
@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import TensorDataset
+from torch.utils.data import Dataset
 
 from trainables.base import Metric, Splits, Task
 
@@ -70,60 +70,92 @@ def corpus() -> tuple[dict[str, list[bytes]], dict[str, int], dict[str, int]]:
     return chunks, used, files
 
 
-def _build(context: int) -> tuple[dict[str, np.ndarray], dict]:
-    """Token windows per split and the corpus description (what a run was trained on)."""
+def _build() -> tuple[dict[str, np.ndarray], dict]:
+    """Per split, its byte tokens; and the corpus description (what a run was trained on)."""
     chunks, used, files = corpus()
-    arrays, digest = {}, hashlib.sha256()
+    tokens, digest = {}, hashlib.sha256()
     for split, parts in chunks.items():
-        tokens = np.frombuffer(b"".join(parts), dtype=np.uint8)
-        n = (len(tokens) - 1) // context
-        windows = np.lib.stride_tricks.sliding_window_view(tokens, context + 1)[::context][:n]
-        arrays[f"x_{split}"] = windows[:, :-1].astype(np.int64)
-        arrays[f"y_{split}"] = windows[:, 1:].astype(np.int64)
-        digest.update(tokens.tobytes())
+        tokens[split] = np.frombuffer(b"".join(parts), dtype=np.uint8)
+        digest.update(tokens[split].tobytes())
     description = {
         "corpus": "CPython standard library source (.py), byte tokens",
         "python": sys.version.split()[0],
         "stdlib": sysconfig.get_paths()["stdlib"],
         "files": files,
         "bytes": used,
-        "sequences": {s: int(len(arrays[f"x_{s}"])) for s in chunks},
-        "context": context,
+        "sequences": {s: windows(len(t), CONTEXT) for s, t in tokens.items()},
+        "context": CONTEXT,
         "sha256": digest.hexdigest(),
     }
-    return arrays, description
+    return tokens, description
 
 
-def _cached(context: int) -> tuple[dict[str, np.ndarray], dict]:
-    """Built once per Python version and context, then read from an .npz (reading and
-    hashing 30 MB of files in every Ray worker would cost seconds)."""
+def windows(tokens: int, context: int) -> int:
+    """How many non-overlapping windows of ``context`` tokens (+1 target) ``tokens`` hold."""
+    return (tokens - 1) // context
+
+
+def _cached() -> Path:
+    """The corpus directory: ``<split>.npy`` byte tokens and ``description.json``, built once
+    per Python version (reading and hashing 30 MB of files in every Ray worker would cost
+    seconds), written to a private directory and renamed into place."""
     root = Path(os.environ.get("ACCELAB_CACHE_DIR") or Path.home() / ".cache" / "accelab")
-    key = f"pylm-{sys.version.split()[0]}-ctx{context}-{sum(SPLIT_BYTES.values())}-{FILE_BYTES}"
-    path = root / f"{key}.npz"
-    with contextlib.suppress(OSError, ValueError, KeyError), np.load(path) as cached:
-        arrays = {k: cached[k] for k in cached.files if k != "description"}
-        return arrays, json.loads(str(cached["description"]))
-    arrays, description = _build(context)
-    with contextlib.suppress(OSError):
-        root.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
-        np.savez(tmp, description=json.dumps(description), **arrays)
-        tmp.replace(path)
-    return arrays, description
+    key = f"pylm-{sys.version.split()[0]}-{sum(SPLIT_BYTES.values())}-{FILE_BYTES}"
+    path = root / key
+    if (path / "description.json").is_file():
+        return path
+    tokens, description = _build()
+    tmp = root / f"{key}.{os.getpid()}.tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
+    for split, t in tokens.items():
+        np.save(tmp / f"{split}.npy", t)
+    (tmp / "description.json").write_text(json.dumps(description))
+    try:
+        tmp.rename(path)
+    except OSError:  # another process renamed its copy first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return path
+
+
+class Windows(Dataset):
+    """Window ``i`` of a split's token file: tokens ``[i*context, (i+1)*context]``, the
+    input all but the last, the target all but the first. The file is memory-mapped
+    (opened on first read, so the dataset pickles as a path): a worker holds only the
+    pages it reads, never the corpus."""
+
+    def __init__(self, path: Path, context: int = CONTEXT):
+        self.path, self.context = Path(path), context
+        self.tokens: np.ndarray | None = None
+        self.n = windows(self._open().shape[0], context)
+
+    def _open(self) -> np.ndarray:
+        if self.tokens is None:
+            self.tokens = np.load(self.path, mmap_mode="r")
+        return self.tokens
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
+        if not 0 <= i < self.n:
+            raise IndexError(f"window {i} of {self.n}")
+        start = int(i) * self.context
+        w = torch.from_numpy(self._open()[start : start + self.context + 1].astype(np.int64))
+        return w[:-1], w[1:]
+
+    def __getstate__(self):
+        return {**self.__dict__, "tokens": None}
 
 
 def load_splits(seed: int = 0) -> Splits:
-    """Train/validation/test windows (``seed`` is unused: the split is by file path)."""
-    a, _ = _cached(CONTEXT)
-
-    def dataset(split: str) -> TensorDataset:
-        return TensorDataset(torch.from_numpy(a[f"x_{split}"]), torch.from_numpy(a[f"y_{split}"]))
-
-    return Splits(dataset("train"), dataset("val"), dataset("test"))
+    """Train/validation/test windows, read lazily from the cached token files (``seed`` is
+    unused: the split is by file path)."""
+    root = _cached()
+    return Splits(*(Windows(root / f"{split}.npy") for split in ("train", "val", "test")))
 
 
 def describe_data(seed: int = 0) -> dict:
-    return _cached(CONTEXT)[1]
+    return json.loads((_cached() / "description.json").read_text())
 
 
 class Attention(nn.Module):

@@ -26,6 +26,7 @@ from accelab.variant.setup import Setup
 from tests.conftest import CONFIGS
 from trainables import pylm
 from trainables.pylm import TASK
+from trainables.splits import examples_of
 
 TINY = {"n_layer": 1, "n_head": 2, "d_model": 32}
 TRAINABLE = {"name": "pylm", "model": "gpt", "model_args": TINY, "data_seed": 0}
@@ -38,7 +39,7 @@ def dense(tmp_path_factory) -> Path:
     """The tiny model after 100 steps on 3,200 training sequences (a few seconds)."""
     torch.manual_seed(0)
     splits = TASK.load_splits(0)
-    model = fit(TASK.build_model("gpt", **TINY), TensorDataset(*splits.train[:3200]), 1,
+    model = fit(TASK.build_model("gpt", **TINY), TensorDataset(*examples_of(splits.train, 3200)), 1,
                 loss=TASK.loss, lr=3e-3, batch_size=32)  # fmt: skip
     directory = tmp_path_factory.mktemp("lm") / "dense"
     save_checkpoint(
@@ -64,10 +65,10 @@ def test_the_corpus_is_real_code_split_by_file_and_described():
     names = [rel for rel, _ in pylm.stdlib_files()]
     assert {pylm.split_of(n) for n in names} == {"train", "val", "test"}
     assert all(pylm.split_of(n) == pylm.split_of(n) for n in names[:50])
-    x, y = TASK.load_splits(0).train[:1]
+    x, y = examples_of(TASK.load_splits(0).train, 1)
     assert x.dtype == torch.int64 and torch.equal(x[0, 1:], y[0, :-1])  # next-byte targets
     assert b"def " in b"".join(
-        bytes(row.tolist()) for row in TASK.load_splits(0).train.tensors[0][:200]
+        bytes(row.tolist()) for row in examples_of(TASK.load_splits(0).train, 200)[0]
     )
 
 
@@ -75,7 +76,7 @@ def test_training_lowers_perplexity_and_the_metric_points_down(dense):
     splits = TASK.load_splits(0)
     trained = TASK.build_model("gpt", **TINY)
     trained.load_state_dict(load_model_state(dense / "model.safetensors"))
-    x, y = splits.val[:64]
+    x, y = examples_of(splits.val, 64)
     with torch.no_grad():
         before = torch.exp(TASK.per_example(TASK.build_model("gpt", **TINY)(x), y).mean())
         after = torch.exp(TASK.per_example(trained(x), y).mean())
@@ -132,7 +133,7 @@ def test_every_backend_judges_the_language_model_with_perplexity(dense, tmp_path
     data, backend, _ = variant_onnx(r, cfg, TASK)
     model_uri = log_onnx_model(uri, run_id, data, TASK, r.float_model, {"accelab.backend": backend})
     mlflow.set_tracking_uri(uri)
-    ids = TASK.load_splits(0).test.tensors[0][:3].numpy()
+    ids = examples_of(TASK.load_splits(0).test, 3)[0].numpy()
     logits = mlflow.pyfunc.load_model(model_uri).predict(ids)
     logits = next(iter(logits.values())) if isinstance(logits, dict) else logits
     assert ids.dtype.kind == "i" and logits.shape[:2] == ids.shape
