@@ -165,15 +165,21 @@ class Attention(nn.Module):
         super().__init__()
         if d_model % n_head:
             raise ValueError(f"d_model {d_model} is not divisible by n_head {n_head}")
-        self.n_head = n_head
+        self.head_dim = d_model // n_head
         self.q, self.k, self.v = (nn.Linear(d_model, d_model) for _ in range(3))
         self.o = nn.Linear(d_model, d_model)
+
+    @property
+    def n_head(self) -> int:
+        """Read off q's width: head pruning (``accelab.compress.heads``) narrows q/k/v/o, and
+        a model rebuilt with the pruned layer shapes then has the right head count."""
+        return self.q.out_features // self.head_dim
 
     def forward(self, x: Tensor) -> Tensor:
         b, t, _ = x.shape
 
         def heads(y: Tensor) -> Tensor:
-            return y.reshape(b, t, self.n_head, -1).transpose(1, 2)
+            return y.reshape(b, t, -1, self.head_dim).transpose(1, 2)
 
         y = F.scaled_dot_product_attention(heads(self.q(x)), heads(self.k(x)), heads(self.v(x)),
                                            is_causal=True)  # fmt: skip

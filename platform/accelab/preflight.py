@@ -24,6 +24,7 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
+from accelab.compress.heads import count_errors, head_counts
 from accelab.compress.prune import structured_targets
 from accelab.compress.recipe import unmatched
 from accelab.config import loader
@@ -97,7 +98,21 @@ def layer_errors(model: nn.Module, cfg: ExperimentConfig, only: tuple[str, ...] 
                     f"compression.prune.sparsity: {prune.sparsity} would remove every channel of "
                     f"layer {name!r} ({width} channels)"
                 )
+    if prune.method == "heads":
+        problems += head_errors(model, cfg)
     return problems
+
+
+def head_errors(model: nn.Module, cfg: ExperimentConfig) -> list[str]:
+    """Head pruning needs attention layers, and its fraction must remove some but not all
+    heads of each (a sweep's low end that rounds to no head would measure the dense model)."""
+    counts = head_counts(model)
+    if not counts:
+        return [
+            f"compression.prune.method: heads, but {cfg.trainable.name}/{cfg.trainable.model} "
+            "has no attention layers (q/k/v/o or GPT-2 c_attn/c_proj)"
+        ]
+    return [f"compression.prune.sparsity: {p}" for p in count_errors(counts, cfg.compression.prune.sparsity)]  # fmt: skip
 
 
 def training_errors(cfg: ExperimentConfig) -> list[str]:

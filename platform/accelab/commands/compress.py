@@ -71,7 +71,7 @@ def describe(cfg: ExperimentConfig) -> str:
     p, q = cfg.compression.prune, cfg.compression.quant
     parts = []
     if p.method != "none":
-        kind = p.scope if p.method == "unstructured" else "channels"
+        kind = {"unstructured": p.scope, "heads": "attention heads"}.get(p.method, "channels")
         parts.append(f"{p.method} pruning {p.sparsity:g} ({kind}, {p.schedule})")
     if q.bits < 32:
         parts.append(f"{q.label} {q.mode}{' + activations' if q.activations else ''}")

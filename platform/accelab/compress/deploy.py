@@ -7,7 +7,8 @@
                        ONNX Runtime and torch.export start from (``load_float``)
 
 Structured pruning changes layer widths, so the recipe records every Linear/Conv2d/
-BatchNorm shape and the loader rebuilds those layers before loading the weights.
+BatchNorm shape and the loader rebuilds those layers before loading the weights; head
+pruning also changes head counts (GPT-2 keeps its own), recorded per attention layer.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from accelab.compress.heads import head_counts, resize_heads
 from accelab.compress.pipeline import Deployable
 from accelab.compress.quant import (
     FAKE_QUANT_TYPES,
@@ -88,13 +90,15 @@ def save_deployable(
     """Write ``d`` to ``directory``; ``float_model`` is the pre-conversion model (shapes,
     and the fp32 weights the exports start from)."""
     directory.mkdir(parents=True, exist_ok=True)
-    save_model(strip_fake_quant(copy.deepcopy(float_model)), directory / FLOAT_FILE)
+    plain = strip_fake_quant(copy.deepcopy(float_model))
+    save_model(plain, directory / FLOAT_FILE)
     recipe = {
         "kind": d.kind,
         "backend": d.backend,
         "simulated": d.simulated,
         "trainable": trainable,
         "layers": layer_shapes(float_model),
+        "heads": head_counts(plain),
         "bits": quant["bits"],
         "activations": quant["activations"],
         "quant": quant,
@@ -122,9 +126,8 @@ def builder(recipe: dict[str, Any]):
     task = resolve_task(t["name"])
 
     def build() -> nn.Module:
-        return rebuild_layers(
-            task.build_model(t["model"], **t.get("model_args", {})), recipe["layers"]
-        )
+        model = task.build_model(t["model"], **t.get("model_args", {}))
+        return rebuild_layers(resize_heads(model, recipe.get("heads", {})), recipe["layers"])
 
     return task, build
 

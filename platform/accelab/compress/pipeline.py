@@ -24,6 +24,7 @@ from torch.utils.data import Dataset
 
 from accelab.backends import SIMULATED, TORCH_BF16, TORCH_FP32, TORCH_INT8_STATIC, backend_for
 from accelab.compress.distill import Distiller, frozen
+from accelab.compress.heads import apply_heads
 from accelab.compress.prune import (
     GradualPruner,
     apply_masks,
@@ -98,7 +99,7 @@ def add_fake_quant(model: nn.Module, quant: QuantConfig, calibration: Calibratio
 def compress_for_training(
     model: nn.Module, compression: CompressionConfig, task: Task, calibration: Calibration
 ) -> nn.Module:
-    """Apply the one-shot parts of ``compression`` in place: structured pruning,
+    """Apply the one-shot parts of ``compression`` in place: structured or head pruning,
     unstructured pruning (unless on the cubic schedule), and fake quantization for QAT."""
     prune, quant = compression.prune, compression.quant
     if prune.method == "structured":
@@ -106,6 +107,8 @@ def compress_for_training(
             model, prune.sparsity, task.example_input(1), prune_exclude(model, prune),
             task.structured_only,
         )  # fmt: skip
+    elif prune.method == "heads":
+        apply_heads(model, prune.sparsity, prune.exclude)
     elif prune.method == "unstructured" and prune.schedule == "oneshot":
         apply_unstructured(model, prune.sparsity, prune.scope, prune_exclude(model, prune))
     if quant.bits < 32 and quant.mode == "qat":

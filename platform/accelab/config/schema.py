@@ -145,9 +145,15 @@ class FaultsConfig(Section):
 
 
 class PruneConfig(Section):
-    method: Literal["none", "unstructured", "structured"] = "none"
+    method: Literal["none", "unstructured", "structured", "heads"] = Field(
+        "none",
+        description="heads: remove whole attention heads (q/k/v/o shrink) from every attention "
+        "layer, the lowest ||O_h||*||V_h|| first (transformers: pylm, Hugging Face GPT-2/Llama).",
+    )
     sparsity: Annotated[float, Field(ge=0, lt=1)] = Field(
-        0.0, description="Fraction of weights (unstructured) or channels (structured) removed."
+        0.0,
+        description="Fraction of weights (unstructured), channels (structured) or heads per "
+        "attention layer (heads: round(sparsity * heads) go) removed.",
     )
     scope: Literal["global", "layer"] = "global"
     exclude: list[str] = Field(default_factory=list, description="Layers kept dense, by name.")
