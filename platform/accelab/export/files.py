@@ -9,7 +9,15 @@ import torch
 from torch import nn
 
 from accelab.errors import UsageError
-from accelab.export.onnx import EXPORT_ATOL, INPUT, OUTPUT, max_abs_diff, quantize, to_onnx
+from accelab.export.onnx import (
+    EXPORT_ATOL,
+    EXPORT_CHECK_EXAMPLES,
+    INPUT,
+    OUTPUT,
+    max_abs_diff,
+    quantize,
+    to_onnx,
+)
 from trainables.base import Task, examples_of
 
 
@@ -29,7 +37,7 @@ def write(
         },
         "output": {"name": OUTPUT},
     }
-    test_inputs = examples_of(task.load_splits(0).test)[0]
+    test_inputs = examples_of(task.load_splits(0).test, EXPORT_CHECK_EXAMPLES)[0]
     if fmt == "torch-export":
         batch = torch.export.Dim("batch", min=1, max=65_536)
         with torch.no_grad():

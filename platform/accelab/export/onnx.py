@@ -32,6 +32,9 @@ from accelab.compress.recipe import Recipe, float_layers, unmatched
 
 INPUT, OUTPUT = "input", "output"
 EXPORT_ATOL = 1e-4  # fp32 ONNX vs torch, max |logit difference| on the test split
+# the export is checked against torch on this many test inputs (read lazily: a test split
+# need not fit in memory)
+EXPORT_CHECK_EXAMPLES = 256
 
 
 class ExportError(RuntimeError):

@@ -26,6 +26,7 @@ from accelab.stats import Estimate, median_interval
 from accelab.training.checkpoint import MODEL_FILE, load_model_state
 from accelab.variant.setup import Setup
 from accelab.variant.targets import (
+    EXPORT_CHECK_EXAMPLES,
     Built,
     DenseRunners,
     Exports,
@@ -126,7 +127,7 @@ def judge(dense: Dense, model: nn.Module, cfg: ExperimentConfig) -> VariantResul
     exports = Exports(strip_for_export(model))
     built: dict[str, Built] = {}
     results: dict[str, TargetResult] = {}
-    check_inputs = examples_of(dense.splits.test)[0]
+    check_inputs = examples_of(dense.splits.test, EXPORT_CHECK_EXAMPLES)[0]
     for target in targets_of(cfg):
         if target.runtime not in built:
             built[target.runtime] = build_on(target.runtime, model, cfg, dense.task, exports,

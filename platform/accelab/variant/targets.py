@@ -28,6 +28,7 @@ from accelab.compress.quant import strip_fake_quant
 from accelab.config.schema import ExperimentConfig, MeasureConfig
 from accelab.export.onnx import (
     EXPORT_ATOL,
+    EXPORT_CHECK_EXAMPLES,
     ExportError,
     OrtRecipe,
     max_abs_diff,
@@ -111,7 +112,6 @@ class Exports:
     openvino: dict[str, object] = field(default_factory=dict)  # "fp32" | "int8": openvino.Model
 
 
-EXPORT_CHECK_EXAMPLES = 256  # the export is checked against torch on this many test inputs
 
 
 def export_fp32(
@@ -305,7 +305,7 @@ def measure_target(
     """Time the variant, the dense model on its runtime, and dense torch, interleaved in
     blocks (``measure.method``) at the target's batch size; quality on every test and validation example."""
     result = TargetResult(target, built.backend, built.error, built=built)
-    check_inputs = examples_of(test_set)[0]
+    check_inputs = examples_of(test_set, EXPORT_CHECK_EXAMPLES)[0]
     family = dense.on(target.runtime, cfg, check_inputs)
     if built.runner is None or family is None:
         result.error = result.error or f"dense model: {dense.error_on(target.runtime)}"
