@@ -3,7 +3,7 @@
 parent MLflow run (kind=sweep)
   baseline training run (child, kind=train)   unless sweep.baseline_from is given
   one child run per trial (kind=trial)
--> A/A control, pareto.csv, pareto.png, recommendation, recommended_model/ on the parent
+-> A/A control, pareto.csv, pareto.png, the recommendation (its model stays in its trial run) on the parent
 """
 
 from __future__ import annotations
