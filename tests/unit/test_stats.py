@@ -8,11 +8,18 @@ import random
 import pytest
 
 from accelab.stats import (
+    Z95,
+    Estimate,
     mean_interval,
+    median_interval,
+    median_ranks,
     noise_floor,
     paired_mean_drop,
     paired_proportion_drop,
+    paired_ratio,
     ratio_spread,
+    relative_half_width,
+    t_quantile,
     wilson,
 )
 
@@ -90,3 +97,116 @@ def test_ratio_spread_and_noise_floor():
     assert noise_floor(aa) == pytest.approx(1 - 1 / 1.05)  # the farther side from 1.0
     with pytest.raises(ValueError):
         ratio_spread([], [])
+
+
+def test_t_quantile_is_the_published_95_percent_table_then_normal():
+    from scipy.stats import t as student_t
+
+    for df in (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 15, 20, 30, 60):
+        assert t_quantile(df) == pytest.approx(student_t.ppf(0.975, df), abs=6e-4), df
+    assert t_quantile(0) == math.inf  # no degrees of freedom: no finite interval
+    assert t_quantile(61) == t_quantile(10_000) == Z95
+
+
+def test_wilson_stays_inside_0_1_and_handles_one_example():
+    for n in range(1, 61):
+        for s in range(n + 1):
+            e = wilson(s, n)
+            assert e.lo >= 0.0 and e.hi <= 1.0, (s, n)  # (16, 16) rounds above 1 unclamped
+    one = wilson(1, 1)  # textbook: 1/1 -> [0.2065, 1]
+    assert (one.value, round(one.lo, 4), one.hi, one.n) == (1.0, 0.2065, 1.0, 1)
+    empty = wilson(0, 0)
+    assert math.isnan(empty.lo) and math.isnan(empty.hi) and empty.n == 0
+
+
+def test_mean_interval_with_zero_one_and_two_values():
+    empty = mean_interval([])
+    assert all(math.isnan(x) for x in (empty.value, empty.lo, empty.hi)) and empty.n == 0
+    assert mean_interval([0.7]) == Estimate(0.7, -math.inf, math.inf, 1)  # no spread known
+    two = mean_interval([1.0, 3.0])  # t(1) = 12.706, sd/sqrt(n) = 1
+    assert (two.value, two.n) == (2.0, 2) and two.lo == pytest.approx(2 - 12.706)
+    assert two.hi == pytest.approx(2 + 12.706)
+    assert mean_interval([1.0, 2.0, 3.0, 4.0]).n == 4
+
+
+def test_paired_proportion_drop_edges():
+    empty = paired_proportion_drop([], [])
+    assert all(math.isnan(x) for x in (empty.value, empty.lo, empty.hi)) and empty.n == 0
+    one = paired_proportion_drop([True], [False])
+    assert (one.value, one.n) == (1.0, 1) and one.lo < 1.0
+    with pytest.raises(ValueError, match="3 vs 2"):
+        paired_proportion_drop([True] * 3, [True] * 2)
+    with pytest.raises(ValueError, match="1 vs 2"):
+        paired_mean_drop([1.0], [1.0, 2.0])
+
+
+@pytest.mark.parametrize("flip", [True, False])
+def test_every_answer_flipped_keeps_an_interval_inside_minus_1_1(flip):
+    """A variant that gets wrong everything the baseline got right (n = 20): the drop is
+    1.0, and with one margin empty the interval is the two Wilson errors combined, not a
+    point; the other way round mirrors it."""
+    base, variant = [flip] * 20, [not flip] * 20
+    d = paired_proportion_drop(base, variant)
+    w = wilson(0, 20).hi  # 0.1611
+    sign = 1.0 if flip else -1.0
+    assert d.value == sign
+    assert min(abs(d.lo), abs(d.hi)) == pytest.approx(1 - math.sqrt(2) * w)  # 0.772
+    assert max(abs(d.lo), abs(d.hi)) == 1.0 and -1.0 <= d.lo <= d.hi <= 1.0
+
+
+def test_paired_interval_uses_the_correlation_of_the_pairs():
+    """Newcombe's method 10 on a strongly correlated table: large n, so it must agree
+    with the paired Wald interval closely (0.1%), which it only does with the right phi
+    from all four cells (both right, only base, only variant, both wrong)."""
+    n, both, b, c = 20000, 15000, 600, 400
+    base = [True] * (both + b) + [False] * (n - both - b)
+    var = [True] * both + [False] * b + [True] * c + [False] * (n - both - b - c)
+    d = paired_proportion_drop(base, var)
+    se = math.sqrt((b + c) - (b - c) ** 2 / n) / n
+    assert d.lo == pytest.approx(d.value - Z95 * se, rel=1e-3)
+    assert d.hi == pytest.approx(d.value + Z95 * se, rel=1e-3)
+
+
+def test_ratio_spread_rejects_unpaired_rounds_by_name():
+    with pytest.raises(ValueError, match="ratio_spread needs equally many"):
+        ratio_spread([1.0, 2.0], [1.0])
+
+
+def test_noise_floor_takes_the_farther_side_above_1_too():
+    aa = Estimate(1.0, 0.99, 1.05, 6)
+    assert noise_floor(aa) == pytest.approx(0.05)
+    assert noise_floor(Estimate(1.0, 1.0, 1.0, 6)) == 0.0
+
+
+def test_relative_half_width():
+    assert relative_half_width(Estimate(2.0, 1.0, 4.0, 6)) == pytest.approx(0.75)
+    assert relative_half_width(Estimate(-2.0, -3.0, -1.0, 6)) == pytest.approx(0.5)
+    assert relative_half_width(Estimate(0.0, -1.0, 1.0, 6)) == math.inf
+    assert relative_half_width(Estimate(1.0, -math.inf, 1.0, 1)) == math.inf
+    assert relative_half_width(Estimate(1.0, 1.0, math.inf, 1)) == math.inf
+
+
+def test_estimate_formats_and_contains_its_bounds():
+    e = Estimate(0.5, 0.4, 0.6, 10)
+    assert e.fmt() == "0.5000 [0.4000, 0.6000]"
+    assert e.fmt(".1f", scale=100) == "50.0 [40.0, 60.0]"
+    assert wilson(0, 0).fmt() == "nan [nan, nan]"  # no examples: said plainly, lower case
+    assert e.contains(0.4) and e.contains(0.6) and not e.contains(0.61) and not e.contains(0.39)
+
+
+def test_median_interval_honours_the_confidence_asked_for():
+    values = [float(v) for v in range(1, 21)]
+    assert median_interval(values).lo == 6.0  # 95%: ranks 6 and 15 of 20
+    narrow = median_interval(values, confidence=0.5)
+    assert 6.0 < narrow.lo < 10.5 < narrow.hi < 15.0
+
+
+def test_order_statistic_functions_refuse_bad_input_by_name():
+    with pytest.raises(ValueError, match="n >= 1, got 0"):
+        median_ranks(0)
+    with pytest.raises(ValueError, match="at least one value"):
+        median_interval([])
+    with pytest.raises(ValueError, match="paired_ratio needs equally many"):
+        paired_ratio([1.0, 2.0], [1.0])
+    with pytest.raises(ValueError, match="paired_ratio needs equally many"):
+        paired_ratio([], [])

@@ -115,3 +115,50 @@ def test_among_equals_the_faster_wins():
     c = Constraints(max_accuracy_drop=0.01)
     pts = [P("a", 0.9, 1, speedup=2.0), P("b", 0.9, 1, speedup=2.05)]  # same drop and size
     assert recommend(pts, c, noise=0.05).trial_id == "b"
+
+
+def S(tid, speedup, val_drop, score=0.9):
+    """A measured point as the sweep's frontier sees it: speed as speedup over dense."""
+    return TrialPoint(tid, score, 1.0, 1.0, False, "", "ok", speedup, val_drop)
+
+
+def test_speedup_frontier_judges_validation_with_the_noise_floor():
+    """The sweep's own frontier: speedup (higher is better), quality = validation drop,
+    speedups within the A/A floor are a tie. Test scores rank the other way on purpose."""
+    pts = [
+        S("a", 2.40, 0.002, score=0.99),  # tie on speed with b, worse on validation
+        S("b", 2.35, 0.000, score=0.90),
+        S("c", 3.00, 0.010, score=0.80),  # faster beyond the floor, worse: stays on
+        S("d", 1.50, 0.020, score=0.99),  # slower and worse on validation than b
+    ]
+    assert ids(pareto_front(pts, "speedup", 0.04, by="selection")) == ["c", "b"]  # fastest first
+    # without the floor a is faster than b: both stay
+    assert ids(pareto_front(pts, "speedup", 0.0, by="selection")) == ["c", "a", "b"]
+    # on the test split a is as fast as b and better: b drops off instead
+    assert ids(pareto_front(pts, "speedup", 0.04, by="test")) == ["c", "a"]
+
+
+def test_speed_just_beyond_the_floor_is_faster_and_equal_speed_is_a_tie():
+    pts = [S("a", 2.5, 0.01), S("b", 2.35, 0.0)]  # 2.5 > 2.35 * 1.04 = 2.444
+    assert ids(pareto_front(pts, "speedup", 0.04, by="selection")) == ["a", "b"]
+    same = [S("a", 2.0, 0.0), S("b", 2.0, 0.0)]
+    assert ids(pareto_front(same, "speedup", 0.0, by="selection")) == ["a", "b"]
+
+
+def test_lower_is_better_costs_use_the_floor_too():
+    pts = [P("a", 0.94, 1.00), P("b", 0.95, 1.03)]  # 3% apart: inside a 4% floor
+    assert ids(pareto_front(pts, "latency_ms", noise=0.04)) == ["b"]
+    assert ids(pareto_front(pts, "latency_ms", noise=0.0)) == ["a", "b"]
+
+
+def test_the_selection_frontier_leaves_out_trials_without_a_validation_drop():
+    pts = [S("a", 2.0, None, score=0.99), S("b", 1.5, 0.0, score=0.5)]
+    assert ids(pareto_front(pts, "speedup", by="selection")) == ["b"]
+    assert ids(pareto_front(pts, "speedup", by="test")) == ["a"]  # reported on test: a is best
+
+
+def test_at_equal_speed_the_better_one_dominates_and_inside_the_floor_equals_stay():
+    same_speed = [S("a", 2.0, 0.01), S("b", 2.0, 0.0)]
+    assert ids(pareto_front(same_speed, "speedup", 0.0, by="selection")) == ["b"]
+    equal_quality = [S("a", 2.40, 0.0), S("b", 2.35, 0.0)]  # a tie on both: neither dominates
+    assert ids(pareto_front(equal_quality, "speedup", 0.04, by="selection")) == ["a", "b"]
