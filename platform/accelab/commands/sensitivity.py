@@ -15,12 +15,23 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from mlflow.entities import Metric, Param
+from mlflow.tracking import MlflowClient
+
 from accelab.compress.errors import CompressionError
+from accelab.compress.prune import prunable_layers
 from accelab.compress.recipe import float_layers, unmatched
-from accelab.compress.sensitivity import Row, Setting
+from accelab.compress.sensitivity import Row, Setting, layer_sensitivity
 from accelab.config.schema import ExperimentConfig
 from accelab.errors import UsageError, collect
 from accelab.measure.quality import drop_unit, format_drop
+from accelab.preflight import build_on_meta
+from accelab.tracking.client import tracking_store
+from accelab.tracking.runs import mark_failed, new_ray_name, start_mlflow_run
+from accelab.training.checkpoint import MODEL_FILE, load_model_state
+from accelab.variant.sensitivity import ValDrop
+from accelab.variant.setup import Setup
+from accelab.variant.sources import prepare_source
 
 METRIC_PREFIX = "val_drop"  # metric val_drop.<setting>.<layer> (+ _lo, _hi)
 CSV_FILE, PLOT_FILE = "sensitivity.csv", "sensitivity.png"
@@ -59,18 +70,6 @@ def run_sensitivity(
     layers: Sequence[str] = (),
     echo: Callable[[str], None] = print,
 ) -> tuple[str, list[Row]]:
-    from mlflow.tracking import MlflowClient
-
-    from accelab.compress.prune import prunable_layers
-    from accelab.compress.sensitivity import layer_sensitivity
-    from accelab.preflight import build_on_meta
-    from accelab.tracking.client import tracking_store
-    from accelab.tracking.runs import mark_failed, new_ray_name, start_mlflow_run
-    from accelab.training.checkpoint import MODEL_FILE, load_model_state
-    from accelab.variant.sensitivity import ValDrop
-    from accelab.variant.setup import Setup
-    from accelab.variant.sources import prepare_source
-
     names = [name for name, _ in prunable_layers(build_on_meta(cfg))]
     tracking_uri = tracking_store(cfg.tracking.uri, cfg.labelled("tracking.uri"))
     setup = Setup.of(cfg)
@@ -132,7 +131,7 @@ def to_csv(rows: list[Row]) -> str:
 def plot(rows: list[Row], metric: str, relative: bool, path: Path) -> None:
     """Horizontal bars, one per layer and setting, the most sensitive on top, with their
     95% intervals."""
-    import matplotlib
+    import matplotlib  # lazy like sweep/plot.py: Agg must be chosen before pyplot loads
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -155,8 +154,6 @@ def log_sensitivity(
     client, run_id: str, source: str, settings: list[Setting], rows: list[Row], metric: str,
     relative: bool,
 ) -> None:  # fmt: skip
-    from mlflow.entities import Metric, Param
-
     params = {
         "source": source,
         "bits": " ".join(f"{s.value:g}" for s in settings if s.kind == "quant") or "-",
