@@ -104,10 +104,11 @@ def export(
 def _measured(run, backend: str) -> dict[str, float]:
     """What the run measured on this backend (quality, latency), for comparison."""
     m, tags = run.data.metrics, run.data.tags
-    if tags.get("accelab.backend") == backend:
+    if tags.get(names.BACKEND) == backend:
         return {k: v for k, v in m.items() if "." not in k}
+    prefix = names.for_target(names.BACKEND, "")  # "accelab.backend." + target key
     for key, value in tags.items():
-        if key.startswith("accelab.backend.") and value == backend:
-            sfx = "." + key[len("accelab.backend.") :]
+        if key.startswith(prefix) and value == backend:
+            sfx = names.suffix(key.removeprefix(prefix), primary=False)
             return {k.removesuffix(sfx): v for k, v in m.items() if k.endswith(sfx)}
     return {}
