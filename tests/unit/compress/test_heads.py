@@ -185,3 +185,12 @@ def test_pruned_pylm_runs_on_ort_int8_and_openvino():
         openvino.from_onnx(fp32), "CPU", {"INFERENCE_PRECISION_HINT": "f32"}
     )
     assert abs(compiled(x.numpy())[0] - expected).max() < 1e-3
+
+
+def test_the_pipeline_prunes_heads_where_the_config_says_so():
+    from accelab.compress.pipeline import Calibration, compress_for_training
+
+    cfg = config(PYLM_TRAINABLE, 0.5).compression
+    unused = Calibration(lambda: None, 1)  # no quantization: no calibration batches read
+    model = compress_for_training(pylm(), cfg, PYLM, unused)
+    assert head_counts(model) == {"blocks.0.attn": 2, "blocks.1.attn": 2}
