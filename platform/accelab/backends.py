@@ -19,6 +19,7 @@ ORT_INT4 = "ort-int4-weight-only"  # ORT MatMulNBits: block-wise int4 weights, f
 OV_F32 = "openvino-f32"  # INFERENCE_PRECISION_HINT=f32
 OV_BF16 = "openvino-bf16"  # the default hint, where the CPU runs it as bf16
 OV_INT8 = "openvino-int8-nncf"  # NNCF post-training int8 (float parts at the default hint)
+OV_INT4 = "openvino-int4-weight-only"  # NNCF int4 weight compression, float activations
 OV_SETTINGS = "INFERENCE_NUM_THREADS=measure.threads, NUM_STREAMS=1, PERFORMANCE_HINT=LATENCY"
 
 DESCRIPTIONS = {
@@ -39,6 +40,9 @@ DESCRIPTIONS = {
     OV_INT8: f"OpenVINO CPU, NNCF post-training int8 (calibrated on training data), {OV_SETTINGS}",
     OV_INT8 + "+bf16": f"OpenVINO CPU, NNCF post-training int8 (calibrated on training data), "
     f"float parts bf16 (default hint), {OV_SETTINGS}",
+    OV_INT4: "OpenVINO CPU, NNCF int4 weight compression (INT4_ASYM: uint4 weights, one fp16 "
+    "scale and uint4 zero point per group of input channels, group size after -g; data-free), "
+    f"float activations at the default hint (+bf16 where they run bf16), {OV_SETTINGS}",
 }
 
 
@@ -48,17 +52,24 @@ def ort_int4(block_size: int) -> str:
     return f"{ORT_INT4}-b{block_size}"
 
 
+def ov_int4(group_size: int) -> str:
+    """OpenVINO's int4 weight-only backend at ``group_size`` (``compression.quant.block_size``:
+    NNCF calls it the group size), named like ``ort_int4``."""
+    return f"{OV_INT4}-g{group_size}"
+
+
 def backend_for(
     runtime: str, bits: int, scheme: str, device: str = "cpu", block_size: int = 32
 ) -> str | None:
     """The real kernel a (runtime, bit-width, scheme) runs on, or None (simulated).
     OpenVINO: 32 = the f32 hint, 16 = the default hint (bf16 where the CPU has it; the
     runner names what really runs), 8 = NNCF int8 (static, whatever the scheme).
-    ONNX Runtime 4 bits: MatMulNBits, weight-only, ``block_size`` weights per scale."""
+    ONNX Runtime 4 bits: MatMulNBits, weight-only, ``block_size`` weights per scale;
+    OpenVINO 4 bits: NNCF int4 weight compression, ``block_size`` as its group size."""
     if runtime == "onnxruntime" and bits == 4:
         return ort_int4(block_size)
     if runtime == "openvino":
-        return {32: OV_F32, 16: OV_BF16, 8: OV_INT8}.get(bits)
+        return {32: OV_F32, 16: OV_BF16, 8: OV_INT8, 4: ov_int4(block_size)}.get(bits)
     if bits == 32:
         return TORCH_FP32 if runtime == "torch" else ORT_FP32
     if bits == 16:

@@ -125,13 +125,6 @@ def training_errors(cfg: ExperimentConfig) -> list[str]:
             "compression.prune.schedule: cubic needs prune.method=unstructured and finetune.epochs > 0"
         )
     problems += recipe_errors(quant)
-    mixed = quant.fallback == "auto" or any(b is None for b in quant.layers.values())
-    if mixed and quant.bits == 8 and any(t.runtime == "openvino" for t in cfg.measure.targets):
-        key = "fallback" if quant.fallback == "auto" else "layers"
-        problems.append(
-            f"compression.quant.{key}: float layers are not excluded from OpenVINO's NNCF int8 "
-            "yet; measure this recipe on torch and onnxruntime targets"
-        )
     if cfg.finetune.distill.weight > 0 and cfg.finetune.epochs == 0:
         problems.append("finetune.distill.weight: distillation needs finetune.epochs > 0")
     if prune.method != "none" and prune.sparsity == 0:

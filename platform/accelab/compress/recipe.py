@@ -35,6 +35,13 @@ def float_layers(names: Iterable[str], recipe: Recipe) -> list[str]:
     return [name for name, bits in resolve(names, 0, recipe).items() if bits is None]
 
 
+def float_name(recipe: Recipe) -> str:
+    """``float-<keys>`` naming the keys ``recipe`` keeps in float (``+``-joined, in order),
+    or "" where it keeps none: the part of a backend's name that says the model is mixed."""
+    kept = [key for key, bits in recipe.items() if bits is None]
+    return "float-" + "+".join(kept) if kept else ""
+
+
 def unmatched(names: Sequence[str], recipe: Recipe) -> list[str]:
     """Keys of ``recipe`` that name no layer and match none (a typo would silently do nothing)."""
     return [key for key in recipe if not any(fnmatchcase(n, key) for n in names)]

@@ -177,12 +177,14 @@ class QuantConfig(Section):
         32,
         description="32 = no quantization; 16 = bf16 weights and compute (torch: CUDA, CPUs "
         "with AMX/avx512_bf16); 8 = int8 kernels; 4 = int4 weight-only on ONNX Runtime "
-        "(MatMulNBits) and CUDA (torchao), simulated on torch CPU; 2-7 otherwise simulated.",
+        "(MatMulNBits), OpenVINO (NNCF int4 weight compression) and CUDA (torchao), simulated on "
+        "torch CPU; 2-7 otherwise simulated.",
     )
     block_size: Annotated[int, Field(ge=16, le=4096)] = Field(
         32,
-        description="bits 4 on ONNX Runtime: weights per scale and zero point along the input "
-        "channels (a power of two >= 16); smaller = more accurate and larger.",
+        description="bits 4 on ONNX Runtime and OpenVINO (NNCF's group_size): weights per scale "
+        "and zero point along the input channels (a power of two >= 16); smaller = more "
+        "accurate and larger. OpenVINO needs it to divide every layer's input channels.",
     )
     mode: Literal["ptq", "qat"] = Field("ptq", description="qat needs finetune.epochs > 0.")
     activations: bool = False
@@ -222,7 +224,8 @@ class QuantConfig(Section):
     layers: dict[str, Annotated[int, Field(ge=2, le=8)] | None] = Field(
         default_factory=dict,
         description="Per-layer recipe: layer name or fnmatch pattern -> bits, or float (null) "
-        "to keep the layer unquantized (torch: left in float; ONNX Runtime: nodes_to_exclude). "
+        "to keep the layer unquantized (torch: left in float; ONNX Runtime: nodes_to_exclude; "
+        "OpenVINO: NNCF's ignored_scope). "
         "An exact name wins, else the first matching pattern, else bits. Bits other than "
         "`bits` are simulated (real_kernel: false).",
     )

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from accelab.compress.recipe import Recipe, float_layers, unmatched
+from accelab.compress.recipe import Recipe, float_layers, float_name, unmatched
 
 # onnx, onnxruntime and its quantization tools are imported where used: every command that
 # measures imports this module, and only ORT targets need them (measured after torch on a
@@ -106,8 +106,8 @@ class OrtRecipe:
     def suffix(self) -> str:
         """Appended to the backend name where the recipe is not accelab's default."""
         parts = [] if self.per_channel else ["per-tensor"]
-        if kept := [name for name, bits in self.layers if bits is None]:
-            parts.append("float-" + "+".join(kept))
+        if kept := float_name(dict(self.layers)):
+            parts.append(kept)
         if self.activation_type != "uint8":
             parts.append(f"act-{self.activation_type}")
         if self.symmetric_activations:

@@ -7,6 +7,11 @@ measured there next to the dense model on the same runtime and on torch.
     openvino     openvino-f32 (bits 32) | openvino-bf16 (bits 16: the default hint, named
                  after what the CPU runs) | openvino-int8-nncf (bits 8: NNCF PTQ, calibrated
                  on train data; transformer preset for language models)
+                 | openvino-int4-weight-only-g<group size> (bits 4: NNCF int4 weight
+                 compression, data-free); ``+bf16`` where the float parts run bf16
+
+Layers a per-layer recipe keeps in float are excluded from ONNX Runtime's quantizers
+(``nodes_to_exclude``) and NNCF's (``ignored_scope``); the backend says so (``-float-<keys>``).
 
 A bit-width with no real kernel on a runtime is simulated there (quality, no speed). An
 ONNX export that fails, or whose fp32 outputs differ from torch's by more than
@@ -22,13 +27,13 @@ from dataclasses import dataclass, field
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from accelab.backends import ORT_FP32, OV_F32, SIMULATED, TORCH_FP32, backend_for
+from accelab.backends import ORT_FP32, OV_F32, SIMULATED, TORCH_FP32, backend_for, ov_int4
 from accelab.compress.pipeline import Calibration, finalize
 from accelab.compress.quant import strip_fake_quant
+from accelab.compress.recipe import float_name
 from accelab.config.schema import ExperimentConfig, MeasureConfig
 from accelab.export.onnx import (
     EXPORT_ATOL,
-    EXPORT_CHECK_EXAMPLES,
     ExportError,
     OrtRecipe,
     max_abs_diff,
@@ -36,7 +41,7 @@ from accelab.export.onnx import (
     quantize_int4,
     to_onnx,
 )
-from accelab.export.openvino import from_onnx, quantize_int8
+from accelab.export.openvino import compress_int4, from_onnx, quantize_int8
 from accelab.export.runner import OrtRunner, OvRunner
 from accelab.measure import (
     Comparison,
@@ -109,9 +114,11 @@ class Exports:
     max_abs_diff: float | None = None
     int8: dict[tuple, bytes] = field(default_factory=dict)  # (scheme, recipe) -> ONNX
     int4: dict[tuple, bytes] = field(default_factory=dict)  # (block, layers) -> MatMulNBits
-    openvino: dict[str, object] = field(default_factory=dict)  # "fp32" | "int8": openvino.Model
+    # "fp32" | ("int8", layers) | ("int4", group size, layers): openvino.Model
+    openvino: dict[object, object] = field(default_factory=dict)
 
 
+EXPORT_CHECK_EXAMPLES = 256  # the export is checked against torch on this many test inputs
 
 
 def export_fp32(
@@ -177,22 +184,35 @@ def openvino_of(
     calibration: Calibration | None = None,
 ):  # fmt: skip
     """What OpenVINO runs for the config's bit-width: the fp32 export converted (bits 32 and
-    16: the precision is a compile hint), or its NNCF int8 (made once, calibrated on
-    training data; the transformer preset for a language model)."""
+    16: the precision is a compile hint), its NNCF int8 (made once per per-layer recipe,
+    calibrated on training data; the transformer preset for a language model), or its NNCF
+    int4 weight compression (made once per group size and recipe; no calibration)."""
     if "fp32" not in x.openvino:
         x.openvino["fp32"] = from_onnx(x.fp32)
-    if (cfg.compression.quant.bits if bits is None else bits) != 8:
-        return x.openvino["fp32"]
-    if "int8" not in x.openvino:
-        q = cfg.compression.quant
+    q = cfg.compression.quant
+    bits = q.bits if bits is None else bits
+    layers = tuple(q.layers.items())
+    key = {8: ("int8", layers), 4: ("int4", q.block_size, layers)}.get(bits, "fp32")
+    if key not in x.openvino and bits == 8:
         batches = calibration_for(cfg, task, calibration).batches(q.calibration_batches)
-        x.openvino["int8"] = quantize_int8(x.openvino["fp32"], batches, task.generates)
-    return x.openvino["int8"]
+        x.openvino[key] = quantize_int8(x.openvino["fp32"], batches, task.generates, q.layers)
+    elif key not in x.openvino:
+        x.openvino[key] = compress_int4(x.openvino["fp32"], q.block_size, q.layers)
+    return x.openvino[key]
 
 
-def ov_runner(ov_model, model: nn.Module, bits: int, threads: int) -> Runner:
-    """bits 32: the f32 hint; 16: the default hint; 8: NNCF int8 at the default hint."""
+def ov_runner(
+    ov_model, model: nn.Module, cfg: ExperimentConfig, threads: int, bits: int | None = None
+) -> Runner:
+    """bits (default: the config's) 32: the f32 hint; 16: the default hint; 8: NNCF int8 and
+    4: NNCF int4 weights, at the default hint, named with the layers kept in float."""
+    q = cfg.compression.quant
+    bits = q.bits if bits is None else bits
     kind, precision = {32: ("fp", "f32"), 16: ("fp", None)}.get(bits, ("int8-nncf", None))
+    if bits == 4:
+        kind = ov_int4(q.block_size).removeprefix("openvino-")
+    if bits in (4, 8) and (kept := float_name(q.layers)):
+        kind += "-" + kept
     return OvRunner(ov_model, model, kind, precision, threads)
 
 
@@ -219,8 +239,11 @@ def build_on(
     if exports.error:
         return Built(backend, error=exports.error)
     if runtime == "openvino":
-        ov = openvino_of(exports, cfg, task, calibration=calibration)
-        runner = ov_runner(ov, exports.model, q.bits, threads)
+        try:
+            ov = openvino_of(exports, cfg, task, calibration=calibration)
+        except ExportError as exc:  # e.g. a group size that does not divide a layer
+            return Built(backend, error=str(exc))
+        runner = ov_runner(ov, exports.model, cfg, threads)
         return Built(runner.backend, runner, export_max_abs_diff=exports.max_abs_diff)
     onnx = onnx_of(exports, cfg, task, calibration)
     runner = OrtRunner(onnx, exports.model, backend, threads)
@@ -283,7 +306,7 @@ class DenseRunners:
                 self.ov = Built(OV_F32, error=exports.error)
                 if not exports.error:
                     ov = openvino_of(exports, cfg, self.task, bits=32)
-                    runner = ov_runner(ov, self.torch.model, 32, self.torch.threads)
+                    runner = ov_runner(ov, self.torch.model, cfg, self.torch.threads, bits=32)
                     self.ov = Built(runner.backend, runner)
             return self.ov.runner
         if self.ort is None:
@@ -305,7 +328,7 @@ def measure_target(
     """Time the variant, the dense model on its runtime, and dense torch, interleaved in
     blocks (``measure.method``) at the target's batch size; quality on every test and validation example."""
     result = TargetResult(target, built.backend, built.error, built=built)
-    check_inputs = examples_of(test_set, EXPORT_CHECK_EXAMPLES)[0]
+    check_inputs = examples_of(test_set)[0]
     family = dense.on(target.runtime, cfg, check_inputs)
     if built.runner is None or family is None:
         result.error = result.error or f"dense model: {dense.error_on(target.runtime)}"
