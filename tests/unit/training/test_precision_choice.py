@@ -176,3 +176,21 @@ def test_the_reason_lists_every_measurement_exactly():
     reason = choose(table(fp32=10.0, bf16=(5.0, False))).reason
     assert reason == ("auto (measured): fp32 10.00 ms/step, bf16 5.00 ms/step (unstable); "
                       "no lower precision was >5% faster")  # fmt: skip
+
+
+def test_the_cache_key_tells_apart_model_classes_and_cpus(monkeypatch):
+    """A decision measured for one architecture, or on one CPU model (a home directory
+    shared between machines), is not reused for another with the same parameter shapes."""
+    import accelab.host
+
+    class Other(torch.nn.Sequential):  # same parameter names and shapes, other class
+        pass
+
+    model, batch = tiny()
+    twin = Other(*model)
+    assert [p.shape for p in twin.parameters()] == [p.shape for p in model.parameters()]
+    assert cache_key(twin, batch, CPU) != cache_key(model, batch, CPU)
+    monkeypatch.setattr(accelab.host, "cpu_model", lambda: "CPU model A")
+    on_a = cache_key(model, batch, CPU)
+    monkeypatch.setattr(accelab.host, "cpu_model", lambda: "CPU model B")
+    assert cache_key(model, batch, CPU) != on_a
