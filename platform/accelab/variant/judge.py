@@ -189,7 +189,9 @@ def variant_metrics(r: VariantResult, dense: Dense, cfg: ExperimentConfig) -> di
         # zeros among the weights this variant prunes (the output layer and exclude kept dense)
         "sparsity": sparsity_report(r.float_model, prune_exclude(r.float_model, cfg.compression.prune))["sparsity"],
         "overall_sparsity": sparsity_report(r.float_model)["sparsity"],
-        "threads": p.measurement.threads, "rounds": cfg.measure.rounds,
+        # rounds only mean something to the rounds method (blocks: timing_blocks says how many)
+        "threads": p.measurement.threads,
+        "rounds": cfg.measure.rounds if cfg.measure.method == "rounds" else None,
     })  # fmt: skip
     if p.built is not None and p.built.runner is not None:  # e.g. next-token accuracy
         for key, fn in dense.task.secondary.items():
