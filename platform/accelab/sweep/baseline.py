@@ -127,21 +127,21 @@ def aa_control(setup: Setup, dense_dir: Path, tracking_uri: str, parent_id: str)
     name = dense.task.metric.name
     base = r.primary.torch_baseline
     metrics = {
-        **{f"baseline_{k}": v for k, v in interval(name, base.quality).items()},
-        "baseline_n_test": base.quality.n,
-        "baseline_size_mb": base.size_bytes / MB,
-        "aa_compute_s": 0.0,
+        **{names.baseline(k): v for k, v in interval(name, base.quality).items()},
+        names.baseline(names.M_N_TEST): base.quality.n,
+        names.baseline(names.M_SIZE_MB): base.size_bytes / MB,
+        names.M_AA_COMPUTE_S: 0.0,
     }
     for i, (key, t) in enumerate(r.targets.items()):
         if t.error:
             continue
         sfx = names.suffix(key, primary=i == 0)
-        metrics[f"baseline_latency_p50_ms{sfx}"] = t.family_baseline.latency_p50_ms
+        metrics[names.M_BASELINE_LATENCY_P50_MS + sfx] = t.family_baseline.latency_p50_ms
         metrics[f"baseline_latency_p95_ms{sfx}"] = t.family_baseline.latency_p95_ms
         metrics.update(
-            {f"aa_{k}{sfx}": v for k, v in interval("speedup", t.vs_family.speedup).items()}
+            {f"aa_{k}{sfx}": v for k, v in interval(names.M_SPEEDUP, t.vs_family.speedup).items()}
         )
-        metrics[f"noise_floor{sfx}"] = noise_floor(t.vs_family.speedup)
-    metrics["aa_compute_s"] = time.perf_counter() - start
+        metrics[names.M_NOISE_FLOOR + sfx] = noise_floor(t.vs_family.speedup)
+    metrics[names.M_AA_COMPUTE_S] = time.perf_counter() - start
     log_metrics_once(MlflowClient(tracking_uri), parent_id, 0, metrics)
     return metrics

@@ -11,11 +11,12 @@ from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
 from accelab.config.schema import Distribution, SweepConfig
+from accelab.tracking import names
 
 # Objectives for multi-objective search: validation quality (the test split is not for
 # search) and measured latency of the compressed model.
 SEARCH_QUALITY = "search_quality"
-OBJECTIVES = (SEARCH_QUALITY, "search_latency_ms")
+OBJECTIVES = (SEARCH_QUALITY, names.M_SEARCH_LATENCY_MS)
 VARIANT_KEY = "variant"
 
 

@@ -106,9 +106,11 @@ def tune_metrics(
     never used for selection)."""
     return {
         **metrics,
-        SEARCH_QUALITY: metrics[f"val_{metric}"],
+        SEARCH_QUALITY: metrics[names.on_val(metric)],
         # Optuna needs a number for every trial: a simulated variant runs on float kernels here.
-        "search_latency_ms": metrics.get("latency_p50_ms", metrics.get("baseline_latency_p50_ms")),
+        names.M_SEARCH_LATENCY_MS: metrics.get(
+            names.M_LATENCY_P50_MS, metrics.get(names.M_BASELINE_LATENCY_P50_MS)
+        ),
         "backend": backend,
         "status": status,
         "stage": stage,

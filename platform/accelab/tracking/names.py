@@ -1,5 +1,8 @@
-"""Every MLflow tag name accelab writes, and how a deployment target's key is encoded in a
-metric or tag name. Writers and readers import these; no other module spells them.
+"""Every MLflow tag name accelab writes, every metric name that one module writes and
+another reads, and how a deployment target's key is encoded in a metric or tag name.
+Writers and readers import these; no other module spells them. Metric constants carry an
+``M_`` prefix (``M_SPEEDUP`` is the metric ``speedup``, ``SPEEDUP`` the registry tag);
+names built from the task's metric (``val_accuracy``) come from the helpers below.
 
 A run's numbers for its primary (first) target carry plain names (``speedup``,
 ``accuracy``); every other target's carry a ``.<target key>`` suffix (``speedup.ort_b1``),
@@ -71,6 +74,42 @@ NOISE_FLOOR = "accelab.noise_floor"
 SWEEP_RUN = "accelab.sweep_run_id"
 TRIAL_RUN = "accelab.trial_run_id"
 ALIAS_DECISION = "accelab.alias_decision"
+
+# metric names (a trial's or variant's numbers, the sweep's A/A control, training epochs);
+# the strings are MLflow history: never change one
+M_SPEEDUP = "speedup"  # over the dense model timed alongside it, on the same target
+M_SPEEDUP_LO = "speedup_lo"
+M_SPEEDUP_HI = "speedup_hi"
+M_LATENCY_P50_MS = "latency_p50_ms"
+M_SIZE_MB = "size_mb"
+M_SIZE_RATIO = "size_ratio"
+M_SPARSITY = "sparsity"  # zeros among the weights a variant prunes
+M_N_TEST = "n_test"
+M_COMPUTE_S = "compute_s"  # a variant's fine-tuning and judging time
+M_NOISE_FLOOR = "noise_floor"  # the sweep's A/A control (+ suffix for other targets)
+M_AA_COMPUTE_S = "aa_compute_s"
+M_BASELINE_LATENCY_P50_MS = "baseline_latency_p50_ms"  # the dense model's, same target
+M_SEARCH_LATENCY_MS = "search_latency_ms"  # what the Tune searcher minimizes
+
+
+def on_val(metric: str) -> str:
+    """The validation split's value of ``metric`` (``val_accuracy``)."""
+    return f"val_{metric}"
+
+
+def on_test(metric: str) -> str:
+    """The test split's value of ``metric`` (``test_accuracy``), written by training."""
+    return f"test_{metric}"
+
+
+def drop(metric: str) -> str:
+    """How far ``metric`` fell from the dense model's (``accuracy_drop``)."""
+    return f"{metric}_drop"
+
+
+def baseline(name: str) -> str:
+    """The dense model's number ``name`` (``baseline_accuracy``)."""
+    return f"baseline_{name}"
 
 
 def suffix(key: str, primary: bool) -> str:

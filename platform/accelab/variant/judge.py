@@ -23,6 +23,7 @@ from accelab.compress.prune import sparsity_report
 from accelab.config.schema import ExperimentConfig
 from accelab.measure import Comparison, Measurement, TorchRunner, estimate, per_example
 from accelab.stats import Estimate, median_interval
+from accelab.tracking import names
 from accelab.training.checkpoint import MODEL_FILE, load_model_state
 from accelab.variant.setup import Setup
 from accelab.variant.targets import (
@@ -156,15 +157,18 @@ def target_metrics(t: TargetResult, name: str, sfx: str) -> dict[str, float | No
     latency = m.latency
     p50 = median_interval(latency.rounds_p50_ms) if latency else None
     out: dict[str, float | None] = {
-        **interval(name, m.quality), **interval(f"{name}_drop", t.vs_family.drop),
-        **interval(f"val_{name}", t.val_quality), **interval(f"val_{name}_drop", t.val_drop),
-        "latency_p50_ms": m.latency_p50_ms, "latency_p95_ms": m.latency_p95_ms,
+        **interval(name, m.quality), **interval(names.drop(name), t.vs_family.drop),
+        **interval(names.on_val(name), t.val_quality),
+        **interval(names.drop(names.on_val(name)), t.val_drop),
+        names.M_LATENCY_P50_MS: m.latency_p50_ms, "latency_p95_ms": m.latency_p95_ms,
         "latency_p50_ms_lo": p50.lo if p50 else None, "latency_p50_ms_hi": p50.hi if p50 else None,
         "timing_blocks": p50.n if p50 else None,  # blocks (or rounds) behind p50 and speedup
         "throughput_sps": m.throughput_sps,
-        "baseline_latency_p50_ms": fam.latency_p50_ms, "torch_latency_p50_ms": torch_base.latency_p50_ms,
-        **interval("speedup", t.vs_family.speedup), **interval("speedup_vs_torch", t.vs_torch.speedup),
-        "size_mb": m.size_bytes / MB, "size_ratio": t.vs_family.size_ratio,
+        names.M_BASELINE_LATENCY_P50_MS: fam.latency_p50_ms,
+        "torch_latency_p50_ms": torch_base.latency_p50_ms,
+        **interval(names.M_SPEEDUP, t.vs_family.speedup),
+        **interval("speedup_vs_torch", t.vs_torch.speedup),
+        names.M_SIZE_MB: m.size_bytes / MB, names.M_SIZE_RATIO: t.vs_family.size_ratio,
         "packed_size_mb": m.packed_size_bytes / MB if m.packed_size_bytes else None,
         "simulated": float(m.simulated), "batch_size": m.batch_size,
         "export_max_abs_diff": t.built.export_max_abs_diff if t.built else None,
@@ -178,16 +182,18 @@ def variant_metrics(r: VariantResult, dense: Dense, cfg: ExperimentConfig) -> di
     name, p = dense.task.metric.name, r.primary
     out: dict[str, float | None] = {}
     for i, (key, t) in enumerate(r.targets.items()):
-        out.update(target_metrics(t, name, "" if i == 0 else f".{key}"))
+        out.update(target_metrics(t, name, names.suffix(key, primary=i == 0)))
     out.update({
-        "n_test": p.measurement.quality.n, "n_val": p.val_quality.n,
-        f"baseline_{name}": estimate(dense.runners.test_values, dense.task.metric).value,
-        f"baseline_val_{name}": estimate(dense.val_values, dense.task.metric).value,
-        "baseline_size_mb": p.torch_baseline.size_bytes / MB,
+        names.M_N_TEST: p.measurement.quality.n, "n_val": p.val_quality.n,
+        names.baseline(name): estimate(dense.runners.test_values, dense.task.metric).value,
+        names.baseline(names.on_val(name)): estimate(dense.val_values, dense.task.metric).value,
+        names.baseline(names.M_SIZE_MB): p.torch_baseline.size_bytes / MB,
         "params": p.measurement.params, "nonzero_params": p.measurement.nonzero_params,
         "macs": p.measurement.macs, "bits": cfg.compression.quant.bits,
         # zeros among the weights this variant prunes (the output layer and exclude kept dense)
-        "sparsity": sparsity_report(r.float_model, prune_exclude(r.float_model, cfg.compression.prune))["sparsity"],
+        names.M_SPARSITY: sparsity_report(
+            r.float_model, prune_exclude(r.float_model, cfg.compression.prune)
+        )["sparsity"],
         "overall_sparsity": sparsity_report(r.float_model)["sparsity"],
         # rounds only mean something to the rounds method (blocks: timing_blocks says how many)
         "threads": p.measurement.threads,

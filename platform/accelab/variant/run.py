@@ -20,8 +20,8 @@ from torch import nn
 from accelab.compress.pipeline import CompressionHooks, compress_for_training
 from accelab.config.schema import ExperimentConfig
 from accelab.measure import TorchRunner
+from accelab.tracking import names
 from accelab.tracking.client import client_env, log_metrics_once
-from accelab.tracking.names import FLOAT_FALLBACK
 from accelab.training.checkpoint import MODEL_FILE, load_model_state, read_meta
 from accelab.training.launcher import build_trainer
 from accelab.training.loop import LoopHooks, LoopSettings
@@ -149,12 +149,12 @@ def run_variant(
         compute += loop_s + time.perf_counter() - start
         if warning := loss_warning(dense, model, cfg):
             result.warnings.append(warning)
-    result.metrics["compute_s"] = compute
+    result.metrics[names.M_COMPUTE_S] = compute
     if fallback is not None:
         result.metrics.update(fallback_metrics(fallback))
         result.notes.append(describe_fallback(fallback, dense.task.metric.transform == "exp"))
     if run_id:
         log_variant(tracking_uri, run_id, result, cfg)
         if fallback is not None:
-            MlflowClient(tracking_uri).set_tag(run_id, FLOAT_FALLBACK, fallback_tag(fallback))
+            MlflowClient(tracking_uri).set_tag(run_id, names.FLOAT_FALLBACK, fallback_tag(fallback))
     return result
