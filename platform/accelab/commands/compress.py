@@ -110,14 +110,14 @@ def format_comparison(r: VariantResult, metric: str = "accuracy", relative: bool
     else:
         s = cmp.speedup
         speed_text = f"{s.value:.2f}x (95% CI {s.lo:.2f}-{s.hi:.2f})"
-    if not m.simulated and r.metrics.get("sparsity", 0.0) > 0:
+    if not m.simulated and r.metrics.get(names.M_SPARSITY, 0.0) > 0:
         speed_text += " (dense kernels: zeroed weights are still computed, sparsity is not faster)"
     d, vd, unit = cmp.drop, r.val_drop, drop_unit(relative)
     lines.append(
         f"speedup {speed_text}, size ratio {cmp.size_ratio:.3f}, test drop "
         f"{format_drop(d.value, d.lo, d.hi, relative)} {unit} on {d.n} examples "
         f"(validation drop {format_drop(vd.value, relative=relative)} {unit}), "
-        f"sparsity {r.metrics['sparsity']:.3f} "
+        f"sparsity {r.metrics[names.M_SPARSITY]:.3f} "
         f"({m.device}, {m.threads} thread(s), batch {m.batch_size})"
     )
     return "\n".join(lines)

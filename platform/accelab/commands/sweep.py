@@ -24,6 +24,7 @@ from accelab.sweep.baseline import aa_control, obtain_baseline
 from accelab.sweep.summary import TARGETS_TAG, MetricInfo, SweepSummary, child_runs
 from accelab.sweep.trial import TRIAL_TAG, SweepContext
 from accelab.sweep.tune import build_tuner, check_resources, total_trials
+from accelab.tracking import names
 from accelab.tracking.client import client_env, tracking_store, ui_hint
 from accelab.tracking.runs import (
     end_unfinished,
@@ -120,14 +121,15 @@ def tune_and_finish(
     dense = obtain_baseline(setup, tracking_uri, parent_id, echo, retrain)
     aa = aa_control(setup, dense, tracking_uri, parent_id)
     echo(
-        f"A/A control (dense vs itself, {timing(cfg.measure)}): {aa['aa_speedup']:.2f}x "
-        f"({aa['aa_speedup_lo']:.2f}-{aa['aa_speedup_hi']:.2f}): noise floor {aa['noise_floor']:.1%}"
+        f"A/A control (dense vs itself, {timing(cfg.measure)}): {aa[names.M_AA_SPEEDUP]:.2f}x "
+        f"({aa[names.lo(names.M_AA_SPEEDUP)]:.2f}-{aa[names.hi(names.M_AA_SPEEDUP)]:.2f}): "
+        f"noise floor {aa[names.M_NOISE_FLOOR]:.1%}"
     )
     ctx = SweepContext(
         cfg.model_dump(mode="json"), str(dense), tracking_uri, parent_id, sweep_name, metric.name,
         client_env(),
     )  # fmt: skip
-    tuner = build_tuner(cfg, ctx, restore_path, echo, metric, aa["noise_floor"])
+    tuner = build_tuner(cfg, ctx, restore_path, echo, metric, aa[names.M_NOISE_FLOOR])
     grid = tuner.fit()
     if interruption():  # the signal reached the trials too and Tune returned what it had
         raise KeyboardInterrupt

@@ -45,9 +45,9 @@ def finish(
             log_metrics_once(client, parent_id, len(s.rows), {
                 "recommended_speedup": r.speedup, "recommended_quality": r.q,
                 "recommended_drop": r.q_drop, "recommended_size_ratio": r.size_ratio,
-                "speedup": r.speedup, m: r.q, f"{m}_drop": r.q_drop,
-                f"val_{m}_drop": r.val_q_drop, "latency_p50_ms": r.latency_p50_ms,
-                "size_ratio": r.size_ratio,
+                names.M_SPEEDUP: r.speedup, m: r.q, names.drop(m): r.q_drop,
+                names.drop(names.on_val(m)): r.val_q_drop,
+                names.M_LATENCY_P50_MS: r.latency_p50_ms, names.M_SIZE_RATIO: r.size_ratio,
             })  # fmt: skip
     client.set_tag(parent_id, names.RECOMMENDATION, recommendation_line(s))
     for other in others:

@@ -12,6 +12,7 @@ from accelab.sweep.table import (
     short,
     target_lines,
 )
+from accelab.tracking import names
 
 MAX_CHARS = 7500  # MLflow caps a tag value at 8000 characters
 MAX_ROWS = 40
@@ -45,8 +46,8 @@ def sweep_note(s: SweepSummary, others: list[SweepSummary], parent_id: str, regi
         recommendation_line(s),
         f"Target **{s.target[1]}**; speedups against the dense model measured next to each trial "
         f"in the same process; noise floor {s.noise:.0%} (the dense model against itself). "
-        f"Quality on {int(s.baseline.get('n_test', 0))} held-out test examples; choices are made "
-        "on the validation split.",
+        f"Quality on {int(s.baseline.get(names.M_N_TEST, 0))} held-out test examples; choices "
+        "are made on the validation split.",
         "\n".join(table),
         (
             f"Model: trial {r.trial_id}'s `deployable_model/` and MLflow Models, in run "

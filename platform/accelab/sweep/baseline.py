@@ -139,7 +139,10 @@ def aa_control(setup: Setup, dense_dir: Path, tracking_uri: str, parent_id: str)
         metrics[names.M_BASELINE_LATENCY_P50_MS + sfx] = t.family_baseline.latency_p50_ms
         metrics[f"baseline_latency_p95_ms{sfx}"] = t.family_baseline.latency_p95_ms
         metrics.update(
-            {f"aa_{k}{sfx}": v for k, v in interval(names.M_SPEEDUP, t.vs_family.speedup).items()}
+            {
+                names.aa(k) + sfx: v
+                for k, v in interval(names.M_SPEEDUP, t.vs_family.speedup).items()
+            }
         )
         metrics[names.M_NOISE_FLOOR + sfx] = noise_floor(t.vs_family.speedup)
     metrics[names.M_AA_COMPUTE_S] = time.perf_counter() - start

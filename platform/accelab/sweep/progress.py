@@ -9,6 +9,7 @@ from ray.tune import Callback
 
 from accelab.sweep.space import assignments
 from accelab.sweep.table import short
+from accelab.tracking import names
 
 
 def knobs(config: dict[str, Any]) -> str:
@@ -51,17 +52,18 @@ class SweepProgress(Callback):
     def describe(self, trial_id: str, r: dict[str, Any]) -> str:
         m = self.metric
         speed = "n/a (simulated)"
-        if "speedup" in r:
-            speed = (
-                f"{r['speedup']:.2f}x ({r.get('speedup_lo', 0):.2f}-{r.get('speedup_hi', 0):.2f})"
-            )
-            if r[f"val_{m}_drop"] <= self.max_drop and (
-                self.best is None or r["speedup"] > self.best[0]
+        if names.M_SPEEDUP in r:
+            speedup = r[names.M_SPEEDUP]
+            lo, hi = r.get(names.M_SPEEDUP_LO, 0), r.get(names.M_SPEEDUP_HI, 0)
+            speed = f"{speedup:.2f}x ({lo:.2f}-{hi:.2f})"
+            if r[names.drop(names.on_val(m))] <= self.max_drop and (
+                self.best is None or speedup > self.best[0]
             ):
-                self.best = (r["speedup"], trial_id)
+                self.best = (speedup, trial_id)
+        drop = names.drop(m)
         return (
-            f"{m} {r[m]:.4f} (drop {r[f'{m}_drop'] * 100:+.2f} [{r[f'{m}_drop_lo'] * 100:+.2f},"
-            f"{r[f'{m}_drop_hi'] * 100:+.2f}]) speedup {speed} size {r['size_ratio']:.2f}x "
+            f"{m} {r[m]:.4f} (drop {r[drop] * 100:+.2f} [{r[names.lo(drop)] * 100:+.2f},"
+            f"{r[names.hi(drop)] * 100:+.2f}]) speedup {speed} size {r[names.M_SIZE_RATIO]:.2f}x "
             f"[{r['backend']}]"
         )
 

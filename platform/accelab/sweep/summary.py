@@ -24,13 +24,29 @@ TARGETS_TAG = names.TARGETS  # [[key, label], ...] of the sweep, the primary one
 METRIC_TAG = names.METRIC
 HIGHER_TAG = names.METRIC_HIGHER
 RELATIVE_TAG = names.METRIC_RELATIVE
+# the metrics a TrialRow reads, each under its own name (also the TrialRow field's name)
 ROW_METRICS = (
-    "latency_p50_ms", "latency_p95_ms", "latency_p50_ms_lo", "latency_p50_ms_hi",
-    "baseline_latency_p50_ms", "torch_latency_p50_ms", "speedup", "speedup_lo", "speedup_hi",
-    "speedup_vs_torch", "size_mb", "packed_size_mb", "size_ratio", "sparsity", "bits", "n_test",
+    names.M_LATENCY_P50_MS, "latency_p95_ms", names.lo(names.M_LATENCY_P50_MS),
+    names.hi(names.M_LATENCY_P50_MS), names.M_BASELINE_LATENCY_P50_MS, "torch_latency_p50_ms",
+    names.M_SPEEDUP, names.M_SPEEDUP_LO, names.M_SPEEDUP_HI, "speedup_vs_torch", names.M_SIZE_MB,
+    "packed_size_mb", names.M_SIZE_RATIO, names.M_SPARSITY, "bits", names.M_N_TEST,
 )  # fmt: skip
-QUALITY_METRICS = ("{m}", "{m}_lo", "{m}_hi", "{m}_drop", "{m}_drop_lo", "{m}_drop_hi",
-                   "val_{m}", "val_{m}_drop", "val_{m}_drop_lo", "val_{m}_drop_hi")  # fmt: skip
+TARGET_FREE = {names.M_SPARSITY, "bits", names.M_N_TEST}  # one per trial: no target suffix
+
+
+def _quality(m: str) -> tuple[str, ...]:
+    drop, val = names.drop(m), names.on_val(m)
+    val_drop = names.drop(val)
+    return (m, names.lo(m), names.hi(m), drop, names.lo(drop), names.hi(drop),
+            val, val_drop, names.lo(val_drop), names.hi(val_drop))  # fmt: skip
+
+
+QUALITY_FIELDS = _quality("q")  # TrialRow's quality fields: the names for a metric "q"
+
+
+def quality_names(metric: str) -> dict[str, str]:
+    """TrialRow quality field -> the metric it is read from, for the task's ``metric``."""
+    return dict(zip(QUALITY_FIELDS, _quality(metric), strict=True))
 
 
 @dataclass(frozen=True)
@@ -104,7 +120,7 @@ class TrialRow:
     def as_dict(self, metric: str = "q") -> dict[str, Any]:
         """Flat columns (pareto.csv): quality columns under the metric's own name
         (``accuracy_drop``, ...), the searched knobs under their dotted keys."""
-        rename = {k.format(m="q"): k.format(m=metric) for k in QUALITY_METRICS}
+        rename = quality_names(metric)
         out = {rename.get(f.name, f.name): getattr(self, f.name) for f in fields(self)}
         del out["searched"]
         return {**out, **self.searched}
@@ -125,7 +141,7 @@ class SweepSummary:
 
     @property
     def noise(self) -> float:
-        return self.baseline.get("noise_floor", 0.0)
+        return self.baseline.get(names.M_NOISE_FLOOR, 0.0)
 
 
 def find_parent(client: MlflowClient, experiment: str, parent_run_id: str | None = None):
@@ -155,9 +171,8 @@ def trial_row(run, metric: MetricInfo, sfx: str = "") -> TrialRow:
     status = tags.get(names.STATUS, "unfinished")
     if error := tags.get(names.TARGET_ERROR + sfx):
         status = f"n/a: {error}"
-    target_free = {"sparsity", "bits", "n_test"}
-    numbers = {k: m.get(k if k in target_free else k + sfx) for k in ROW_METRICS}
-    quality = {k.format(m="q"): m.get(k.format(m=metric.name) + sfx) for k in QUALITY_METRICS}
+    numbers = {k: m.get(k if k in TARGET_FREE else k + sfx) for k in ROW_METRICS}
+    quality = {f: m.get(name + sfx) for f, name in quality_names(metric.name).items()}
     return TrialRow(
         trial_id=tags.get(names.TRIAL_ID, run.info.run_id[:8]),
         name=tags.get("mlflow.runName", ""),
@@ -222,12 +237,14 @@ def summarize(client: MlflowClient, parent, target: str | None = None) -> SweepS
     runs = child_runs(client, parent)
     rows = sorted((trial_row(r, metric, sfx) for r in runs), key=lambda r: r.trial_id)
     baseline = {
-        k[len("baseline_") :].removesuffix(sfx): v
+        k[len(names.BASELINE_PREFIX) :].removesuffix(sfx): v
         for k, v in parent.data.metrics.items()
-        if k.startswith("baseline_") and (k.endswith(sfx) if sfx else "." not in k)
+        if k.startswith(names.BASELINE_PREFIX) and (k.endswith(sfx) if sfx else "." not in k)
     }
     for k, v in parent.data.metrics.items():
-        if k.startswith(("aa_", "noise_floor")) and (k.endswith(sfx) if sfx else "." not in k):
+        if k.startswith((names.AA_PREFIX, names.M_NOISE_FLOOR)) and (
+            k.endswith(sfx) if sfx else "." not in k
+        ):
             baseline[k.removesuffix(sfx)] = v
     searched = sorted(
         {k[len("searched.") :] for r in runs for k in r.data.params if k.startswith("searched.")}
@@ -253,7 +270,7 @@ def build_summary(
     trial's speedup over the dense model timed alongside it, ties within the noise floor)
     and quality by the same split (validation), so the recommendation is always on the
     frontier and every view of the sweep agrees."""
-    noise = baseline.get("noise_floor", 0.0)
+    noise = baseline.get(names.M_NOISE_FLOOR, 0.0)
     points = [point(r, metric) for r in rows]
     front = [q.trial_id for q in pareto_front(points, "speedup", noise, by="selection")]
     size_front = [q.trial_id for q in pareto_front(points, "size_mb", by="selection")]

@@ -13,6 +13,7 @@ from typing import Any
 
 from accelab.measure import quality
 from accelab.sweep.summary import SweepSummary, TrialRow
+from accelab.tracking import names
 
 
 def short(value: str) -> str:
@@ -64,14 +65,16 @@ def header_lines(s: SweepSummary) -> list[str]:
     lines = [
         f"target: {s.target[1]} (speedups against the dense model on this runtime)",
         f"baseline (dense torch-fp32): test {name} {_fmt(b.get(name))} "
-        f"[{_fmt(b.get(f'{name}_lo'))}, {_fmt(b.get(f'{name}_hi'))}] on "
-        f"{int(b.get('n_test', 0))} examples, p50 {_fmt(b.get('latency_p50_ms'), '.3f')} ms "
-        f"(A/A control), size {_fmt(b.get('size_mb'), '.3f')} MB",
+        f"[{_fmt(b.get(names.lo(name)))}, {_fmt(b.get(names.hi(name)))}] on "
+        f"{int(b.get(names.M_N_TEST, 0))} examples, "
+        f"p50 {_fmt(b.get(names.M_LATENCY_P50_MS), '.3f')} ms "
+        f"(A/A control), size {_fmt(b.get(names.M_SIZE_MB), '.3f')} MB",
     ]
-    if "aa_speedup" in b:
+    aa = names.M_AA_SPEEDUP
+    if aa in b:
         lines.append(
-            f"noise floor: the dense model timed against itself read {b['aa_speedup']:.2f}x "
-            f"({b.get('aa_speedup_lo', 0):.2f}-{b.get('aa_speedup_hi', 0):.2f}); speedups within "
+            f"noise floor: the dense model timed against itself read {b[aa]:.2f}x "
+            f"({b.get(names.lo(aa), 0):.2f}-{b.get(names.hi(aa), 0):.2f}); speedups within "
             f"{s.noise:.0%} of each other count as a tie, in the frontier (F) and the "
             "recommendation (*) alike; among tied trials the smaller validation drop wins, then "
             "the smaller size, then the higher speedup"

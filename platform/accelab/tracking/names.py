@@ -88,8 +88,11 @@ M_N_TEST = "n_test"
 M_COMPUTE_S = "compute_s"  # a variant's fine-tuning and judging time
 M_NOISE_FLOOR = "noise_floor"  # the sweep's A/A control (+ suffix for other targets)
 M_AA_COMPUTE_S = "aa_compute_s"
+M_AA_SPEEDUP = "aa_speedup"  # the dense model timed against itself (+ _lo, _hi, suffix)
 M_BASELINE_LATENCY_P50_MS = "baseline_latency_p50_ms"  # the dense model's, same target
 M_SEARCH_LATENCY_MS = "search_latency_ms"  # what the Tune searcher minimizes
+BASELINE_PREFIX = "baseline_"  # the dense model's numbers, on the sweep and on each trial
+AA_PREFIX = "aa_"  # the A/A control's own numbers (dense judged against itself)
 
 
 def on_val(metric: str) -> str:
@@ -109,7 +112,22 @@ def drop(metric: str) -> str:
 
 def baseline(name: str) -> str:
     """The dense model's number ``name`` (``baseline_accuracy``)."""
-    return f"baseline_{name}"
+    return BASELINE_PREFIX + name
+
+
+def aa(name: str) -> str:
+    """The A/A control's number ``name`` (``aa_speedup``: dense against itself)."""
+    return AA_PREFIX + name
+
+
+def lo(name: str) -> str:
+    """The lower end of ``name``'s 95% interval (``speedup_lo``)."""
+    return f"{name}_lo"
+
+
+def hi(name: str) -> str:
+    """The upper end of ``name``'s 95% interval (``speedup_hi``)."""
+    return f"{name}_hi"
 
 
 def suffix(key: str, primary: bool) -> str:

@@ -9,6 +9,8 @@ import time
 
 from mlflow.tracking import MlflowClient
 
+from accelab.tracking import names
+
 VIEW_KEY = "accelab"
 VIEW_TAG = f"mlflow.sharedViewState.{VIEW_KEY}"
 NOTE_TAG = "mlflow.note.content"
@@ -18,8 +20,9 @@ DEFAULT_UI = "http://127.0.0.1:5000"
 def view_state(metric: str) -> dict:
     """Runs newest first (so that trials stay nested under their sweep), with the columns a
     reviewer compares: speed, quality drop (test and validation), size, backend."""
-    columns = [f"metrics.`{m}`" for m in ("speedup", f"{metric}_drop", f"val_{metric}_drop",
-                                            metric, "latency_p50_ms", "size_ratio")]  # fmt: skip
+    shown = (names.M_SPEEDUP, names.drop(metric), names.drop(names.on_val(metric)), metric,
+             names.M_LATENCY_P50_MS, names.M_SIZE_RATIO)  # fmt: skip
+    columns = [f"metrics.`{m}`" for m in shown]
     return {
         "searchFilter": "", "orderByKey": "attributes.start_time", "orderByAsc": False,
         "startTime": "ALL", "lifecycleFilter": "Active", "modelVersionFilter": "All Runs",

@@ -211,8 +211,8 @@ def epoch_metrics(
     counts = gather_objects(samples)
     metrics: dict[str, Any] = {
         f"{p}train_loss": loss,
-        f"{p}val_{name}": score(w.splits.val),
-        **{f"{p}val_{k}": score(w.splits.val, fn) for k, fn in w.task.secondary.items()},
+        p + names.on_val(name): score(w.splits.val),
+        **{p + names.on_val(k): score(w.splits.val, fn) for k, fn in w.task.secondary.items()},
         f"{p}samples_per_s": samples * w.world / seconds,
         # examples trained on this epoch, over all ranks, and how unequal the ranks' shares
         # were (0: each rank read its own equal share, none read the whole split)
@@ -229,9 +229,9 @@ def epoch_metrics(
         extra = w.settings.hooks.extra_metrics(ctx.model, epoch)
         metrics.update({p + k: v for k, v in extra.items()})
     if epoch == w.settings.epochs - 1:
-        metrics[f"{p}test_{name}"] = score(w.splits.test)
+        metrics[p + names.on_test(name)] = score(w.splits.test)
         metrics.update(
-            {f"{p}test_{k}": score(w.splits.test, fn) for k, fn in w.task.secondary.items()}
+            {p + names.on_test(k): score(w.splits.test, fn) for k, fn in w.task.secondary.items()}
         )
         metrics[f"{p}ddp_param_max_abs_diff"] = replica_max_abs_diff(ctx.model, ctx.device)
     return metrics

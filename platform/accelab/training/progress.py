@@ -15,10 +15,10 @@ def columns(metric: str) -> tuple[tuple[str, str], ...]:
     short = "acc" if metric == "accuracy" else metric
     return (
         ("train_loss", "loss {:.4f}"),
-        (f"val_{metric}", f"val_{short} {{:.4f}}"),
+        (names.on_val(metric), f"val_{short} {{:.4f}}"),
         ("samples_per_s", "{:,.0f} samples/s"),
         ("epoch_s", "{:.2f} s"),
-        (f"test_{metric}", f"test_{short} {{:.4f}}"),
+        (names.on_test(metric), f"test_{short} {{:.4f}}"),
     )
 
 

@@ -146,7 +146,7 @@ def judge(dense: Dense, model: nn.Module, cfg: ExperimentConfig) -> VariantResul
 
 
 def interval(name: str, e: Estimate | None) -> dict[str, float]:
-    return {} if e is None else {name: e.value, f"{name}_lo": e.lo, f"{name}_hi": e.hi}
+    return {} if e is None else {name: e.value, names.lo(name): e.lo, names.hi(name): e.hi}
 
 
 def target_metrics(t: TargetResult, name: str, sfx: str) -> dict[str, float | None]:
