@@ -137,7 +137,7 @@ def aa_control(setup: Setup, dense_dir: Path, tracking_uri: str, parent_id: str)
             continue
         sfx = names.suffix(key, primary=i == 0)
         metrics[names.M_BASELINE_LATENCY_P50_MS + sfx] = t.family_baseline.latency_p50_ms
-        metrics[f"baseline_latency_p95_ms{sfx}"] = t.family_baseline.latency_p95_ms
+        metrics[names.baseline(names.M_LATENCY_P95_MS) + sfx] = t.family_baseline.latency_p95_ms
         metrics.update(
             {
                 names.aa(k) + sfx: v

@@ -26,12 +26,13 @@ HIGHER_TAG = names.METRIC_HIGHER
 RELATIVE_TAG = names.METRIC_RELATIVE
 # the metrics a TrialRow reads, each under its own name (also the TrialRow field's name)
 ROW_METRICS = (
-    names.M_LATENCY_P50_MS, "latency_p95_ms", names.lo(names.M_LATENCY_P50_MS),
-    names.hi(names.M_LATENCY_P50_MS), names.M_BASELINE_LATENCY_P50_MS, "torch_latency_p50_ms",
-    names.M_SPEEDUP, names.M_SPEEDUP_LO, names.M_SPEEDUP_HI, "speedup_vs_torch", names.M_SIZE_MB,
-    "packed_size_mb", names.M_SIZE_RATIO, names.M_SPARSITY, "bits", names.M_N_TEST,
+    names.M_LATENCY_P50_MS, names.M_LATENCY_P95_MS, names.lo(names.M_LATENCY_P50_MS),
+    names.hi(names.M_LATENCY_P50_MS), names.M_BASELINE_LATENCY_P50_MS,
+    names.M_TORCH_LATENCY_P50_MS, names.M_SPEEDUP, names.M_SPEEDUP_LO, names.M_SPEEDUP_HI,
+    names.M_SPEEDUP_VS_TORCH, names.M_SIZE_MB, names.M_PACKED_SIZE_MB, names.M_SIZE_RATIO,
+    names.M_SPARSITY, names.M_BITS, names.M_N_TEST,
 )  # fmt: skip
-TARGET_FREE = {names.M_SPARSITY, "bits", names.M_N_TEST}  # one per trial: no target suffix
+TARGET_FREE = {names.M_SPARSITY, names.M_BITS, names.M_N_TEST}  # one per trial: no target suffix
 
 
 def _quality(m: str) -> tuple[str, ...]:
@@ -167,7 +168,7 @@ def child_runs(client: MlflowClient, parent) -> list:
 def trial_row(run, metric: MetricInfo, sfx: str = "") -> TrialRow:
     """One trial on one target (``sfx`` = ".<target key>", "" for the primary target)."""
     m, tags = run.data.metrics, run.data.tags
-    simulated = m.get(f"simulated{sfx}")
+    simulated = m.get(names.M_SIMULATED + sfx)
     status = tags.get(names.STATUS, "unfinished")
     if error := tags.get(names.TARGET_ERROR + sfx):
         status = f"n/a: {error}"

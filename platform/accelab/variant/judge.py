@@ -160,17 +160,17 @@ def target_metrics(t: TargetResult, name: str, sfx: str) -> dict[str, float | No
         **interval(name, m.quality), **interval(names.drop(name), t.vs_family.drop),
         **interval(names.on_val(name), t.val_quality),
         **interval(names.drop(names.on_val(name)), t.val_drop),
-        names.M_LATENCY_P50_MS: m.latency_p50_ms, "latency_p95_ms": m.latency_p95_ms,
+        names.M_LATENCY_P50_MS: m.latency_p50_ms, names.M_LATENCY_P95_MS: m.latency_p95_ms,
         "latency_p50_ms_lo": p50.lo if p50 else None, "latency_p50_ms_hi": p50.hi if p50 else None,
         "timing_blocks": p50.n if p50 else None,  # blocks (or rounds) behind p50 and speedup
         "throughput_sps": m.throughput_sps,
         names.M_BASELINE_LATENCY_P50_MS: fam.latency_p50_ms,
-        "torch_latency_p50_ms": torch_base.latency_p50_ms,
+        names.M_TORCH_LATENCY_P50_MS: torch_base.latency_p50_ms,
         **interval(names.M_SPEEDUP, t.vs_family.speedup),
-        **interval("speedup_vs_torch", t.vs_torch.speedup),
+        **interval(names.M_SPEEDUP_VS_TORCH, t.vs_torch.speedup),
         names.M_SIZE_MB: m.size_bytes / MB, names.M_SIZE_RATIO: t.vs_family.size_ratio,
-        "packed_size_mb": m.packed_size_bytes / MB if m.packed_size_bytes else None,
-        "simulated": float(m.simulated), "batch_size": m.batch_size,
+        names.M_PACKED_SIZE_MB: m.packed_size_bytes / MB if m.packed_size_bytes else None,
+        names.M_SIMULATED: float(m.simulated), "batch_size": m.batch_size,
         "export_max_abs_diff": t.built.export_max_abs_diff if t.built else None,
     }  # fmt: skip
     return {k + sfx: v for k, v in out.items()}
@@ -189,7 +189,7 @@ def variant_metrics(r: VariantResult, dense: Dense, cfg: ExperimentConfig) -> di
         names.baseline(names.on_val(name)): estimate(dense.val_values, dense.task.metric).value,
         names.baseline(names.M_SIZE_MB): p.torch_baseline.size_bytes / MB,
         "params": p.measurement.params, "nonzero_params": p.measurement.nonzero_params,
-        "macs": p.measurement.macs, "bits": cfg.compression.quant.bits,
+        "macs": p.measurement.macs, names.M_BITS: cfg.compression.quant.bits,
         # zeros among the weights this variant prunes (the output layer and exclude kept dense)
         names.M_SPARSITY: sparsity_report(
             r.float_model, prune_exclude(r.float_model, cfg.compression.prune)
