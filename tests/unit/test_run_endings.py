@@ -6,7 +6,7 @@ with its error, and ``accelab report`` says so instead of showing a result."""
 from __future__ import annotations
 
 import argparse
-import os
+import multiprocessing
 import signal
 
 import pytest
@@ -26,15 +26,29 @@ def restore_signals():
         signal.signal(s, handler)
 
 
+def signal_round_trip(signum: int, out) -> None:
+    """In a fresh interpreter: catch, receive ``signum``, report what accelab made of it."""
+    catch_signals()
+    try:
+        signal.raise_signal(signum)
+        out.put(("no Interrupted raised", None, None))
+    except Interrupted as caught:
+        remembered = interruption().signum  # remembered, for a library that swallowed it
+        catch_signals()
+        out.put((caught.exit_code, remembered, interruption()))
+
+
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_sigint_and_sigterm_take_the_same_path(restore_signals, signum, code):
-    catch_signals()
-    with pytest.raises(Interrupted) as caught:
-        os.kill(os.getpid(), signum)
-    assert caught.value.exit_code == code
-    assert interruption().signum == signum  # remembered, for a library that swallowed it
-    catch_signals()
-    assert interruption() is None
+def test_sigint_and_sigterm_take_the_same_path(signum, code):
+    # a spawned interpreter: a real signal to the pytest process itself segfaulted it after
+    # OpenVINO/NNCF tests had run in it (captured output; not seen outside pytest)
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    child = ctx.Process(target=signal_round_trip, args=(signum, out))
+    child.start()
+    exit_code, remembered, after_reset = out.get(timeout=120)
+    child.join(timeout=60)
+    assert (exit_code, remembered, after_reset) == (code, signum, None)
 
 
 def test_the_cli_prints_one_line_with_the_resume_command(restore_signals, capsys):
