@@ -52,3 +52,16 @@ def median_speedup(
     batch = test_set.tensors[0][: s.batch_size]
     base, cand = time_runners(runners, batch, s)
     return speedup(base, cand).value
+
+
+def assert_int4_close(model: nn.Module, x: torch.Tensor, y: torch.Tensor, ours: torch.Tensor):
+    """``ours`` (a 4-bit model's logits on ``x``) is really quantized (not the fp32 graph),
+    within 4-bit error of ``model``'s, and keeps the dense accuracy within 3 points."""
+    with torch.inference_mode():
+        expected = model(x)
+    scale = expected.abs().max().item()
+    diff = (ours - expected).abs().max().item()
+    assert 0 < diff < 0.15 * scale
+    accuracy = (ours.argmax(1) == y).float().mean().item()
+    dense = (expected.argmax(1) == y).float().mean().item()
+    assert accuracy > dense - 0.03 and dense > 0.85

@@ -19,7 +19,7 @@ from accelab.config.schema import ExperimentConfig
 from accelab.errors import ConfigError
 from accelab.export.onnx import quantize_int4, session, to_onnx
 from accelab.variant.targets import Exports, build_on, variant_onnx
-from tests.helpers_torch import trained_mlp
+from tests.helpers_torch import assert_int4_close, trained_mlp
 from trainables.digits import TASK
 
 HIDDEN = (64, 32)  # three Linear layers: 64 -> 64 -> 32 -> 10
@@ -75,14 +75,7 @@ def test_outputs_close_to_torch_and_quality_is_real(trained):
     x, y = splits.test.tensors
     data = quantize_int4(to_onnx(model, TASK.example_input(2)), block_size=32)
     ours = torch.from_numpy(session(data).run(None, {"input": x.numpy()})[0])
-    with torch.inference_mode():
-        expected = model(x)
-    scale = expected.abs().max().item()
-    diff = (ours - expected).abs().max().item()
-    assert 0 < diff < 0.15 * scale  # quantized (not the fp32 graph), within 4-bit error
-    accuracy = (ours.argmax(1) == y).float().mean().item()
-    dense = (expected.argmax(1) == y).float().mean().item()
-    assert accuracy > dense - 0.03 and dense > 0.85
+    assert_int4_close(model, x, y, ours)
 
 
 def test_build_on_names_the_backend_and_builds_each_block_size_once(trained):

@@ -24,7 +24,7 @@ from accelab.export.openvino import (
     weight_types,
 )
 from accelab.variant.targets import Exports, build_on, strip_for_export
-from tests.helpers_torch import trained_mlp
+from tests.helpers_torch import assert_int4_close, trained_mlp
 from trainables.digits import TASK
 
 pytest.importorskip("openvino")
@@ -108,14 +108,7 @@ def test_outputs_close_to_torch_and_quality_is_real(trained, fp32):
     x, y = splits.test.tensors
     built = build_on("openvino", model, cfg(), TASK, Exports(strip_for_export(model)), x)
     ours = built.runner(x)
-    with torch.inference_mode():
-        expected = model(x)
-    scale = expected.abs().max().item()
-    diff = (ours - expected).abs().max().item()
-    assert 0 < diff < 0.15 * scale  # quantized (not the fp32 graph), within 4-bit error
-    accuracy = (ours.argmax(1) == y).float().mean().item()
-    dense = (expected.argmax(1) == y).float().mean().item()
-    assert accuracy > dense - 0.03 and dense > 0.85
+    assert_int4_close(model, x, y, ours)
 
 
 def test_build_on_names_the_backend_builds_once_and_is_smaller(trained):
