@@ -50,6 +50,7 @@ from accelab.config.schema import (
     TrainableConfig,
 )
 from accelab.tasks import model_of
+from accelab.tracking import names
 from accelab.training.checkpoint import load_model_state, unwrap
 from trainables.base import Task, examples_of
 
@@ -182,7 +183,7 @@ class CompressionHooks:
     def extra_metrics(self, model: nn.Module, epoch: int) -> dict[str, float]:
         model = unwrap(model)
         exclude = prune_exclude(model, self.compression.prune)
-        metrics = {"sparsity": float(sparsity_report(model, exclude)["sparsity"])}
+        metrics = {names.M_SPARSITY: float(sparsity_report(model, exclude)["sparsity"])}
         if self.distiller is not None:  # this rank's mean T^2 * KL over the epoch
             metrics["distill_loss"] = self.distiller.epoch_mean()
         return metrics
