@@ -61,11 +61,33 @@ class Interrupted(KeyboardInterrupt):
 
 _received: list[int] = []  # the signals that reached this process, in order
 
+# Raising inside a database call (MLflow's SQLAlchemy store on sqlite) leaves its
+# transaction open: the bookkeeping that follows (runs marked KILLED) then finds the
+# database locked, and MLflow logs the traceback. Such a call is short, so the signal is
+# delivered again a moment later, once the call is over.
+DATABASE_MODULES = ("sqlalchemy.", "sqlite3", "mlflow.store.")
+DEFER_S = 0.05
+
+
+def inside_database_call(frame) -> bool:
+    """True if ``frame`` (where a signal interrupted the main thread) or a caller of it
+    runs code of a database driver or MLflow's store."""
+    while frame is not None:
+        if frame.f_globals.get("__name__", "").startswith(DATABASE_MODULES):
+            return True
+        frame = frame.f_back
+    return False
+
 
 def _on_signal(signum: int, frame) -> None:
     if _received:  # a second signal: the user insists, stop now without the bookkeeping
         signal.signal(signum, signal.SIG_DFL)
         os.kill(os.getpid(), signum)
+        return
+    if inside_database_call(frame):
+        later = threading.Timer(DEFER_S, os.kill, (os.getpid(), signum))
+        later.daemon = True
+        later.start()
         return
     _received.append(signum)
     raise Interrupted(signum)

@@ -8,6 +8,10 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import signal
+import sqlite3
+import sys
+import time
+import types
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -15,7 +19,7 @@ from mlflow.tracking import MlflowClient
 from accelab import cli
 from accelab.commands.report import unfinished
 from accelab.commands.sweep import ended
-from accelab.errors import Interrupted, catch_signals, interruption
+from accelab.errors import Interrupted, catch_signals, inside_database_call, interruption
 
 
 @pytest.fixture
@@ -49,6 +53,57 @@ def test_sigint_and_sigterm_take_the_same_path(signum, code):
     exit_code, remembered, after_reset = out.get(timeout=120)
     child.join(timeout=60)
     assert (exit_code, remembered, after_reset) == (code, signum, None)
+
+
+def signal_inside_a_database_write(db: str, out) -> None:
+    """In a fresh interpreter: a signal arrives while SQLAlchemy is inside a sqlite write;
+    report where ``Interrupted`` was raised and whether another connection can write."""
+    import sqlalchemy as sa
+    from sqlalchemy import event
+
+    engine = sa.create_engine(f"sqlite:///{db}")
+    event.listen(engine, "before_cursor_execute",
+                 lambda *a: signal.raise_signal(signal.SIGINT))  # fmt: skip
+    catch_signals()
+    where = "nowhere"
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text("CREATE TABLE t (x INTEGER)"))
+            conn.execute(sa.text("INSERT INTO t VALUES (1)"))
+        where = "after the transaction"
+        time.sleep(5)  # the deferred signal lands here
+    except Interrupted:
+        where = where if where != "nowhere" else "inside the transaction"
+    try:
+        other = sqlite3.connect(db, timeout=1)
+        other.execute("INSERT INTO t VALUES (2)")  # "database is locked" if left open
+        other.commit()
+        out.put((where, other.execute("SELECT count(*) FROM t").fetchone()[0]))
+    except sqlite3.Error as exc:
+        out.put((where, repr(exc)))
+
+
+def test_a_signal_inside_a_database_write_waits_for_it_to_end(tmp_path):
+    """Raised inside MLflow's sqlite store, the interruption left the transaction open and
+    the KILLED bookkeeping found the database locked (MLflow logged a traceback)."""
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    child = ctx.Process(target=signal_inside_a_database_write, args=(str(tmp_path / "d.db"), out))
+    child.start()
+    where, rows = out.get(timeout=120)
+    child.join(timeout=60)
+    assert (where, rows) == ("after the transaction", 2)
+
+
+def test_frames_of_database_code_are_recognised():
+    def database_frame():
+        return sys._getframe()
+
+    assert not inside_database_call(sys._getframe())
+    fake = types.FunctionType(
+        database_frame.__code__, {"__name__": "sqlalchemy.engine.base", "sys": sys}
+    )
+    assert inside_database_call(fake())
 
 
 def test_the_cli_prints_one_line_with_the_resume_command(restore_signals, capsys):
