@@ -62,8 +62,14 @@ def signal_inside_a_database_write(db: str, out) -> None:
     from sqlalchemy import event
 
     engine = sa.create_engine(f"sqlite:///{db}")
-    event.listen(engine, "before_cursor_execute",
-                 lambda *a: signal.raise_signal(signal.SIGINT))  # fmt: skip
+    sent: list[int] = []
+
+    def ctrl_c_once(*_):  # once: a second signal means "stop now" (no bookkeeping)
+        if not sent:
+            sent.append(signal.SIGINT)
+            signal.raise_signal(signal.SIGINT)
+
+    event.listen(engine, "before_cursor_execute", ctrl_c_once)
     catch_signals()
     where = "nowhere"
     try:
