@@ -117,6 +117,9 @@ def test_interrupted_command_is_killed_in_mlflow_ships_nothing_and_resumes(
                 "measure.rounds=2", "measure.repeats=10", "scaling.num_workers=1"]  # fmt: skip
         ready = trial_started(client, experiment, case.in_finetuning)
         if case.before_tune:  # the parent run exists; Tune has not started (nor saved)
+            # an A/A control that samples for 10 s holds the sweep before Tune, so the signal
+            # sent once the parent run exists lands there (a quick one let Tune start first)
+            args += ["measure.target_precision=0.000001", "measure.max_seconds=10"]
 
             def ready() -> bool:
                 return "-> MLflow parent run" in log.read_text()
