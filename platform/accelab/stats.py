@@ -62,7 +62,10 @@ def wilson(successes: int, n: int, z: float = Z95) -> Estimate:
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return Estimate(p, max(0.0, centre - half), min(1.0, centre + half), n)
+    # Exactly 0 with no successes and 1 with all (rounding left 5.6e-17 for 0/3), else clamped
+    lo = 0.0 if successes == 0 else max(0.0, centre - half)
+    hi = 1.0 if successes == n else min(1.0, centre + half)
+    return Estimate(p, lo, hi, n)
 
 
 def mean_interval(values: Sequence[float]) -> Estimate:

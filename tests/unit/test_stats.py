@@ -114,6 +114,8 @@ def test_wilson_stays_inside_0_1_and_handles_one_example():
         for s in range(n + 1):
             e = wilson(s, n)
             assert e.lo >= 0.0 and e.hi <= 1.0, (s, n)  # (16, 16) rounds above 1 unclamped
+    for n in range(1, 61):  # the bounds that hold exactly: none right -> 0, all right -> 1
+        assert wilson(0, n).lo == 0.0 and wilson(n, n).hi == 1.0, n
     one = wilson(1, 1)  # textbook: 1/1 -> [0.2065, 1]
     assert (one.value, round(one.lo, 4), one.hi, one.n) == (1.0, 0.2065, 1.0, 1)
     empty = wilson(0, 0)
