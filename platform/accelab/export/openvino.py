@@ -12,9 +12,12 @@ OpenVINO and NNCF are an optional extra (``pip install -e '.[openvino]'``).
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import io
+import logging
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from torch import Tensor
@@ -30,6 +33,18 @@ MISSING = (
 
 def available() -> bool:
     return all(importlib.util.find_spec(m) is not None for m in ("openvino", "nncf"))
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """NNCF without its chatter: its INFO tables (bit-width statistics) and the progress bars
+    it draws on stdout for every call (rich, with no switch to turn them off) would land in
+    the middle of accelab's own progress lines. Warnings and errors still come through."""
+    import nncf
+
+    nncf.set_log_level(logging.WARNING)
+    with contextlib.redirect_stdout(io.StringIO()):
+        yield
 
 
 def from_onnx(onnx: bytes):
@@ -53,10 +68,11 @@ def quantize_int8(
     kept, ignored = _ignored(model, layers)
     batches = [b.numpy() for b in calibration]
     kwargs = {"model_type": nncf.ModelType.TRANSFORMER} if transformer else {}
-    quantized = nncf.quantize(
-        model.clone(), nncf.Dataset(batches), subset_size=max(1, len(batches)),
-        ignored_scope=ignored, **kwargs,
-    )  # fmt: skip
+    with quiet():
+        quantized = nncf.quantize(
+            model.clone(), nncf.Dataset(batches), subset_size=max(1, len(batches)),
+            ignored_scope=ignored, **kwargs,
+        )  # fmt: skip
     check_float(quantized, kept)
     return quantized
 
@@ -74,11 +90,12 @@ def compress_int4(model, group_size: int, layers: Recipe | None = None):
 
     kept, ignored = _ignored(model, layers)
     try:
-        compressed = nncf.compress_weights(
-            model.clone(), mode=nncf.CompressWeightsMode.INT4_ASYM,
-            group_size=group_size, ratio=1.0, all_layers=True,
-            ignored_scope=ignored,
-        )  # fmt: skip
+        with quiet():
+            compressed = nncf.compress_weights(
+                model.clone(), mode=nncf.CompressWeightsMode.INT4_ASYM,
+                group_size=group_size, ratio=1.0, all_layers=True,
+                ignored_scope=ignored,
+            )  # fmt: skip
     except nncf.errors.InvalidGroupSizeError as exc:
         raise ExportError(
             f"compression.quant.block_size: {group_size} does not divide the input channels "

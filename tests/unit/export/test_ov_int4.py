@@ -186,3 +186,12 @@ def test_check_float_refuses_a_layer_that_was_quantized(trained, fp32):
 def test_a_float_key_with_no_layer_in_the_graph_is_refused(fp32):
     with pytest.raises(ExportError, match=r"compression\.quant\.layers: \['9'\]"):
         compress_int4(fp32, 32, {"9": None})
+
+
+def test_nncf_prints_no_progress_bars_or_tables(fp32, trained, capsys):
+    """NNCF draws progress bars on stdout and logs bit-width tables at INFO; in accelab's
+    output they would land between its own progress lines."""
+    quantize_int8(fp32, [trained[1].train.tensors[0][:64]], transformer=False)
+    compress_int4(fp32, 16)
+    out, err = capsys.readouterr()
+    assert "━" not in out + err and "bitwidth" not in out + err, out + err
