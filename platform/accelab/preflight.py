@@ -25,10 +25,10 @@ from pydantic import ValidationError
 from torch import nn
 
 from accelab.compress.heads import count_errors, head_counts
-from accelab.compress.prune import structured_targets
-from accelab.compress.recipe import unmatched
+from accelab.compress.prune import prunable_layers, structured_targets
+from accelab.compress.recipe import unmatched, value_of
 from accelab.config import loader
-from accelab.config.schema import ExperimentConfig, QuantConfig
+from accelab.config.schema import ExperimentConfig, PruneConfig, QuantConfig
 from accelab.errors import ConfigError, UsageError
 from accelab.export import openvino
 from accelab.tasks import UnknownTrainable, build_model, import_timeout_s, resolve_task
@@ -93,14 +93,40 @@ def layer_errors(model: nn.Module, cfg: ExperimentConfig, only: tuple[str, ...] 
             )
         for name, layer in targets:
             width = layer.out_features if isinstance(layer, nn.Linear) else layer.out_channels
-            if int(width * (1 - prune.sparsity)) < 1:
+            own = name if value_of(name, None, prune.layers) is not None else None
+            ratio = value_of(name, prune.sparsity, prune.layers)
+            if int(width * (1 - ratio)) < 1:
+                key = "compression.prune.layers" if own else "compression.prune.sparsity"
                 problems.append(
-                    f"compression.prune.sparsity: {prune.sparsity} would remove every channel of "
-                    f"layer {name!r} ({width} channels)"
+                    f"{key}: {ratio} would remove every channel of layer {name!r} ({width} channels)"
                 )
     if prune.method == "heads":
         problems += head_errors(model, cfg)
+    if layers:
+        problems += prune_recipe_errors(model, prune, only)
     return problems
+
+
+def prune_recipe_errors(model: nn.Module, prune: PruneConfig, only: tuple[str, ...]) -> list[str]:
+    """Every key of ``compression.prune.layers`` matches a layer this method prunes (one
+    that matches none, a typo or a layer kept dense, would silently do nothing)."""
+    if not prune.layers or prune.method == "none":  # nothing to do (a sweep may cross them)
+        return []
+    if prune.method == "heads":
+        return [
+            "compression.prune.layers: per-layer sparsity applies to unstructured and structured "
+            "pruning; head pruning removes compression.prune.sparsity of every attention layer"
+        ]
+    if prune.method == "structured":
+        pruned = [name for name, _ in structured_targets(model, prune.exclude, only)]
+        kept = "structured pruning removes output channels of"
+    else:
+        output = [] if prune.prune_output_layer else [prunable_layers(model)[-1][0]]
+        pruned = [name for name, _ in prunable_layers(model, [*prune.exclude, *output])]
+        kept = "unstructured pruning prunes (the output layer and prune.exclude stay dense)"
+    if unknown := unmatched(pruned, prune.layers):
+        return [f"compression.prune.layers: {unknown} match no layer that {kept} {pruned}"]
+    return []
 
 
 def head_errors(model: nn.Module, cfg: ExperimentConfig) -> list[str]:
@@ -127,8 +153,11 @@ def training_errors(cfg: ExperimentConfig) -> list[str]:
     problems += recipe_errors(quant)
     if cfg.finetune.distill.weight > 0 and cfg.finetune.epochs == 0:
         problems.append("finetune.distill.weight: distillation needs finetune.epochs > 0")
-    if prune.method != "none" and prune.sparsity == 0:
-        problems.append("compression.prune.sparsity: must be > 0 when prune.method is set")
+    if prune.method != "none" and prune.sparsity == 0 and not any(prune.layers.values()):
+        problems.append(
+            "compression.prune.sparsity: must be > 0 when prune.method is set (or give some "
+            "layer a sparsity > 0 in compression.prune.layers)"
+        )
     fail = cfg.faults.fail_at_epoch
     if fail is not None and fail >= cfg.train.epochs:
         problems.append(f"faults.fail_at_epoch: {fail} >= train.epochs ({cfg.train.epochs})")
@@ -251,6 +280,12 @@ def sweep_errors(cfg: ExperimentConfig, known: tuple[str, ...] = ()) -> list[str
         grids = [f"sweep.space.{k}" for k, d in sweep.space.items() if d.kind == "grid"]
         grids += ["sweep.variants"] if sweep.variants else []
         problems += [f"{g}: grids are not supported by search=optuna; use choice" for g in grids]
+        problems += [
+            f"sweep.space.{k}.choice: search=optuna samples numbers, strings, booleans and null; "
+            "a choice of mappings or lists (e.g. compression.prune.layers) needs search grid or random"
+            for k, d in sweep.space.items()
+            if d.kind == "choice" and any(isinstance(v, dict | list) for v in d.choice)
+        ]
     for key, dist in sweep.space.items():
         if dist.kind in ("grid", "choice") and not getattr(dist, dist.kind):
             problems.append(f"sweep.space.{key}.{dist.kind}: empty list")

@@ -106,12 +106,14 @@ def compress_for_training(
     if prune.method == "structured":
         apply_structured(
             model, prune.sparsity, task.example_input(1), prune_exclude(model, prune),
-            task.structured_only,
+            task.structured_only, prune.layers,
         )  # fmt: skip
     elif prune.method == "heads":
         apply_heads(model, prune.sparsity, prune.exclude)
     elif prune.method == "unstructured" and prune.schedule == "oneshot":
-        apply_unstructured(model, prune.sparsity, prune.scope, prune_exclude(model, prune))
+        apply_unstructured(
+            model, prune.sparsity, prune.scope, prune_exclude(model, prune), prune.layers
+        )
     if quant.bits < 32 and quant.mode == "qat":
         model = add_fake_quant(model, quant, calibration)
     return model
@@ -155,6 +157,7 @@ class CompressionHooks:
                 frequency=max(1, self.steps_per_epoch // 4),
                 scope=prune.scope,
                 exclude=tuple(exclude),
+                layers=tuple(prune.layers.items()),
             )
         elif prune.method == "unstructured":
             self.masks = zero_masks(model)

@@ -1,5 +1,10 @@
 """Pruning: unstructured magnitude (one-shot or gradual) and structured channel pruning.
 
+A per-layer recipe (``compression.prune.layers``: a layer name or fnmatch pattern ->
+sparsity, resolved as ``accelab.compress.recipe`` says) gives the layers it names their
+own sparsity, each ranked inside itself; the other layers follow the global sparsity and
+scope. A sparsity of 0 keeps a layer dense.
+
 Unstructured pruning zeroes weights but keeps dense tensors, so dense kernels run at the
 same speed. Structured pruning (torch-pruning) removes whole channels and really
 shrinks the layers. Functions change the model in place and return it; build the
@@ -8,7 +13,7 @@ optimizer *after* pruning (``prune.remove`` and torch-pruning replace parameters
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -18,9 +23,11 @@ from torch import Tensor, nn
 from torch.nn.utils import prune
 
 from accelab.compress.errors import CompressionError
+from accelab.compress.recipe import value_of
 
 Scope = Literal["global", "layer"]
 PRUNABLE_TYPES = (nn.Linear, nn.Conv2d)
+SparsityRecipe = Mapping[str, float]
 
 
 def _is_excluded(name: str, exclude: Sequence[str]) -> bool:
@@ -60,27 +67,50 @@ def _check_fraction(value: float, what: str, *, allow_one: bool = True) -> None:
         raise CompressionError(f"{what} must be in {bound}, got {value}")
 
 
+def split_by_recipe(
+    layers: list[tuple[str, nn.Module]], recipe: SparsityRecipe
+) -> tuple[list[tuple[str, nn.Module, float]], list[tuple[str, nn.Module]]]:
+    """(the layers ``recipe`` gives their own sparsity, with it; the rest)."""
+    own, rest = [], []
+    for name, m in layers:
+        value = value_of(name, None, recipe)
+        if value is None:
+            rest.append((name, m))
+        else:
+            _check_fraction(value, f"sparsity of layer {name!r}")
+            own.append((name, m, float(value)))
+    return own, rest
+
+
 def apply_unstructured(
-    model: nn.Module, sparsity: float, scope: Scope = "global", exclude: Sequence[str] = ()
+    model: nn.Module,
+    sparsity: float,
+    scope: Scope = "global",
+    exclude: Sequence[str] = (),
+    recipe: SparsityRecipe | None = None,
 ) -> nn.Module:
     """Zero the smallest-|w| weights (L1) and make it permanent.
 
     ``global`` ranks all prunable weights together and zeroes exactly
-    ``round(sparsity * n)`` of them; ``layer`` does the same inside each layer.
+    ``round(sparsity * n)`` of them; ``layer`` does the same inside each layer. A layer
+    that ``recipe`` names is pruned inside itself at its own sparsity instead.
     """
     _check_fraction(sparsity, "sparsity")
+    if scope not in ("global", "layer"):
+        raise CompressionError(f"scope must be 'global' or 'layer', got {scope!r}")
     layers = _require_layers(model, exclude)
-    if scope == "global":
+    own, rest = split_by_recipe(layers, recipe or {})
+    for _, m, amount in own:
+        prune.l1_unstructured(m, "weight", amount=amount)
+    if scope == "global" and rest:
         prune.global_unstructured(
-            [(m, "weight") for _, m in layers],
+            [(m, "weight") for _, m in rest],
             pruning_method=prune.L1Unstructured,
             amount=float(sparsity),
         )
     elif scope == "layer":
-        for _, m in layers:
+        for _, m in rest:
             prune.l1_unstructured(m, "weight", amount=float(sparsity))
-    else:
-        raise CompressionError(f"scope must be 'global' or 'layer', got {scope!r}")
     for _, m in layers:
         prune.remove(m, "weight")
     return model
@@ -96,24 +126,31 @@ def _keep_mask(scores: Tensor, num_zeros: int) -> Tensor:
 
 
 def make_masks(
-    model: nn.Module, sparsity: float, scope: Scope = "global", exclude: Sequence[str] = ()
+    model: nn.Module,
+    sparsity: float,
+    scope: Scope = "global",
+    exclude: Sequence[str] = (),
+    recipe: SparsityRecipe | None = None,
 ) -> dict[str, Tensor]:
-    """Magnitude masks (True = keep) by layer name; identical weights give identical masks."""
+    """Magnitude masks (True = keep) by layer name; identical weights give identical masks.
+    A layer that ``recipe`` names is ranked inside itself at its own sparsity."""
     _check_fraction(sparsity, "sparsity")
-    layers = _require_layers(model, exclude)
-    weights = [m.weight.detach().abs() for _, m in layers]
+    if scope not in ("global", "layer"):
+        raise CompressionError(f"scope must be 'global' or 'layer', got {scope!r}")
+    own, rest = split_by_recipe(_require_layers(model, exclude), recipe or {})
+    masks = {name: _keep_mask(m.weight.detach().abs(), round(s * m.weight.numel()))
+             for name, m, s in own}  # fmt: skip
+    weights = [m.weight.detach().abs() for _, m in rest]
     if scope == "layer":
-        masks = [_keep_mask(w, round(sparsity * w.numel())) for w in weights]
-    elif scope == "global":
+        masks |= {name: _keep_mask(w, round(sparsity * w.numel()))
+                  for (name, _), w in zip(rest, weights, strict=True)}  # fmt: skip
+    elif rest:
         flat = torch.cat([w.reshape(-1) for w in weights])
         keep = _keep_mask(flat, round(sparsity * flat.numel()))
-        masks = [
-            part.reshape(w.shape)
-            for part, w in zip(keep.split([w.numel() for w in weights]), weights, strict=True)
-        ]
-    else:
-        raise CompressionError(f"scope must be 'global' or 'layer', got {scope!r}")
-    return {name: mask for (name, _), mask in zip(layers, masks, strict=True)}
+        parts = keep.split([w.numel() for w in weights])
+        masks |= {name: part.reshape(w.shape)
+                  for (name, _), part, w in zip(rest, parts, weights, strict=True)}  # fmt: skip
+    return masks
 
 
 @torch.no_grad()
@@ -150,8 +187,14 @@ class GradualPruner:
     frequency: int = 1
     scope: Scope = "global"
     exclude: tuple[str, ...] = ()
+    layers: tuple[tuple[str, float], ...] = ()  # per-layer final sparsities (a recipe)
     masks: dict[str, Tensor] = field(default_factory=dict)
     sparsity: float = 0.0
+
+    def scheduled(self, step: int, final: float) -> float:
+        """The cubic schedule's sparsity at ``step`` toward ``final``."""
+        initial = min(self.initial_sparsity, final)
+        return cubic_sparsity(step, self.total_steps, final, initial, self.begin_step)
 
     def is_update_step(self, step: int) -> bool:
         end = self.begin_step + self.total_steps
@@ -163,10 +206,9 @@ class GradualPruner:
         """Update masks if due, apply them, and return the current target sparsity."""
         # No masks yet (e.g. a restarted worker past its last update step): rebuild them.
         if self.is_update_step(step) or not self.masks:
-            self.sparsity = cubic_sparsity(
-                step, self.total_steps, self.final_sparsity, self.initial_sparsity, self.begin_step
-            )
-            self.masks = make_masks(model, self.sparsity, self.scope, self.exclude)
+            self.sparsity = self.scheduled(step, self.final_sparsity)
+            recipe = {key: self.scheduled(step, final) for key, final in self.layers}
+            self.masks = make_masks(model, self.sparsity, self.scope, self.exclude, recipe)
         apply_masks(model, self.masks)
         return self.sparsity
 
@@ -193,14 +235,35 @@ def structured_targets(
     return keep
 
 
+def structured_ratios(
+    targets: list[tuple[str, nn.Module]], ratio: float, recipe: SparsityRecipe | None = None
+) -> dict[str, float]:
+    """Each target's ratio of output channels to remove: its own under ``recipe``, else
+    ``ratio``. Raises ``CompressionError`` where one would keep no channel."""
+    ratios = {}
+    for name, module in targets:
+        ratios[name] = r = float(value_of(name, ratio, recipe or {}))
+        _check_fraction(r, f"structured pruning ratio of layer {name!r}", allow_one=False)
+        channels = _out_channels(module)
+        # torch-pruning keeps int(channels * (1 - ratio)) channels.
+        if int(channels * (1 - r)) < 1:
+            raise CompressionError(
+                f"structured pruning ratio {r} would remove every output channel of layer "
+                f"{name!r} ({channels} channels); use a ratio of at most {1 - 1 / channels:.4f}"
+            )
+    return ratios
+
+
 def apply_structured(
     model: nn.Module,
     ratio: float,
     example_input: Tensor,
     exclude: Sequence[str] = (),
     only: Sequence[str] = (),
+    recipe: SparsityRecipe | None = None,
 ) -> nn.Module:
-    """Remove ``ratio`` of the output channels of the ``structured_targets`` (L2 magnitude).
+    """Remove ``ratio`` of the output channels of the ``structured_targets`` (L2 magnitude),
+    or a target's own ratio where ``recipe`` names it.
 
     Raises ``CompressionError`` if some layer would keep no channel, or if no layer may be
     pruned at all."""
@@ -212,21 +275,16 @@ def apply_structured(
     chosen = {id(m) for _, m in targets}
     ignored = [m for m in model.modules()
                if isinstance(m, PRUNABLE_TYPES + (nn.Embedding, nn.LayerNorm)) and id(m) not in chosen]  # fmt: skip
-    for name, module in targets:
-        channels = _out_channels(module)
-        # torch-pruning keeps int(channels * (1 - ratio)) channels.
-        if int(channels * (1 - ratio)) < 1:
-            raise CompressionError(
-                f"structured pruning ratio {ratio} would remove every output channel of layer "
-                f"{name!r} ({channels} channels); use a ratio of at most {1 - 1 / channels:.4f}"
-            )
-    if ratio == 0:
+    ratios = structured_ratios(targets, ratio, recipe)
+    if not any(ratios.values()):
         return model
+    modules = dict(targets)
     pruner = tp.pruner.MetaPruner(
         model,
         example_input,
         importance=tp.importance.MagnitudeImportance(p=2),
         pruning_ratio=ratio,
+        pruning_ratio_dict={modules[n]: r for n, r in ratios.items() if r != ratio},
         ignored_layers=ignored,
     )
     check_not_coupled_to_excluded(model, pruner.DG, targets, exclude)
@@ -256,6 +314,20 @@ def check_not_coupled_to_excluded(
                 f"structured pruning would remove nothing from it; exclude {name!r} too, or "
                 f"stop excluding {coupled}"
             )
+
+
+def layer_sparsity(
+    model: nn.Module, reference: nn.Module | None = None, exclude: Sequence[str] = ()
+) -> dict[str, float]:
+    """Per prunable layer, the fraction of its dense weights that are gone: zero, or
+    removed (structured pruning) where ``reference`` (the dense model) gives the dense
+    weight counts. Without it, the zero fraction."""
+    dense = dict(prunable_layers(reference)) if reference is not None else {}
+    out = {}
+    for name, m in prunable_layers(model, exclude):
+        total = dense[name].weight.numel() if name in dense else m.weight.numel()
+        out[name] = 1.0 - int(torch.count_nonzero(m.weight.detach())) / total
+    return out
 
 
 def sparsity_report(model: nn.Module, exclude: Sequence[str] = ()) -> dict[str, float]:

@@ -1,22 +1,25 @@
-"""Per-layer quantization recipe: a mapping from a layer name or an fnmatch pattern to a
-bit-width, where ``None`` keeps the layer in float.
+"""Per-layer recipes: a mapping from a layer name or an fnmatch pattern to a value, a
+bit-width (``compression.quant.layers``, where ``None`` keeps the layer in float) or a
+sparsity (``compression.prune.layers``).
 
 One resolution rule for every runtime (torch fake-quant, torch int8 kernels, the ONNX
-Runtime quantizer), so a recipe means the same layers wherever it runs: an exact name
-wins over patterns; otherwise the first pattern that matches, in the mapping's order;
-otherwise the global bit-width.
+Runtime quantizer, the pruners), so a recipe means the same layers wherever it runs: an
+exact name wins over patterns; otherwise the first pattern that matches, in the mapping's
+order; otherwise the global value.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from fnmatch import fnmatchcase
+from typing import TypeVar
 
 Recipe = Mapping[str, int | None]
+V = TypeVar("V")
 
 
-def bits_of(name: str, default: int | None, recipe: Recipe) -> int | None:
-    """The bit-width of layer ``name`` (None: float) under ``recipe``."""
+def value_of(name: str, default: V, recipe: Mapping[str, V]) -> V:
+    """The value of layer ``name`` under ``recipe`` (bits, None: float; or a sparsity)."""
     if name in recipe:
         return recipe[name]
     for pattern, bits in recipe.items():
@@ -25,9 +28,9 @@ def bits_of(name: str, default: int | None, recipe: Recipe) -> int | None:
     return default
 
 
-def resolve(names: Iterable[str], default: int | None, recipe: Recipe) -> dict[str, int | None]:
-    """Every layer's bit-width, in the order of ``names``."""
-    return {name: bits_of(name, default, recipe) for name in names}
+def resolve(names: Iterable[str], default: V, recipe: Mapping[str, V]) -> dict[str, V]:
+    """Every layer's value, in the order of ``names``."""
+    return {name: value_of(name, default, recipe) for name in names}
 
 
 def float_layers(names: Iterable[str], recipe: Recipe) -> list[str]:
@@ -42,7 +45,7 @@ def float_name(recipe: Recipe) -> str:
     return "float-" + "+".join(kept) if kept else ""
 
 
-def unmatched(names: Sequence[str], recipe: Recipe) -> list[str]:
+def unmatched(names: Sequence[str], recipe: Mapping[str, object]) -> list[str]:
     """Keys of ``recipe`` that name no layer and match none (a typo would silently do nothing)."""
     return [key for key in recipe if not any(fnmatchcase(n, key) for n in names)]
 

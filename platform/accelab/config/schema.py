@@ -170,6 +170,13 @@ class PruneConfig(Section):
         description="unstructured: also prune the output layer (structured pruning never "
         "removes its outputs). Off: its few weights matter most per weight.",
     )
+    layers: dict[str, Annotated[float, Field(ge=0, lt=1)]] = Field(
+        default_factory=dict,
+        description="Per-layer sparsity (unstructured and structured): layer name or fnmatch "
+        "pattern -> sparsity, each such layer ranked inside itself; 0 keeps it dense. An exact "
+        "name wins, else the first matching pattern, else `sparsity` (and `scope`). A sweep "
+        "searches it as a whole: `choice`/`grid` of mappings.",
+    )
 
 
 class QuantConfig(Section):

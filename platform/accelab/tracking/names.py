@@ -116,6 +116,12 @@ def drop(metric: str) -> str:
     return f"{metric}_drop"
 
 
+def layer_sparsity(layer: str) -> str:
+    """One prunable layer's own sparsity (``sparsity/blocks.0.mlp.fc1``): the fraction of
+    its dense weights that are zero or removed."""
+    return f"{M_SPARSITY}/{layer}"
+
+
 def baseline(name: str) -> str:
     """The dense model's number ``name`` (``baseline_accuracy``)."""
     return BASELINE_PREFIX + name

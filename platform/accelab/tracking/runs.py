@@ -147,6 +147,8 @@ def variant_name(cfg: ExperimentConfig) -> str:
     (MLflow's run lists cut names at ~35 characters)."""
     p, q, epochs = cfg.compression.prune, cfg.compression.quant, cfg.finetune.epochs
     name = "dense" if p.method == "none" else f"{p.method}-{p.sparsity:g}"
+    if p.method in ("unstructured", "structured") and p.layers:
+        name += "-layers"  # a per-layer recipe: compression.prune.layers says which
     if p.method == "unstructured" and p.schedule == "cubic":
         name += "-cubic"
     if q.bits < 32:

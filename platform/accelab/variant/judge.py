@@ -19,7 +19,7 @@ from torch import nn
 
 from accelab.backends import TORCH_FP32
 from accelab.compress.pipeline import Calibration, Deployable, finalize, prune_exclude
-from accelab.compress.prune import sparsity_report
+from accelab.compress.prune import layer_sparsity, sparsity_report
 from accelab.config.schema import ExperimentConfig
 from accelab.measure import Comparison, Measurement, TorchRunner, estimate, per_example
 from accelab.stats import Estimate, median_interval
@@ -195,6 +195,9 @@ def variant_metrics(r: VariantResult, dense: Dense, cfg: ExperimentConfig) -> di
             r.float_model, prune_exclude(r.float_model, cfg.compression.prune)
         )["sparsity"],
         "overall_sparsity": sparsity_report(r.float_model)["sparsity"],
+        **({names.layer_sparsity(layer): value for layer, value
+            in layer_sparsity(r.float_model, dense.model).items()}
+           if cfg.compression.prune.method != "none" else {}),
         # rounds only mean something to the rounds method (blocks: timing_blocks says how many)
         "threads": p.measurement.threads,
         "rounds": cfg.measure.rounds if cfg.measure.method == "rounds" else None,
