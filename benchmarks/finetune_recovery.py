@@ -3,13 +3,16 @@
     python benchmarks/finetune_recovery.py [--seeds 0 1] [--epochs 4]
     python benchmarks/finetune_recovery.py --models "mlp 300-100" --cases unstructured95 \
         --settings 4 --seeds 0 1 2 --distill 0.5 2.0   # plain vs distilled, side by side
+    python benchmarks/finetune_recovery.py --models pylm --cases heads50 --settings 4 \
+        --epochs 1 --seeds 0 1 2 --distill 0.5 2.0     # the byte-level GPT (configs/pylm.yaml)
 
-Trains dense digits models in this process with accelab's training loop (``fit``), then
+Trains dense models (digits; pylm: one epoch) in this process with accelab's training loop (``fit``), then
 prunes and fine-tunes them through the same hooks the Ray Train workers use
 (``CompressionHooks``: cubic gradual pruning, masks kept after every step) under several
 fine-tune settings, and prints test accuracy drops (points; negative = better than dense)
-side by side. DDP on 2 workers x batch 32 is emulated by batch 64 in one process (the
-same number of optimizer steps per epoch). ``--distill WEIGHT T`` adds a column: the same
+side by side: digits in test-accuracy points, pylm in % of test perplexity (both: higher =
+worse). DDP on 2 workers x batch 32 is emulated by batch 64 in one process (the same
+number of optimizer steps per epoch). ``--distill WEIGHT T`` adds a column: the same
 fine-tune (same epochs, seeds, dense model) with ``finetune.distill``, the dense model as
 teacher, through the hooks' own ``batch_loss``.
 """
@@ -28,10 +31,15 @@ from accelab.config.schema import ExperimentConfig
 from accelab.measure import evaluate
 from accelab.training.checkpoint import save_model
 from accelab.training.epoch import fit
-from trainables.digits import TASK
+from trainables import digits, pylm
 
-MODELS = {"mlp 300-100": ("mlp", {"hidden": [300, 100]}), "mlp 1024-1024": ("mlp", {"hidden": [1024, 1024]}),
-          "cnn": ("cnn", {})}  # fmt: skip
+PYLM = {"n_layer": 2, "n_head": 4, "d_model": 128, "mlp_ratio": 4}  # configs/pylm.yaml
+MODELS = {  # label -> (task, model, model_args, dense epochs, dense lr)
+    "mlp 300-100": (digits.TASK, "mlp", {"hidden": [300, 100]}, 8, 1e-3),
+    "mlp 1024-1024": (digits.TASK, "mlp", {"hidden": [1024, 1024]}, 8, 1e-3),
+    "cnn": (digits.TASK, "cnn", {}, 8, 1e-3),
+    "pylm": (pylm.TASK, "gpt", PYLM, 1, 3e-3),
+}
 SETTINGS = {  # name -> fine-tune overrides
     "old defaults (lr 1e-4 const, ramp 75%, output pruned)": dict(lr=1e-4, schedule="constant", ramp=0.75, out=True),
     "lr 1e-3 const, ramp 75%, output pruned": dict(lr=1e-3, schedule="constant", ramp=0.75, out=True),
@@ -45,15 +53,17 @@ CASES = {
     "unstructured90": ("unstructured", 0.9, "cubic"),
     "unstructured95": ("unstructured", 0.95, "cubic"),
     "structured50": ("structured", 0.5, "oneshot"),
+    "heads25": ("heads", 0.25, "oneshot"),  # transformers (pylm)
+    "heads50": ("heads", 0.5, "oneshot"),
 }
 
 
 def config(
-    model: str, args: dict, method: str, sparsity: float, schedule: str, s: dict, epochs: int,
-    distill: dict | None = None,
+    task: str, model: str, args: dict, method: str, sparsity: float, schedule: str, s: dict,
+    epochs: int, distill: dict | None = None,
 ):  # fmt: skip
     return ExperimentConfig.model_validate({
-        "trainable": {"name": "digits", "model": model, "model_args": args},
+        "trainable": {"name": task, "model": model, "model_args": args},
         "train": {"batch_size": 64},
         "compression": {"prune": {"method": method, "sparsity": sparsity, "schedule": schedule,
                                   "ramp_fraction": s["ramp"], "prune_output_layer": s["out"]}},
@@ -62,23 +72,33 @@ def config(
     })  # fmt: skip
 
 
-def drop_after_finetune(dense, base: float, splits, seed: int, cfg: ExperimentConfig) -> float:
-    """Prune ``dense`` as ``cfg`` says, fine-tune through the workers' hooks, return the
-    test accuracy drop in points."""
+def worse_by(task, base: float, value: float) -> float:
+    """How much worse ``value`` is than ``base``: accuracy points, or % of perplexity."""
+    if task.metric.higher_is_better:
+        return (base - value) * 100
+    return (value / base - 1) * 100
+
+
+def drop_after_finetune(
+    task, dense, base: float, splits, seed: int, cfg: ExperimentConfig
+) -> float:  # fmt: skip
+    """Prune ``dense`` as ``cfg`` says, fine-tune through the workers' hooks, return how
+    much worse than dense it is on the test split (``worse_by``)."""
     model_name, model_args, f = cfg.trainable.model, cfg.trainable.model_args, cfg.finetune
     with tempfile.TemporaryDirectory() as tmp:
         save_model(dense, Path(tmp, "w.safetensors"))
-        hooks = CompressionHooks(cfg.model_dump(mode="json"), str(Path(tmp, "w.safetensors")),
-                                 steps_per_epoch=20)  # fmt: skip
-        model = hooks.transform(TASK.build_model(model_name, **model_args), TASK)
-        fit(model, splits.train, f.epochs, loss=TASK.loss, lr=f.lr, batch_size=64, seed=seed,
+        hooks = CompressionHooks(cfg.trainable, cfg.compression, cfg.finetune, 64,
+                                 str(Path(tmp, "w.safetensors")),
+                                 steps_per_epoch=max(1, len(splits.train) // 64))  # fmt: skip
+        model = hooks.transform(task.build_model(model_name, **model_args), task)
+        fit(model, splits.train, f.epochs, loss=task.loss, lr=f.lr, batch_size=64, seed=seed,
             schedule=f.schedule, after_step=hooks.after_step,
-            batch_loss=hooks.batch_loss(TASK, torch.device("cpu")))  # fmt: skip
-    return (base - evaluate(model, splits.test, TASK)) * 100
+            batch_loss=hooks.batch_loss(task, torch.device("cpu")))  # fmt: skip
+    return worse_by(task, base, evaluate(model, splits.test, task))
 
 
 def summary(drops: list[float]) -> str:
-    return f"{statistics.median(drops):+6.2f} pts (" + ", ".join(f"{d:+.2f}" for d in drops) + ")"
+    return f"{statistics.median(drops):+6.2f} (" + ", ".join(f"{d:+.2f}" for d in drops) + ")"
 
 
 def main() -> None:
@@ -106,18 +126,20 @@ def main() -> None:
     distill = (
         dict(zip(("weight", "temperature"), args.distill, strict=True)) if args.distill else None
     )
-    splits = TASK.load_splits(0)
-    print(f"digits test split: {len(splits.test)} images (1 image = {100 / len(splits.test):.2f} points); "
-          f"fine-tune {args.epochs} epochs; median over seeds {args.seeds}"
+    print(f"fine-tune {args.epochs} epochs; median over seeds {args.seeds}"
           + (f"; distill {distill}" if distill else ""))  # fmt: skip
     for label in args.models:
-        model_name, model_args = MODELS[label]
+        task, model_name, model_args, dense_epochs, dense_lr = MODELS[label]
+        splits = task.load_splits(0)
+        unit = "points of accuracy" if task.metric.higher_is_better else "% of perplexity"
+        print(f"\n{label}: {task.name} test split {len(splits.test)} examples; drops in {unit}")
         dense = {}
         for seed in args.seeds:  # one dense model per seed, shared by every row and column
             torch.manual_seed(seed)
-            model = fit(TASK.build_model(model_name, **model_args), splits.train, 8,
-                        loss=TASK.loss, lr=1e-3, batch_size=32, seed=seed)  # fmt: skip
-            dense[seed] = (model, evaluate(model, splits.test, TASK))
+            model = fit(task.build_model(model_name, **model_args), splits.train, dense_epochs,
+                        loss=task.loss, lr=dense_lr, batch_size=32, seed=seed)  # fmt: skip
+            dense[seed] = (model, evaluate(model, splits.test, task))
+            print(f"  dense seed {seed}: {task.metric.name} {dense[seed][1]:.4f}")
         for case in args.cases:
             method, sparsity, schedule = CASES[case]
             print(f"\n{label}, {method} {sparsity:.0%} ({schedule}):")
@@ -127,9 +149,9 @@ def main() -> None:
                 columns = {"plain": None, **({"distill": distill} if distill else {})}
                 cells = []
                 for column, d in columns.items():
-                    cfg = config(model_name, model_args, method, sparsity, schedule, s,
-                                 args.epochs, d)  # fmt: skip
-                    drops = [drop_after_finetune(*dense[seed], splits, seed, cfg)
+                    cfg = config(task.name, model_name, model_args, method, sparsity, schedule,
+                                 s, args.epochs, d)  # fmt: skip
+                    drops = [drop_after_finetune(task, *dense[seed], splits, seed, cfg)
                              for seed in args.seeds]  # fmt: skip
                     cells.append(f"{column} drop {summary(drops)}")
                 print(f"  {name:<55} " + "  |  ".join(cells))
