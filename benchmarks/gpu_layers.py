@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import math
 import os
 import sys
@@ -96,7 +97,8 @@ def environment(device: torch.device, cfg: ExperimentConfig) -> None:
         print(f"{p.multi_processor_count} SMs, {p.total_memory / 2**30:.1f} GiB, "
               f"capability {p.major}.{p.minor}, bf16 supported: "
               f"{torch.cuda.is_bf16_supported()}, TF32 matmul: "
-              f"{torch.backends.cuda.matmul.allow_tf32}")  # fmt: skip
+              f"{torch.backends.cuda.matmul.allow_tf32}, float32 matmul precision: "
+              f"{torch.get_float32_matmul_precision()}")  # fmt: skip
     try:
         import torchao
 
@@ -152,7 +154,7 @@ def train(
     t = cfg.train
     optimizer = build_optimizer(t.optimizer, model.parameters(), t.lr, weight_decay=t.weight_decay)
     order = torch.randperm(len(splits.train), generator=torch.Generator().manual_seed(0))
-    per_chunk = steps // chunks
+    per_chunk = min(steps, len(splits.train) // t.batch_size) // chunks  # one pass at most
     ctx = EpochContext(
         model, [], optimizer, TASK.loss, precision, device,
         scheduler=build_scheduler(optimizer, t.schedule, per_chunk * chunks),
@@ -165,10 +167,10 @@ def train(
         take = order[c * per_chunk * t.batch_size : (c + 1) * per_chunk * t.batch_size]
         ctx.loader = DataLoader(Subset(splits.train, take.tolist()), batch_size=t.batch_size)
         sync(device)
-        start = time.perf_counter()
+        start, first = time.perf_counter(), ctx.state["step"]
         loss, _ = train_one_epoch(ctx)
         sync(device)
-        ms = (time.perf_counter() - start) * 1000 / per_chunk
+        ms = (time.perf_counter() - start) * 1000 / (ctx.state["step"] - first)
         losses.append(loss)
         print(f"  {name} steps {c * per_chunk + 1:4d}-{(c + 1) * per_chunk:4d}: train loss "
               f"{loss:.3f}, {ms:6.2f} ms/step (data loading included)", flush=True)  # fmt: skip
@@ -201,6 +203,7 @@ def latency(model: nn.Module, cfg: ExperimentConfig, splits: Splits, device: str
     from accelab.compress.pipeline import Calibration, finalize
     from accelab.measure import GenerateRunner, TorchRunner
     from accelab.measure.latency import speedup, time_runners, timing
+    from accelab.measure.model_stats import count_macs
     from accelab.measure.quality import drop, estimate, per_example
 
     m = cfg.measure
@@ -234,6 +237,8 @@ def latency(model: nn.Module, cfg: ExperimentConfig, splits: Splits, device: str
          tokens),
     ]  # fmt: skip
     x = examples_of(splits.test, m.batch_size)[0].to(device)
+    flop = 2 * count_macs(copy.deepcopy(model).cpu(), x[:1].cpu()) * len(x)  # Linear layers
+    print(f"  forward pass: {flop / 1e9:.0f} GFLOP in Linear layers (2 x MACs, batch {len(x)})")
     for title, wrap, scale in targets:
         with part(f"latency {title}"):
             runners = [wrap(r) for r in real]
@@ -243,7 +248,8 @@ def latency(model: nn.Module, cfg: ExperimentConfig, splits: Splits, device: str
                 s = speedup(times[0], t)
                 print(f"    {r.backend:26s} p50 {t.p50_ms / scale:8.3f} ms  p95 "
                       f"{t.p95_ms / scale:8.3f} ms  speedup vs fp32 {s.value:.2f}x "
-                      f"[{s.lo:.2f}, {s.hi:.2f}]")  # fmt: skip
+                      f"[{s.lo:.2f}, {s.hi:.2f}]"
+                      + (f"  ~{flop / t.p50_ms / 1e9:.0f} TFLOP/s" if scale == 1 else ""))  # fmt: skip
 
 
 def main() -> None:
@@ -258,7 +264,7 @@ def main() -> None:
     overrides = [f"measure.device={a.device}"]
     overrides += QUICK if a.quick else [f"measure.max_seconds={a.max_seconds}"]
     cfg = load_config(CONFIG, overrides)
-    steps = a.steps or (8 if a.quick else 400)
+    steps = a.steps or (8 if a.quick else 360)
     device = torch.device(a.device)
     start = time.perf_counter()
     environment(device, cfg)
