@@ -1,8 +1,9 @@
 """A judged variant into its MLflow run: metrics, per-target tags and errors, the deployable
 model, the ONNX files ONNX Runtime targets ran (exports of the run), and its MLflow Models:
-the ONNX model, and the torch.export program of what a torch target ran where torch can
+the ONNX model, the torch.export program of what a torch target ran where torch can
 export it (torch's x86 int8 modules cannot be: their packed weights are opaque to
-``torch.export``, and MLflow refuses pickled models by default; the run says so)."""
+``torch.export``, and MLflow refuses pickled models by default; the run says so), and the
+OpenVINO IR an OpenVINO target ran (a pyfunc that reads it with ``openvino.Core``)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,12 @@ from accelab.config.schema import ExperimentConfig
 from accelab.tasks import resolve_task
 from accelab.tracking import names
 from accelab.tracking.client import log_metrics_once
-from accelab.tracking.models import log_onnx_model, log_torch_model, weights_digest
+from accelab.tracking.models import (
+    log_onnx_model,
+    log_openvino_model,
+    log_torch_model,
+    weights_digest,
+)
 from accelab.variant.judge import VariantResult
 from accelab.variant.targets import variant_onnx
 from trainables.base import Task
@@ -62,6 +68,7 @@ def log_model(tracking_uri: str, run_id: str, r: VariantResult, cfg: ExperimentC
             names.TARGET: ",".join(ran) or "none (made from the weights, not measured)"}  # fmt: skip
     log_onnx_model(tracking_uri, run_id, data, task, reference, tags)
     log_torch_targets_model(tracking_uri, run_id, r, task)
+    log_openvino_targets_model(tracking_uri, run_id, r, task)
 
 
 UNEXPORTABLE = {
@@ -92,6 +99,24 @@ def log_torch_targets_model(tracking_uri: str, run_id: str, r: VariantResult, ta
             why = f"torch.export failed for {first.backend}: {type(exc).__name__}: {exc}"
     if why:
         MlflowClient(tracking_uri).set_tag(run_id, names.TORCH_MODEL_ERROR, why[:5000])
+
+
+def log_openvino_targets_model(
+    tracking_uri: str, run_id: str, r: VariantResult, task: Task
+) -> None:
+    """The OpenVINO model the OpenVINO targets ran (one model: a variant's OpenVINO targets
+    differ only in batch size and run the same IR) as the MLflow Model ``openvino_model``,
+    with the compile settings it was measured with, tagged with its backend and targets."""
+    ran = {k: t for k, t in r.targets.items() if t.target.runtime == "openvino" and t.built}
+    ran = {k: t for k, t in ran.items() if t.built.runner is not None}
+    if not ran:
+        return
+    runner = next(iter(ran.values())).built.runner
+    targets = [k for k, t in ran.items() if t.backend == runner.backend]
+    tags = {names.BACKEND: runner.backend, names.KIND: "variant", names.TARGET: ",".join(targets)}
+    log_openvino_model(
+        tracking_uri, run_id, runner.ov_model, runner.config(), task, runner.model, tags
+    )
 
 
 def log_variant_tags(client, run_id: str, r: VariantResult) -> None:
