@@ -99,6 +99,8 @@ def environment(device: torch.device, cfg: ExperimentConfig) -> None:
               f"{torch.cuda.is_bf16_supported()}, TF32 matmul: "
               f"{torch.backends.cuda.matmul.allow_tf32}, float32 matmul precision: "
               f"{torch.get_float32_matmul_precision()}")  # fmt: skip
+    flags = {k: v for k, v in os.environ.items() if "TF32" in k or k.startswith("CUBLAS")}
+    print(f"TF32/cuBLAS environment: {flags or 'none set'}")  # an override beats allow_tf32
     try:
         import torchao
 
