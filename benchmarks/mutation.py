@@ -3,24 +3,16 @@
     python benchmarks/mutation.py --list                       # the groups
     python benchmarks/mutation.py precision registry --max-children 1
     python benchmarks/mutation.py                              # every group, one at a time
-    python benchmarks/mutation.py measure --rev HEAD~3         # an older commit, its own tests
+    python benchmarks/mutation.py latency --rev HEAD~3         # an older commit, its own tests
 
 mutmut (3.x) mutates every function of a group's modules and runs only that group's
-fast unit tests (no Ray, no subprocess) against each mutant, so one group takes minutes,
-not the whole suite per mutant. Groups (module globs under accelab/ -> tests):
-
-    measure     measure/*                         tests/unit/measure, tests/unit/export
-    compress    compress/*                        tests/unit/compress, tests/unit/variant
-    frontier    sweep/pareto.py                   tests/unit/sweep/test_pareto.py
-    summary     sweep/summary.py                  tests/unit/sweep/test_summary.py,
-                                                  tests/unit/sweep/test_noise_per_target.py
-    stats       stats.py                          tests/unit/test_stats.py, the order-statistic
-                                                  tests of tests/unit/measure/test_latency_stats.py
-    registry    review/registry.py                tests/unit/review
-    precision   training/precision.py             tests/unit/training/test_precision_choice.py
-    checkpoint  training/checkpoint.py            tests/unit/training/test_checkpoint.py,
-                                                  tests/unit/training/test_checkpoint_files.py,
-                                                  tests/unit/training/test_resume.py
+fast unit tests (no Ray, no subprocess) against each mutant, and of those only the tests
+that reached the mutated function, so one group takes minutes, not the whole suite per
+mutant. Each group's modules, tests and options are in ``GROUPS`` (``--list`` prints
+them): one group per module where a module's tests are slow for another's mutants
+(latency, quality, model_stats, measure; recipe, prune; frontier, summary; registry,
+registry_io), the pure decisions tested directly (a virtual clock for the timer, MLflow
+Run and ModelVersion entities built in memory), the I/O around them in their own groups.
 
 Each group prints, per file: mutants, killed, timeout, survived, no tests, and the score
 (killed + timeout) / all. mutmut only looks for code under ``src/``, so the package is
@@ -38,37 +30,154 @@ import subprocess
 import tempfile
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-GROUPS: dict[str, tuple[list[str], list[str]]] = {
-    "measure": (["measure/*"], ["tests/unit/measure", "tests/unit/export"]),
-    "compress": (["compress/*"], ["tests/unit/compress", "tests/unit/variant"]),
-    # the frontier on its pure tests; the summary on those that rebuild it from MLflow
-    "frontier": (["sweep/pareto.py"], ["tests/unit/sweep/test_pareto.py"]),
-    "summary": (
-        ["sweep/summary.py"],
-        ["tests/unit/sweep/test_summary.py", "tests/unit/sweep/test_noise_per_target.py"],
+
+
+@dataclass(frozen=True)
+class Group:
+    """Modules to mutate (globs under accelab/), the fast tests to run against each mutant
+    (files or node ids), and optionally:
+
+    ``functions``: mutate only these functions (mutmut's mangled names: ``x_<function>``,
+    ``xǁ<Class>ǁ<method>``); the others are not run and not scored. Used to score a
+    module's pure decisions apart from its I/O shell, whose tests need an MLflow store.
+
+    ``depth``: mutmut's dependency_tracking_depth; 1 = a mutant runs only the tests that
+    call its function directly (not through another function of the group), so a pure
+    decision runs its own millisecond tests, not the store-backed tests of its caller. It
+    can only lower a score (an indirect kill no longer counts), never raise one."""
+
+    targets: list[str]
+    tests: list[str]
+    functions: tuple[str, ...] = ()
+    depth: int = -1
+
+
+def nodes(path: str, *names: str) -> list[str]:
+    return [f"{path}::{n}" for n in names]
+
+
+REGISTRY_IO_TESTS = [
+    "tests/unit/review/test_alias.py",
+    *nodes(
+        "tests/unit/review/test_registry_served.py",
+        "test_a_torch_only_sweep_registers_the_torch_export_program_the_torch_target_ran",
+        "test_torch_int8_is_refused_saying_it_cannot_be_exported",
+        "test_a_model_that_runs_another_backend_than_measured_is_not_registered",
+        "test_a_rerun_recommending_the_same_file_registers_no_new_version",
     ),
-    "stats": (
-        ["stats.py"],
+]
+GROUPS: dict[str, Group] = {
+    # the old "measure" group (measure/* on tests/unit/measure + export) projected an hour
+    # under load: one group per module now, each on the tests that exercise it
+    "latency": Group(
+        ["measure/latency.py"],
         [
-            "tests/unit/test_stats.py",
-            *(  # the pure order-statistic tests only; the rest there time real blocks
-                f"tests/unit/measure/test_latency_stats.py::{t}"
-                for t in (
-                    "test_median_ranks_match_the_published_table",
-                    "test_median_ranks_cover_95_and_are_the_tightest_that_do",
-                    "test_too_few_values_give_the_widest_interval",
-                    "test_median_interval_picks_the_order_statistics",
-                    "test_paired_ratio_pairs_by_index",
-                )
+            "tests/unit/measure/test_latency_clock.py",  # a virtual clock: exact, load-free
+            *nodes(
+                "tests/unit/measure/test_latency_stats.py",
+                "test_stopping_rule_needs_enough_blocks_and_a_narrow_interval",
             ),
         ],
     ),
-    "registry": (["review/registry.py"], ["tests/unit/review"]),
-    "precision": (["training/precision.py"], ["tests/unit/training/test_precision_choice.py"]),
-    "checkpoint": (
+    "quality": Group(
+        ["measure/quality.py"],
+        ["tests/unit/measure/test_quality_numbers.py", "tests/unit/measure/test_drop_format.py"],
+    ),
+    "model_stats": Group(
+        ["measure/model_stats.py", "measure/runners.py"],
+        ["tests/unit/measure/test_model_stats.py"],
+    ),
+    # measure_pair / compare / describe: real models timed (slow under load)
+    "measure": Group(["measure/__init__.py"], ["tests/unit/measure/test_measure.py"]),
+    "recipe": Group(
+        ["compress/recipe.py"],
+        [
+            "tests/unit/compress/test_recipe_rules.py",
+            *nodes(
+                "tests/unit/compress/test_quant_recipe.py",
+                "test_exact_name_beats_patterns_and_first_pattern_wins",
+                "test_unmatched_keys_are_reported",
+                "test_with_float_overrides_a_pattern",
+            ),
+        ],
+        depth=1,
+    ),
+    "prune": Group(
+        ["compress/prune.py"],
+        ["tests/unit/compress/test_prune_rules.py", "tests/unit/compress/test_compress_prune.py"],
+    ),
+    # every compress module on every compress and variant test: hours; see the groups above
+    "compress": Group(["compress/*"], ["tests/unit/compress", "tests/unit/variant"]),
+    # the frontier on its pure tests
+    "frontier": Group(["sweep/pareto.py"], ["tests/unit/sweep/test_pareto.py"]),
+    # the summary on Run entities built in memory; summarize, find_parent and child_runs
+    # on small sqlite stores
+    "summary": Group(
+        ["sweep/summary.py"],
+        [
+            "tests/unit/sweep/test_summary_runs.py",
+            *nodes(
+                "tests/unit/sweep/test_summary.py",
+                "test_metric_info_round_trips_through_the_parent_run_tags",
+                "test_constraints_come_back_from_the_sweep_params",
+                "test_a_row_becomes_a_point_oriented_so_that_higher_is_better",
+                "test_recommendation_is_chosen_on_validation_with_the_noise_floor",
+            ),
+        ],
+        depth=1,
+    ),
+    "stats": Group(
+        ["stats.py"],
+        [
+            "tests/unit/test_stats.py",
+            # the pure order-statistic tests only; the rest there time real blocks
+            *nodes(
+                "tests/unit/measure/test_latency_stats.py",
+                "test_median_ranks_match_the_published_table",
+                "test_median_ranks_cover_95_and_are_the_tightest_that_do",
+                "test_too_few_values_give_the_widest_interval",
+                "test_median_interval_picks_the_order_statistics",
+                "test_paired_ratio_pairs_by_index",
+            ),
+        ],
+    ),
+    # the registry's decisions (alias move, which model and version, tags, refusal) on
+    # their pure tests; the MLflow shell around them is "registry_io"
+    "registry": Group(
+        ["review/registry.py"],
+        [
+            "tests/unit/review/test_registry_decisions.py",
+            *nodes(
+                "tests/unit/review/test_alias.py",
+                "test_default_alias_is_named_after_the_constraint",
+                "test_a_fractional_default_alias_is_a_valid_mlflow_alias",
+            ),
+        ],
+        functions=(
+            "x_alias_of",
+            "x_version_tags",
+            "x_served_summary",
+            "x_same_model",
+            "x_measured_model",
+            "x_refusal",
+            "x_alias_decision",
+        ),  # fmt: skip
+        depth=1,
+    ),
+    # register / decide / logged_models on sqlite registries with real MLflow Models
+    # (about a minute per mutant on the loaded 2-core box)
+    "registry_io": Group(
+        ["review/registry.py"],
+        REGISTRY_IO_TESTS,
+        functions=("x_register", "x_decide", "x_logged_models"),
+        depth=1,
+    ),
+    "precision": Group(["training/precision.py"], ["tests/unit/training/test_precision_choice.py"]),
+    "checkpoint": Group(
         ["training/checkpoint.py"],
         [
             "tests/unit/training/test_checkpoint.py",
@@ -100,7 +209,9 @@ def stage(rev: str | None, workspace: Path) -> None:
         shutil.rmtree(workspace / "platform")
 
 
-def configure(workspace: Path, tests: list[str], max_children: int, targets: list[str]) -> None:
+def configure(
+    workspace: Path, tests: list[str], max_children: int, targets: list[str], depth: int = -1
+) -> None:
     """mutmut's config: mutate only ``targets``, run only ``tests`` (and, per mutant, only
     those of them that reached the mutated function)."""
     only = ", ".join(f'"src/accelab/{t}"' for t in targets)
@@ -116,18 +227,21 @@ def configure(workspace: Path, tests: list[str], max_children: int, targets: lis
         'also_copy = ["configs/"]\n'
         'process_isolation = "forkserver"  # torch is not fork-safe\n'
         f"max_children = {max_children}\n"
+        f"dependency_tracking_depth = {depth}\n"
     )
 
 
-def scores(workspace: Path) -> Counter:
+def scores(workspace: Path, functions: tuple[str, ...] = ()) -> Counter:
+    """(module, status) -> mutants; with ``functions``, only those functions' mutants."""
     out = subprocess.run(["mutmut", "results", "--all", "true"], cwd=workspace, capture_output=True,
                          text=True).stdout  # fmt: skip
     counts: Counter = Counter()
     for line in out.splitlines():
         m = re.match(r"\s*(\S+)__mutmut_\d+: (\w[\w ]*)", line)
         if m:  # accelab.sweep.pareto.x_recommend__mutmut_12 -> accelab.sweep.pareto
-            module = re.sub(r"\.(x_|xǁ)\S*$", "", m.group(1))
-            counts[(module, m.group(2).strip())] += 1
+            module, _, function = m.group(1).rpartition(".")
+            if not functions or function in functions:
+                counts[(module, m.group(2).strip())] += 1
     return counts
 
 
@@ -156,17 +270,22 @@ def table(counts: Counter, label: str) -> Counter:
 
 
 def run_group(name: str, args) -> Counter:
-    targets, tests = GROUPS[name]
+    group = GROUPS[name]
     workspace = Path(tempfile.mkdtemp(prefix=f"accelab-mutmut-{name}-"))
     stage(args.rev, workspace)
-    tests = [t for t in tests if (workspace / t.split("::")[0]).exists()]
-    configure(workspace, tests, args.max_children, targets)
+    tests = [t for t in group.tests if (workspace / t.split("::")[0]).exists()]
+    configure(workspace, tests, args.max_children, group.targets, group.depth)
     print(f"[{name}] workspace {workspace}; tests: {' '.join(tests)}", flush=True)
+    if group.functions:
+        print(f"[{name}] functions: {' '.join(group.functions)}", flush=True)
+    modules = [t.removesuffix(".py").replace("/", ".") for t in group.targets]
+    only = [f"accelab.{m}.{f}__mutmut_*" for m in modules for f in group.functions]
     start = time.perf_counter()
     with open(workspace / "mutmut-run.log", "w") as log:  # its progress bar, for --keep
-        subprocess.run(["mutmut", "run"], cwd=workspace, check=False, stdout=log, stderr=log)
+        subprocess.run(["mutmut", "run", *only], cwd=workspace, check=False, stdout=log,
+                       stderr=log)  # fmt: skip
     print(f"[{name}] {time.perf_counter() - start:.0f} s", flush=True)
-    counts = scores(workspace)
+    counts = scores(workspace, group.functions)
     header()
     total = table(counts, name)
     if args.show_survivors:
@@ -198,8 +317,9 @@ def main() -> None:
     p.add_argument("--show-survivors", action="store_true", help="list surviving mutants")
     args = p.parse_args()
     if args.list:
-        for name, (targets, tests) in GROUPS.items():
-            print(f"{name:<11} {' '.join(targets):<40} {' '.join(tests)}")
+        for name, g in GROUPS.items():
+            only = f" [{' '.join(g.functions)}]" if g.functions else ""
+            print(f"{name:<12} {' '.join(g.targets) + only:<40} {' '.join(g.tests)}")
         return
     unknown = [g for g in args.groups if g not in GROUPS]
     if unknown:

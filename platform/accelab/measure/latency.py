@@ -14,6 +14,17 @@ is spent. A runner's p50 is the median of its block values, from the same blocks
 speedup, so the ratio of two printed p50s lies in (or next to) the speedup's interval; its
 p95 is over every timed call, where the load shows.
 
+Two things keep the blocks true on a busy machine (``measure.realtime``, ``measure.block_ms``;
+both measured with benchmarks/noise.py). The timing thread runs at real-time priority
+(SCHED_FIFO, the lowest real-time level) where the OS allows: a normal-priority timer
+shares its core with whatever else is runnable and is preempted mid-call every few
+milliseconds, so beside two busy processes even the fastest of 5 calls was often a
+preempted one (A/A floors 10-100%); a real-time thread preempts every normal task on its
+core, so each call runs whole (floors 1-3% at a load average of 20). And a slow model gets
+fewer calls per block (down to 1), so that more paired blocks fit in the budget: the
+language model (~30 ms a call) got 7-10 blocks of 5 calls in 5 s, too few for a narrow
+interval.
+
 ``rounds`` (the old method, kept to compare against): alternating rounds of ``repeats``
 calls, one (p50, p95) per round.
 """
@@ -21,10 +32,11 @@ calls, one (p50, p95) per round.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import statistics
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -34,6 +46,10 @@ from accelab.measure.runners import Runner, sync
 from accelab.stats import Estimate, median_interval, paired_ratio, relative_half_width
 
 MIN_BLOCKS_FOR_95 = 6  # fewer blocks than this cannot give a 95% order-statistic interval
+# Seconds now. Every timing function takes one (``clock``): the real one by default; a test
+# passes a virtual clock that its runners advance by known costs, so the timing logic (what
+# is timed, in which order, when it stops) is checked exactly on a loaded machine.
+Clock = Callable[[], float]
 
 
 @dataclass(frozen=True)
@@ -61,36 +77,54 @@ def _quantiles(times: Sequence[float]) -> tuple[float, float]:
     return float(p50), float(p95)
 
 
-def _timed_calls(runner: Runner, batch: Tensor, calls: int) -> list[float]:
+def _timed_calls(
+    runner: Runner, batch: Tensor, calls: int, clock: Clock = time.perf_counter
+) -> list[float]:
     """Milliseconds of each of ``calls`` forward passes (the runner must be active)."""
     times: list[float] = []
     for _ in range(calls):
-        start = time.perf_counter()
+        start = clock()
         runner(batch)
         sync(runner.device)
-        times.append((time.perf_counter() - start) * 1000.0)
+        times.append((clock() - start) * 1000.0)
     return times
 
 
-def _warm(runner: Runner, batch: Tensor, warmup: int) -> None:
+def _warm(runner: Runner, batch: Tensor, warmup: int, clock: Clock = time.perf_counter) -> float:
+    """Run ``warmup`` untimed calls; the fastest of them in ms (inf without warm-up)."""
+    fastest = float("inf")
     with runner.active():
         for _ in range(warmup):
-            runner(batch)
-        sync(runner.device)
+            fastest = min(fastest, _timed_calls(runner, batch, 1, clock)[0])
+    return fastest
 
 
-def time_round(runner: Runner, batch: Tensor, warmup: int, repeats: int) -> tuple[float, float]:
+def calls_per_block(fastest_ms: Sequence[float], block_calls: int, block_ms: float) -> int:
+    """Calls of each runner per block: ``block_calls``, fewer (at least 1) when that many
+    rounds of every runner's call (at its fastest warm-up time) would take longer than
+    ``block_ms``; 0 or an unknown call time (no warm-up) keeps ``block_calls``. A slow model
+    then gets more, shorter blocks: more paired ratios within the time budget."""
+    round_ms = sum(fastest_ms)
+    if block_ms <= 0 or not math.isfinite(round_ms) or round_ms <= 0:
+        return block_calls
+    return max(1, min(block_calls, int(block_ms // round_ms)))
+
+
+def time_round(
+    runner: Runner, batch: Tensor, warmup: int, repeats: int, clock: Clock = time.perf_counter
+) -> tuple[float, float]:
     """(p50, p95) milliseconds of one forward pass on ``batch`` after ``warmup`` passes."""
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
     _warm(runner, batch, warmup)
     with runner.active():
-        return _quantiles(_timed_calls(runner, batch, repeats))
+        return _quantiles(_timed_calls(runner, batch, repeats, clock))
 
 
 def time_alternating(
-    runners: Sequence[Runner], batch: Tensor, rounds: int = 5, warmup: int = 10, repeats: int = 50
-) -> list[Latency]:
+    runners: Sequence[Runner], batch: Tensor, rounds: int = 5, warmup: int = 10, repeats: int = 50,
+    clock: Clock = time.perf_counter,
+) -> list[Latency]:  # fmt: skip
     """Each runner timed once per round, the order reversed every other round (A B, B A,
     ...) so that drift within a round does not favour whoever runs first."""
     if rounds < 1:
@@ -99,7 +133,7 @@ def time_alternating(
     for r in range(rounds):
         order = range(len(runners)) if r % 2 == 0 else reversed(range(len(runners)))
         for i in order:
-            per[i].append(time_round(runners[i], batch, warmup, repeats))
+            per[i].append(time_round(runners[i], batch, warmup, repeats, clock))
     return [
         Latency(
             p50_ms=statistics.median(p for p, _ in rows),
@@ -147,42 +181,86 @@ def pinned_to_one_cpu(pin: bool) -> Iterator[int | None]:
         os.sched_setaffinity(0, allowed)
 
 
+def realtime_allowed(runners: Sequence[Runner]) -> bool:
+    """Real-time priority only for single-threaded CPU runners: a runtime's helper threads
+    (intra-op pools, CUDA) would stay at normal priority, and a real-time caller spinning
+    while it waits for them could starve them on its core."""
+    return all(r.threads == 1 and not r.device.startswith("cuda") for r in runners)
+
+
+@contextlib.contextmanager
+def realtime_priority(enabled: bool) -> Iterator[str | None]:
+    """Run the calling thread at real-time priority (SCHED_FIFO, level 1: above every
+    normal task on its core, below every other real-time task) while timing, where the OS
+    allows (Linux: root, CAP_SYS_NICE or an RLIMIT_RTPRIO); the previous policy is restored.
+    Yields what was done ("real-time priority (SCHED_FIFO 1)"), or why not, or None when not
+    asked. The kernel's real-time throttling (``sched_rt_runtime_us``, 95% of each second by
+    default) still leaves the rest of the machine some time on this core; the others are
+    untouched."""
+    if not enabled:
+        yield None
+        return
+    if not hasattr(os, "sched_setscheduler"):
+        yield "normal priority (no real-time scheduling on this OS)"
+        return
+    policy, param = os.sched_getscheduler(0), os.sched_getparam(0)
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
+    except OSError as e:  # PermissionError without the privilege
+        yield f"normal priority (real-time refused: {e.strerror or e})"
+        return
+    try:
+        yield "real-time priority (SCHED_FIFO 1)"
+    finally:
+        os.sched_setscheduler(0, policy, param)
+
+
 def time_blocks(
     runners: Sequence[Runner], batch: Tensor, *, warmup: int = 10, block_calls: int = 5,
     min_blocks: int = 20, target_precision: float = 0.01, max_seconds: float = 5.0,
-    pin_cpu: bool = False,
+    pin_cpu: bool = False, clock: Clock = time.perf_counter, block_ms: float = 0.0,
+    realtime: bool = False,
 ) -> list[Latency]:  # fmt: skip
-    """Interleave ``runners`` call by call in blocks of ``block_calls`` calls each (order
-    rotated per block) after ``warmup`` calls each, until ``precise_enough`` or
-    ``max_seconds``."""
+    """Interleave ``runners`` call by call in blocks of ``block_calls`` calls each (fewer
+    for slow models: ``calls_per_block``; order rotated per block) after ``warmup`` calls
+    each, until ``precise_enough`` or ``max_seconds``; pinned to one CPU and at real-time
+    priority when asked (``realtime_priority``, single-threaded CPU runners only). The
+    ``method`` of each Latency says what was applied."""
     if block_calls < 1:
         raise ValueError(f"block_calls must be >= 1, got {block_calls}")
     k = len(runners)
     blocks: list[list[float]] = [[] for _ in runners]
     calls: list[list[float]] = [[] for _ in runners]
-    with pinned_to_one_cpu(pin_cpu) as cpu:
-        for r in runners:
-            _warm(r, batch, warmup)
-        start, next_check = time.perf_counter(), max(min_blocks, MIN_BLOCKS_FOR_95)
+    with (
+        pinned_to_one_cpu(pin_cpu) as cpu,
+        realtime_priority(realtime and realtime_allowed(runners)) as priority,
+    ):
+        fastest = [_warm(r, batch, warmup, clock) for r in runners]
+        per_block = calls_per_block(fastest, block_calls, block_ms)
+        start, next_check = clock(), max(min_blocks, MIN_BLOCKS_FOR_95)
         while True:
             b = len(blocks[0])
             order = [(b + j) % k for j in range(k)]  # rotated: each runner leads in turn
             times: list[list[float]] = [[] for _ in runners]
-            for _ in range(block_calls):  # A B A B ...: the runners' calls are neighbours
+            for _ in range(per_block):  # A B A B ...: the runners' calls are neighbours
                 for i in order:
                     with runners[i].active():
-                        times[i].extend(_timed_calls(runners[i], batch, 1))
+                        times[i].extend(_timed_calls(runners[i], batch, 1, clock))
             for i in range(k):
                 calls[i].extend(times[i])
                 blocks[i].append(min(times[i]))  # other work only ever adds time
             n = b + 1
-            if time.perf_counter() - start >= max_seconds:
+            if clock() - start >= max_seconds:
                 break
             if n >= next_check:  # re-sorting every block would cost more than the blocks
                 if precise_enough(blocks, target_precision, min_blocks):
                     break
                 next_check = n + max(1, n // 10)
     method = "blocks" if cpu is None else f"blocks, pinned to cpu {cpu}"
+    if block_ms > 0:
+        method += f", {per_block} call{'s' if per_block > 1 else ''} per block"
+    if priority is not None:
+        method += f", {priority}"
     return [
         Latency(
             p50_ms=statistics.median(rows),
@@ -195,13 +273,16 @@ def time_blocks(
     ]
 
 
-def time_runners(runners: Sequence[Runner], batch: Tensor, s) -> list[Latency]:
+def time_runners(
+    runners: Sequence[Runner], batch: Tensor, s, clock: Clock = time.perf_counter
+) -> list[Latency]:
     """Time ``runners`` side by side as the measure config ``s`` says (method and knobs)."""
     if s.method == "rounds":
-        return time_alternating(runners, batch, s.rounds, s.warmup, s.repeats)
+        return time_alternating(runners, batch, s.rounds, s.warmup, s.repeats, clock)
     return time_blocks(
         runners, batch, warmup=s.warmup, block_calls=s.block_calls, min_blocks=s.min_blocks,
         target_precision=s.target_precision, max_seconds=s.max_seconds, pin_cpu=s.pin_cpu,
+        clock=clock, block_ms=s.block_ms, realtime=s.realtime,
     )  # fmt: skip
 
 

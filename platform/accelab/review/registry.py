@@ -78,16 +78,32 @@ def served_summary(summaries: list[SweepSummary]) -> SweepSummary:
     )
 
 
-def existing_version(client: MlflowClient, name: str, model):
-    """A version of ``name`` that already serves the same model as ``model`` (a logged
-    model): the same run and backend, or the same file (ONNX bytes, torch tensors) from a
-    rerun of the same recipe on the same weights."""
+def same_model(versions: list, model):
+    """The first of ``versions`` (model versions) that serves the same model as ``model``
+    (a logged model): the same run and backend, or the same file (ONNX bytes, torch
+    tensors) from a rerun of the same recipe on the same weights."""
     digest, backend = model.tags.get(MODEL_SHA_TAG), model.tags.get(names.BACKEND)
-    for v in client.search_model_versions(f"name = '{name}'"):
+    for v in versions:
         same_run = v.run_id == model.source_run_id and v.tags.get(names.BACKEND) == backend
         if same_run or (digest and v.tags.get(MODEL_SHA_TAG) == digest):
             return v
     return None
+
+
+def measured_model(models: list, backend: str):
+    """The trial's logged model that runs ``backend``, the one its numbers were measured
+    on (an ONNX file for an ONNX Runtime backend, the torch.export program for torch)."""
+    return next((m for m in models if m.tags.get(names.BACKEND) == backend), None)
+
+
+def refusal(models: list, backend: str, target_label: str, why: str | None) -> str:
+    """Why nothing is registered: no logged model runs the backend that was measured."""
+    served = ", ".join(sorted({str(m.tags.get(names.BACKEND)) for m in models})) or "nothing"
+    return (
+        f"not registered: the recommendation for {target_label} was measured on {backend}, "
+        f"but the trial's MLflow Models run {served}"
+        + (f" ({why})" if why else "; add an onnxruntime target to register what is served")
+    )
 
 
 def register(
@@ -99,21 +115,16 @@ def register(
         return None
     name, alias, r = cfg.registry.model_name or cfg.mlflow_experiment, alias_of(cfg), s.recommended
     models = logged_models(client, r.run_id)
-    model = next((m for m in models if m.tags.get(names.BACKEND) == r.backend), None)
+    model = measured_model(models, r.backend)
     if model is None:
-        served = ", ".join(sorted({str(m.tags.get(names.BACKEND)) for m in models})) or "nothing"
         why = client.get_run(r.run_id).data.tags.get(names.TORCH_MODEL_ERROR)
-        echo(
-            f"not registered: the recommendation for {s.target[1]} was measured on {r.backend}, "
-            f"but the trial's MLflow Models run {served}"
-            + (f" ({why})" if why else "; add an onnxruntime target to register what is served")
-        )
+        echo(refusal(models, r.backend, s.target[1], why))
         return None
     try:
         client.get_registered_model(name)
     except MlflowException:
         client.create_registered_model(name, description=f"accelab recommendations of {cfg.name}")
-    if same := existing_version(client, name, model):
+    if same := same_model(client.search_model_versions(f"name = '{name}'"), model):
         echo(f"{name} version {same.version} already serves this model ({r.backend}, same file)")
         return None
     task = resolve_task(cfg.trainable.name)
@@ -133,17 +144,26 @@ def register(
 def decide(
     client: MlflowClient, name: str, alias: str, speedup: float, s: SweepSummary
 ) -> tuple[bool, str]:
-    """Whether the alias moves to the new version, and why (never silently to a worse one)."""
+    """Whether the alias moves to the new version, and why (see ``alias_decision``)."""
     try:
         current = client.get_model_version_by_alias(name, alias)
     except MlflowException:
+        current = None
+    return alias_decision(current, speedup, s.target[0], s.noise)
+
+
+def alias_decision(current, speedup: float, target: str, noise: float) -> tuple[bool, str]:
+    """Whether the alias moves from ``current`` (the model version holding it, or None) to a
+    new version measured at ``speedup`` on ``target``, and why: only when it is faster
+    beyond the noise floor on the same target, never silently to a worse or a tied one."""
+    if current is None:
         return True, "set (no version held it)"
     old_target = current.tags.get(TARGET_TAG)
-    if old_target != s.target[0]:
+    if old_target != target:
         return False, (f"kept on version {current.version}: it was chosen for target {old_target}, "
-                       f"this one for {s.target[0]}")  # fmt: skip
+                       f"this one for {target}")  # fmt: skip
     old = float(current.tags.get(SPEEDUP_TAG, "0") or 0)
-    if speedup > old * (1 + s.noise):
+    if speedup > old:
         return True, f"moved from version {current.version} ({old:.2f}x) to {speedup:.2f}x"
     return False, (f"kept on version {current.version} ({old:.2f}x): {speedup:.2f}x is not faster "
-                   f"beyond the {s.noise:.0%} noise floor")  # fmt: skip
+                   f"beyond the {noise:.0%} noise floor")  # fmt: skip

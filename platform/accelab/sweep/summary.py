@@ -231,11 +231,15 @@ def targets_of(parent) -> list[tuple[str, str]]:
 def summarize(client: MlflowClient, parent, target: str | None = None) -> SweepSummary:
     """Rows of every trial child run on one target (default: the primary), both frontiers
     and the recommendation for that target."""
+    return summary_of(parent, child_runs(client, parent), target)
+
+
+def summary_of(parent, runs: list, target: str | None = None) -> SweepSummary:
+    """``summarize`` given the sweep's run and its trial runs (MLflow Run entities): pure."""
     metric = MetricInfo.from_tags(parent.data.tags)
     targets = targets_of(parent)
     index = [k for k, _ in targets].index(target) if target else 0
     sfx = "" if index == 0 else f".{targets[index][0]}"
-    runs = child_runs(client, parent)
     rows = sorted((trial_row(r, metric, sfx) for r in runs), key=lambda r: r.trial_id)
     baseline = {
         k[len(names.BASELINE_PREFIX) :].removesuffix(sfx): v
