@@ -78,12 +78,12 @@ def test_jobs_api_refuses_a_client_without_the_token(head: Head, tmp_path: Path)
                           env=stranger, capture_output=True, text=True, timeout=120)  # fmt: skip
     assert proc.returncode != 0 and "token" in (proc.stdout + proc.stderr).lower()
     with pytest.raises(urllib.error.HTTPError) as err:
-        urllib.request.urlopen(f"{head.address}/api/jobs/", timeout=10)
+        urllib.request.urlopen(f"{head.address}/api/jobs/", timeout=60)
     assert err.value.code == 401
     token = (head.home / ".ray" / "auth_token").read_text().strip()
     request = urllib.request.Request(f"{head.address}/api/jobs/",
                                      headers={"Authorization": f"Bearer {token}"})  # fmt: skip
-    assert urllib.request.urlopen(request, timeout=10).status == 200
+    assert urllib.request.urlopen(request, timeout=60).status == 200
 
 
 def test_accelab_is_not_installed_on_the_cluster_side(head: Head, tmp_path: Path):
