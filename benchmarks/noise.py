@@ -2,15 +2,18 @@
 floor of accelab's latency numbers, with the old and the new timing method, on a quiet
 machine and beside CPU-bound background processes.
 
-    python benchmarks/noise.py [--repeats 3] [--background 2] [--no-pylm]
+    python benchmarks/noise.py [--repeats 3] [--background 2] [--no-pylm] [--only ort]
 
 Each cell: the A/A control of one target (the dense model against a copy of itself, the
 same runners and ``accelab.measure.latency.time_runners`` a sweep trial uses), repeated
 ``--repeats`` times; shown: the median and the worst noise floor (``accelab.stats.
-noise_floor``) and the median seconds one control took. Methods: ``rounds`` (the old one:
-alternating rounds of repeats, min-max of round ratios), ``blocks`` (the default: short
-interleaved blocks, order-statistic interval of the median ratio, sampled until
-``measure.target_precision`` or ``measure.max_seconds``), and ``blocks`` pinned to one core.
+noise_floor``) and the median seconds one control took. Methods: ``rounds`` (the oldest:
+alternating rounds of repeats, min-max of round ratios); ``blocks, normal prio`` (short
+interleaved blocks of 5 calls, order-statistic interval of the median ratio, sampled until
+``measure.target_precision`` or ``measure.max_seconds``: the default before
+``measure.realtime`` and ``measure.block_ms``); ``blocks (default)``: the same at real-time
+priority where the OS allows, with fewer calls per block for slow models; and that pinned
+to one core (``measure.pin_cpu``).
 "Loaded": ``--background`` busy-looping Python processes started here and killed at the
 end (bounded by a deadline of their own too). Other work on the machine is not controlled:
 the load average is printed.
@@ -37,9 +40,10 @@ SPIN = "import time\nend = time.time() + {s}\nwhile time.time() < end:\n    pass
 
 def methods(old_rounds: int, old_repeats: int) -> dict[str, MeasureConfig]:
     return {
-        "rounds (old)": MeasureConfig(method="rounds", rounds=old_rounds, repeats=old_repeats),
-        "blocks (new)": MeasureConfig(),
-        "blocks, pinned": MeasureConfig(pin_cpu=True),
+        "rounds (oldest)": MeasureConfig(method="rounds", rounds=old_rounds, repeats=old_repeats),
+        "blocks, normal prio": MeasureConfig(realtime=False, block_ms=0),
+        "blocks (default)": MeasureConfig(),
+        "default, pinned": MeasureConfig(pin_cpu=True),
     }
 
 
@@ -72,14 +76,15 @@ def cases(with_pylm: bool):
     return out
 
 
-def floors(pair, batch, s: MeasureConfig, repeats: int) -> tuple[float, float, float]:
+def floors(pair, batch, s: MeasureConfig, repeats: int) -> tuple[float, float, float, str]:
+    """Median and worst floor, median seconds, and the applied method (of the last control)."""
     values, seconds = [], []
     for _ in range(repeats):
         start = time.perf_counter()
         base, same = time_runners(list(pair), batch, s)
         seconds.append(time.perf_counter() - start)
         values.append(noise_floor(speedup(base, same)))
-    return statistics.median(values), max(values), statistics.median(seconds)
+    return statistics.median(values), max(values), statistics.median(seconds), base.method
 
 
 def main() -> None:
@@ -87,16 +92,22 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3, help="A/A controls per cell")
     p.add_argument("--background", type=int, default=2, help="busy processes when loaded")
     p.add_argument("--no-pylm", action="store_true")
+    p.add_argument("--only", default="", help="only targets whose label contains this")
+    p.add_argument("--quiet-only", action="store_true", help="skip the loaded half")
     p.add_argument("--limit-s", type=float, default=1200, help="background processes' own deadline")
     a = p.parse_args()
     torch.set_num_threads(1)
-    all_cases = cases(not a.no_pylm)
+    all_cases = [c for c in cases(not a.no_pylm) if a.only in c[0]]
     d = MeasureConfig()
-    print(f"torch {torch.__version__}, 1 thread, {os.cpu_count()} CPUs; new method: blocks of "
-          f"{d.block_calls} calls, target +-{d.target_precision:.0%}, budget {d.max_seconds:g} s; "
-          f"{a.repeats} A/A controls per cell: floor median / worst, seconds per control\n")  # fmt: skip
-    print(f"{'target':<24}{'load':<20}{'method':<16}{'floor':>8}{'worst':>8}{'s':>7}  load avg")
-    for loaded in (False, True):
+    print(f"torch {torch.__version__}, 1 thread, {os.cpu_count()} CPUs; default method: blocks of "
+          f"up to {d.block_calls} calls (block_ms {d.block_ms:g}), realtime={d.realtime}, target "
+          f"+-{d.target_precision:.0%}, budget {d.max_seconds:g} s; {a.repeats} A/A controls per "
+          f"cell: floor median / worst, seconds per control; load avg = 1-min load average "
+          f"after the cell\n")  # fmt: skip
+    print(
+        f"{'target':<24}{'load':<20}{'method':<21}{'floor':>8}{'worst':>8}{'s':>7}  load avg  applied"
+    )
+    for loaded in (False,) if a.quiet_only else (False, True):
         procs = []
         if loaded:
             spin = SPIN.format(s=a.limit_s)
@@ -105,11 +116,11 @@ def main() -> None:
         try:
             for label, pair, batch, rounds, repeats in all_cases:
                 for name, s in methods(rounds, repeats).items():
-                    med, worst, secs = floors(pair, batch, s, a.repeats)
+                    med, worst, secs, applied = floors(pair, batch, s, a.repeats)
                     load = f"+{a.background} busy procs" if loaded else "no extra load"
                     avg = f"{os.getloadavg()[0]:.1f}"
-                    print(f"{label:<24}{load:<20}{name:<16}{med:>8.1%}{worst:>8.1%}{secs:>7.1f}  {avg}",
-                          flush=True)  # fmt: skip
+                    print(f"{label:<24}{load:<20}{name:<21}{med:>8.1%}{worst:>8.1%}{secs:>7.1f}  "
+                          f"{avg:>8}  {applied}", flush=True)  # fmt: skip
         finally:
             for proc in procs:
                 proc.kill()

@@ -383,6 +383,21 @@ class MeasureConfig(Section):
         description="blocks: time budget of one measurement (the interval is reported "
         "as wide as it is when the budget runs out).",
     )
+    block_ms: Annotated[float, Field(ge=0, le=60000)] = Field(
+        30.0,
+        description="blocks: fewer calls per block (down to 1) when block_calls rounds of "
+        "every runner's call (its fastest warm-up time) would take longer than this many ms, "
+        "so that a slow model gets more paired blocks within max_seconds; 0 = always "
+        "block_calls. The calls per block used are in the latency's method.",
+    )
+    realtime: bool = Field(
+        True,
+        description="blocks: time at real-time priority (SCHED_FIFO 1 for the timing thread, "
+        "restored afterwards) where the OS allows it (Linux as root, with CAP_SYS_NICE or an "
+        "RLIMIT_RTPRIO), so that other CPU-bound work cannot preempt a timed call; only when "
+        "every timed runner runs 1 thread on the CPU. Refused or not applicable: normal "
+        "priority, and the latency's method says so.",
+    )
     pin_cpu: bool = Field(
         False,
         description="Pin the measuring process to one CPU while timing (os.sched_setaffinity, "

@@ -5,6 +5,7 @@ precision or on its time budget, with p50s and speedup from the same blocks."""
 from __future__ import annotations
 
 import math
+import os
 import statistics
 import time
 from dataclasses import dataclass
@@ -12,7 +13,15 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from accelab.measure.latency import precise_enough, speedup, time_blocks, widest_half_width
+from accelab.config.schema import MeasureConfig
+from accelab.measure.latency import (
+    calls_per_block,
+    precise_enough,
+    speedup,
+    time_blocks,
+    time_runners,
+    widest_half_width,
+)
 from accelab.stats import median_interval, median_ranks, noise_floor, paired_ratio
 
 
@@ -179,3 +188,64 @@ def test_median_ranks_hold_for_thousands_of_blocks():
     """A long measurement (thousands of blocks) must not overflow: 2.0**n does past 1023."""
     j, k = median_ranks(5000)
     assert k == 5001 - j and 2400 < j < 2460  # ~ n/2 - 1.96 sqrt(n)/2
+
+
+@pytest.mark.parametrize(("fastest", "block_ms", "calls"), [
+    ([2.0, 2.0], 30.0, 5),  # a fast model keeps block_calls
+    ([4.0, 4.0], 30.0, 3),  # 3 rounds of 8 ms fit in 30 ms, 4 would not
+    ([28.0, 28.0], 30.0, 1),  # the language model: one call each per block, never zero
+    ([28.0, 28.0], 0.0, 5),  # 0 = always block_calls
+    ([math.inf, 2.0], 30.0, 5),  # no warm-up, no call time: block_calls
+])  # fmt: skip
+def test_slow_models_get_fewer_calls_per_block(fastest, block_ms, calls):
+    assert calls_per_block(fastest, 5, block_ms) == calls
+
+
+def test_a_slow_pair_is_timed_one_call_per_block_and_says_so():
+    """Two 20 ms runners against a 30 ms block: 1 call each per block, so 6 blocks are 6
+    calls each (5 would be 30), and the method names the block size used."""
+    a, b = Stamped(20.0, starts=[]), Stamped(20.0, starts=[])
+    la, lb = time_blocks([a, b], torch.zeros(1, 1), warmup=1, block_calls=5, min_blocks=6,
+                         target_precision=1.0, max_seconds=30, block_ms=30.0)  # fmt: skip
+    assert len(a.starts) == len(b.starts) == 1 + 6 == 1 + len(la.rounds_p50_ms)
+    assert la.method == lb.method == "blocks, 1 call per block"
+
+
+@dataclass
+class PolicyProbe(Sleeper):
+    """A runner that records the scheduling policy its calls ran under."""
+
+    policies: list[int] | None = None
+
+    def __call__(self, x):
+        self.policies.append(os.sched_getscheduler(0))
+        return x
+
+
+needs_sched = pytest.mark.skipif(not hasattr(os, "sched_setscheduler"), reason="no sched API")
+
+
+@needs_sched
+def test_realtime_priority_is_applied_while_timing_and_restored():
+    before = os.sched_getscheduler(0)
+    probe = PolicyProbe(0.0, policies=[])
+    (lat,) = time_blocks([probe], torch.zeros(1), warmup=2, block_calls=2, min_blocks=6,
+                         target_precision=1.0, max_seconds=30, realtime=True)  # fmt: skip
+    assert os.sched_getscheduler(0) == before  # restored
+    if "real-time priority" in lat.method:  # the OS allowed it: every call ran under it
+        assert set(probe.policies) == {os.SCHED_FIFO}
+    else:  # refused (no privilege): said so, and the calls ran at normal priority
+        assert "normal priority (real-time refused" in lat.method
+        assert os.SCHED_FIFO not in probe.policies
+
+
+@needs_sched
+def test_realtime_priority_only_for_single_threaded_cpu_runners_and_when_asked():
+    multi = PolicyProbe(0.0, threads=2, policies=[])
+    one = PolicyProbe(0.0, policies=[])
+    (_, lat) = time_blocks([multi, one], torch.zeros(1), warmup=0, block_calls=1, min_blocks=6,
+                           target_precision=1.0, max_seconds=30, realtime=True)  # fmt: skip
+    assert os.SCHED_FIFO not in multi.policies + one.policies and lat.method == "blocks"
+    off = MeasureConfig(realtime=False, warmup=1, min_blocks=6, target_precision=1.0)
+    (lat,) = time_runners([one], torch.zeros(1), off)
+    assert os.SCHED_FIFO not in one.policies and "priority" not in lat.method
