@@ -136,7 +136,7 @@ def head_errors(model: nn.Module, cfg: ExperimentConfig) -> list[str]:
     if not counts:
         return [
             f"compression.prune.method: heads, but {cfg.trainable.name}/{cfg.trainable.model} "
-            "has no attention layers (q/k/v/o or GPT-2 c_attn/c_proj)"
+            "has no attention layers (q/k/v/o, GPT-2 c_attn/c_proj or BERT query/key/value)"
         ]
     return [f"compression.prune.sparsity: {p}" for p in count_errors(counts, cfg.compression.prune.sparsity)]  # fmt: skip
 

@@ -19,6 +19,9 @@ Architectures are recognised by their attributes (small adapters, no model impor
                            v_proj o_proj`` (with grouped-query attention a prunable unit is
                            one key/value head together with the query heads that share it)
     fused GPT-2 ``Conv1D`` ``c_attn`` (q|k|v) and ``c_proj``, ``num_heads``/``split_size``
+                           (ViT in transformers 5 too)
+    nested                 BERT/RoBERTa-style ``self.query key value`` (with
+                           ``attention_head_size``) and the sibling ``output.dense``
 
 Every adapter reads the head count off the widths or updates it, so a model rebuilt with
 ``resize_heads`` (the deployable loader) has the pruned shapes before its weights load.
@@ -131,9 +134,52 @@ class FusedConv1D:
         m.num_heads, m.split_size = len(kept), len(kept) * m.head_dim
 
 
+@dataclass(frozen=True)
+class NestedProjections:
+    """BERT-style: the attention module holds the heads' module ``inner`` (``query``,
+    ``key``, ``value`` Linear, ``attention_head_size``, ``num_attention_heads``,
+    ``all_head_size``) and the output projection ``output.dense`` beside it."""
+
+    inner: str
+
+    def _parts(self, m: nn.Module) -> tuple[nn.Module, nn.Module]:
+        return getattr(m, self.inner), m.output
+
+    def matches(self, m: nn.Module) -> bool:
+        inner, out = getattr(m, self.inner, None), getattr(m, "output", None)
+        if inner is None or not isinstance(getattr(out, "dense", None), nn.Linear):
+            return False
+        linear = all(
+            isinstance(getattr(inner, n, None), nn.Linear) for n in ("query", "key", "value")
+        )
+        return linear and isinstance(getattr(inner, "attention_head_size", None), int)  # fmt: skip
+
+    def projections(self, name: str) -> list[str]:
+        inner = f"{name}.{self.inner}"
+        return [f"{inner}.query", f"{inner}.key", f"{inner}.value", f"{name}.output.dense"]
+
+    def units(self, m: nn.Module) -> int:
+        inner, _ = self._parts(m)
+        return inner.key.out_features // inner.attention_head_size
+
+    def scores(self, m: nn.Module) -> Tensor:
+        (inner, out), units = self._parts(m), self.units(m)
+        return _unit_norms(out.dense.weight, units, dim=1) * _unit_norms(inner.value.weight, units, dim=0)  # fmt: skip
+
+    def keep(self, m: nn.Module, kept: Tensor) -> None:
+        inner, out = self._parts(m)
+        rows = _rows(kept, inner.attention_head_size)
+        for attr in ("query", "key", "value"):
+            setattr(inner, attr, _narrow_linear(getattr(inner, attr), rows, 0))
+        out.dense = _narrow_linear(out.dense, rows, 1)
+        inner.num_attention_heads = len(kept)
+        inner.all_head_size = len(kept) * inner.attention_head_size
+
+
 ADAPTERS = (SeparateProjections("q", "k", "v", "o"),
-            SeparateProjections("q_proj", "k_proj", "v_proj", "o_proj"), FusedConv1D())  # fmt: skip
-Adapter = SeparateProjections | FusedConv1D
+            SeparateProjections("q_proj", "k_proj", "v_proj", "o_proj"), FusedConv1D(),
+            NestedProjections("self"))  # fmt: skip
+Adapter = SeparateProjections | FusedConv1D | NestedProjections
 
 
 def attention_layers(
