@@ -152,15 +152,24 @@ def train_loop_per_worker(settings: LoopSettings) -> None:
         fault = cfg.faults
         if fault.fail_at_epoch == epoch and not ctx.state["restarts"] and rank == fault.fail_rank:
             raise RuntimeError(f"accelab fault injection: rank {rank} fails at epoch {epoch}")
-        set_epoch(loader, epoch)
-        start = time.perf_counter()
-        loss, samples = train_one_epoch(ctx)
-        metrics = epoch_metrics(w, epoch, loss, samples, time.perf_counter() - start)
-        ctx.state["epoch"] = epoch
-        w.history.append({"epoch": epoch, "metrics": metrics})
+        metrics = run_epoch(w, epoch)
         report(w, metrics, epoch)
         tracker.metrics(epoch, metrics)
     tracker.model(model)
+
+
+def run_epoch(w: Worker, epoch: int) -> dict[str, Any]:
+    """Train and score ``epoch`` on this rank, then mark it done: the counter a restart
+    continues after (``epochs_left``) and the epoch's row of the history the checkpoint
+    carries. Ray's report and MLflow's log follow in the loop (this part runs without Ray)."""
+    ctx = w.ctx
+    set_epoch(ctx.loader, epoch)
+    start = time.perf_counter()
+    loss, samples = train_one_epoch(ctx)
+    metrics = epoch_metrics(w, epoch, loss, samples, time.perf_counter() - start)
+    ctx.state["epoch"] = epoch
+    w.history.append({"epoch": epoch, "metrics": metrics})
+    return metrics
 
 
 def agree_on_precision(
