@@ -28,7 +28,7 @@ from accelab.tracking.client import log_metrics_once
 from accelab.tracking.runs import storage_path
 from accelab.training.checkpoint import META_FILE, read_meta
 from accelab.training.launcher import run_training
-from accelab.variant.judge import MB, interval, judge, load_dense
+from accelab.variant.judge import MB, VariantResult, interval, judge, load_dense
 from accelab.variant.setup import Setup
 from accelab.variant.sources import prepare_source
 
@@ -124,7 +124,17 @@ def aa_control(setup: Setup, dense_dir: Path, tracking_uri: str, parent_id: str)
     dense = load_dense(setup, dense_dir)
     plain = cfg.model_copy(update={"compression": type(cfg.compression)()})
     r = judge(dense, copy.deepcopy(dense.model), plain)
-    name = dense.task.metric.name
+    metrics = aa_metrics(r, dense.task.metric.name)
+    metrics[names.M_AA_COMPUTE_S] = time.perf_counter() - start
+    log_metrics_once(MlflowClient(tracking_uri), parent_id, 0, metrics)
+    return metrics
+
+
+def aa_metrics(r: VariantResult, name: str) -> dict[str, float]:
+    """The A/A control's numbers from the dense model judged against itself: the baseline's
+    quality and size, and per target (suffixed like trial metrics) the dense model's
+    latency on that runtime and the speedup against it (~1x): its spread is that target's
+    noise floor, so it is never taken against another runtime's dense model."""
     base = r.primary.torch_baseline
     metrics = {
         **{names.baseline(k): v for k, v in interval(name, base.quality).items()},
@@ -145,6 +155,4 @@ def aa_control(setup: Setup, dense_dir: Path, tracking_uri: str, parent_id: str)
             }
         )
         metrics[names.M_NOISE_FLOOR + sfx] = noise_floor(t.vs_family.speedup)
-    metrics[names.M_AA_COMPUTE_S] = time.perf_counter() - start
-    log_metrics_once(MlflowClient(tracking_uri), parent_id, 0, metrics)
     return metrics

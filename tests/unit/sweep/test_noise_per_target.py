@@ -4,17 +4,20 @@ the registry read that target's floor, never the primary one's."""
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
+from accelab.backends import ORT_FP32
 from accelab.config.schema import ExperimentConfig, MeasureConfig
 from accelab.stats import Estimate, noise_floor
-from accelab.sweep.baseline import aa_control
+from accelab.sweep.baseline import aa_control, aa_metrics
 from accelab.sweep.summary import TARGETS_TAG, MetricInfo, summarize
 from accelab.training.checkpoint import save_checkpoint
+from accelab.variant.judge import judge, load_dense
 from accelab.variant.setup import Setup
 from tests.helpers_torch import trained_mlp
 
@@ -86,3 +89,31 @@ def test_the_aa_control_logs_each_targets_own_floor(client, tmp_path):
     assert m["baseline_latency_p50_ms"] != m["baseline_latency_p50_ms.ort_b1"]
     logged = client.get_run(pid).data.metrics
     assert logged["noise_floor.ort_b1"] == m["noise_floor.ort_b1"]
+
+
+def test_each_targets_aa_control_is_against_the_dense_model_on_its_runtime(tmp_path):
+    """The A/A numbers of every target (speedup, floor, baseline latency) are the dense
+    model against itself on that target's runtime, never against dense torch (ONNX Runtime
+    at batch 1 is several times faster than torch: its floor would be meaningless). Checked
+    on the judged numbers themselves, so no timing threshold depends on the machine's load."""
+    cfg = ExperimentConfig.model_validate({
+        "trainable": {"model": "mlp", "model_args": {"hidden": [32]}},
+        "measure": {"method": "rounds", "rounds": 3, "warmup": 1, "repeats": 3,
+                    "targets": [{"runtime": "torch", "batch_size": 1},
+                                {"runtime": "onnxruntime", "batch_size": 1}]},
+    })  # fmt: skip
+    model, _ = trained_mlp((32,), epochs=1)
+    save_checkpoint(tmp_path, model, {"loop": {}},
+                    {"epoch": 0, "history": [], "trainable": cfg.trainable.model_dump()})  # fmt: skip
+    dense = load_dense(Setup.of(cfg), tmp_path)
+    r = judge(dense, copy.deepcopy(dense.model), cfg)
+    m = aa_metrics(r, dense.task.metric.name)
+    for key, sfx, family in (("torch_b1", "", "torch-fp32"), ("ort_b1", ".ort_b1", ORT_FP32)):
+        t = r.targets[key]
+        assert t.family_baseline.backend == family
+        assert m[f"aa_speedup{sfx}"] == t.vs_family.speedup.value
+        assert m[f"aa_speedup_lo{sfx}"] == t.vs_family.speedup.lo
+        assert m[f"noise_floor{sfx}"] == noise_floor(t.vs_family.speedup)
+        assert m[f"baseline_latency_p50_ms{sfx}"] == t.family_baseline.latency_p50_ms
+    ort = r.targets["ort_b1"]
+    assert ort.vs_torch.speedup.value != ort.vs_family.speedup.value  # the test can tell
