@@ -96,3 +96,20 @@ def test_layers_already_float_are_not_searched(fragile_dir):
     new, found = resolve_fallback(setup, load_dense(setup, fragile_dir))
     assert sorted(row.layer for row in found.ranking) == ["1", "3"]
     assert new.cfg.compression.quant.layers == {"5": None, "3": None}
+
+
+def test_the_fallback_is_searched_on_validation_never_on_test(fragile_dir):
+    """The same fragile model on a task whose validation labels are shifted (every model
+    scores ~0 there): quantizing layer "3" costs nothing on validation, so nothing falls
+    back; on test it costs > 3 points, so a search that read the test split keeps it."""
+    setup = Setup.of(ExperimentConfig.model_validate({
+        "trainable": {**TRAINABLE, "name": "tests.tasks:SHIFTED_VAL"},
+        "measure": {"targets": [{"runtime": "torch"}]},
+        "compression": {"quant": {"bits": 8, "fallback": "auto", "fallback_budget": 0.01}},
+    }))  # fmt: skip
+    dense = load_dense(setup, fragile_dir)
+    _, found = resolve_fallback(setup, dense)
+    assert found.result.float_layers == [] and found.result.met
+    uniform = finalize(dense.model, setup.cfg.compression.quant, dense.calibration)
+    values = per_example(TorchRunner(uniform.model), dense.splits.test, dense.task)
+    assert drop(dense.runners.test_values, values, dense.task.metric).value > 0.03

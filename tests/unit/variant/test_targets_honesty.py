@@ -147,3 +147,19 @@ def test_static_int8_is_calibrated_on_training_data(tmp_path):
         input_scale_torch(finalize(dense.model, cfg.compression.quant, dense.calibration).model)
         < 3 * wide
     )
+
+
+def test_each_targets_quality_is_the_variants_own(judged):
+    """Each target's accuracy is its own variant runner scored on the test split (75% of
+    the hidden units gone: not the dense model's accuracy), and its drop is against dense."""
+    from accelab.measure import per_example
+    from accelab.measure.quality import estimate
+
+    dense, r, _ = judged
+    m = r.metrics
+    for key, sfx in (("torch_b64", ""), (ORT, f".{ORT}")):
+        runner = r.targets[key].built.runner
+        own = estimate(per_example(runner, dense.splits.test, dense.task), dense.task.metric)
+        assert m[f"accuracy{sfx}"] == own.value
+        assert abs(own.value - m["baseline_accuracy"]) > 0.02
+        assert m[f"accuracy_drop{sfx}"] == pytest.approx(m["baseline_accuracy"] - own.value)
