@@ -31,7 +31,7 @@ from accelab.compress.pipeline import Calibration, compress_for_training
 from accelab.config.schema import ExperimentConfig
 from accelab.export import openvino
 from accelab.measure import TorchRunner, per_example
-from accelab.measure.quality import drop_unit
+from accelab.measure.quality import drop_unit, estimate
 from accelab.tasks import resolve_task
 from accelab.training.epoch import fit
 from accelab.variant.targets import DenseRunners, Exports, build_on, measure_target, targets_of
@@ -165,6 +165,10 @@ def main() -> None:
         dense_runners = DenseRunners(
             runner, task, per_example(runner, splits.test, task), per_example(runner, splits.val, task),
         )  # fmt: skip
+        test_q, val_q = (estimate(v, task.metric).value for v in
+                         (dense_runners.test_values, dense_runners.val_values))  # fmt: skip
+        print(f"dense model, torch fp32 (the reference): test {task.metric.name} {test_q:.4f}, "
+              f"validation {val_q:.4f}")  # fmt: skip
         exports = Exports(model)
         rows: list[Row] = []
         for label, runtime, quant, whose in flows:
