@@ -25,6 +25,7 @@ Architectures are recognised by their attributes (small adapters, no model impor
 
 Every adapter reads the head count off the widths or updates it, so a model rebuilt with
 ``resize_heads`` (the deployable loader) has the pruned shapes before its weights load.
+A Hugging Face Llama-style config follows too (``sync_config``), where it can say it.
 """
 
 from __future__ import annotations
@@ -242,7 +243,29 @@ def apply_heads(
         drop = order[: heads_removed(len(scores), fraction)]
         adapter.keep(m, torch.sort(order[len(drop) :]).values)
         removed[name] = sorted(drop.tolist())
+    sync_config(model)
     return removed
+
+
+def sync_config(model: nn.Module) -> None:
+    """Make a Hugging Face Llama-style config (``num_attention_heads``,
+    ``num_key_value_heads``, ``head_dim``) say the heads its attention layers have now,
+    where every layer sharing it has the same count: that config then builds the pruned
+    shapes (``save_pretrained``/``from_pretrained``, tools that read the head count).
+    Left unchanged where the layers differ (some were excluded) and for GPT-2 and BERT,
+    whose configs derive the head width from ``hidden_size / heads`` and so cannot describe
+    fewer heads of the same width."""
+    shapes: dict[int, tuple[object, set[tuple[int, int, int]]]] = {}
+    for _, m, adapter in attention_layers(model):
+        config = getattr(m, "config", None)
+        if isinstance(adapter, SeparateProjections) and hasattr(config, "num_key_value_heads"):
+            shape = (adapter.units(m), adapter._group(m), m.head_dim)
+            shapes.setdefault(id(config), (config, set()))[1].add(shape)
+    for config, found in shapes.values():
+        if len(found) == 1:
+            [(units, group, head_dim)] = found
+            config.num_key_value_heads, config.num_attention_heads = units, units * group
+            config.head_dim = head_dim
 
 
 @torch.no_grad()
@@ -258,4 +281,5 @@ def resize_heads(model: nn.Module, counts: dict[str, int]) -> nn.Module:
         m, adapter = layers[name]
         if count != adapter.units(m):
             adapter.keep(m, torch.arange(count))
+    sync_config(model)
     return model
