@@ -194,3 +194,23 @@ def test_the_cache_key_tells_apart_model_classes_and_cpus(monkeypatch):
     on_a = cache_key(model, batch, CPU)
     monkeypatch.setattr(accelab.host, "cpu_model", lambda: "CPU model B")
     assert cache_key(model, batch, CPU) != on_a
+
+
+def test_a_precision_unstable_in_any_round_is_unstable():
+    """A non-finite loss in one round of steps makes that precision unstable, whichever
+    round it was (here bf16's first round diverges and its later rounds do not)."""
+    model, batch = tiny()
+    bf16_steps = [0]
+
+    def first_bf16_round_diverges(logits, y):
+        loss = TASK.loss(logits, y)
+        if logits.dtype == torch.bfloat16:  # under bf16 autocast
+            bf16_steps[0] += 1
+            if bf16_steps[0] <= 8:  # time_steps: 2 warm-up + 6 timed steps per round
+                return loss * float("nan")
+        return loss
+
+    measured = measure_precisions(model, batch, first_bf16_round_diverges, CPU, rounds=3)
+    assert bf16_steps[0] == 3 * 8
+    assert measured["fp32"]["stable"] and not measured["bf16"]["stable"]
+    assert choose(measured).name == "fp32"
