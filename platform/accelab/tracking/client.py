@@ -6,7 +6,9 @@ workers and restarted workers all write to the same run without an "active run" 
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import sys
 import tempfile
 import time
@@ -49,12 +51,23 @@ def tracking_store(uri: str | None, key: str = "tracking.uri", must_exist: bool 
     return check_tracking_uri(resolve_tracking_uri(uri), key, must_exist)
 
 
+# mappings whose keys are the user's data (layer names and fnmatch patterns: ``fc*``,
+# ``[13]``), not config keys: one param each, their JSON, never a param per key
+WHOLE = ("compression.prune.layers", "compression.quant.layers")
+PARAM_KEY = re.compile(r"[\w\-. :/]+")  # what MLflow accepts in a param's name
+
+
 def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; a mapping in ``WHOLE``, or one with a key
+    MLflow would refuse in a param name, stays one value (its JSON)."""
     out: dict[str, Any] = {}
     for key, value in data.items():
         name = f"{prefix}{key}"
         if isinstance(value, dict) and value:
-            out.update(flatten(value, f"{name}."))
+            if name in WHOLE or not all(PARAM_KEY.fullmatch(str(k)) for k in value):
+                out[name] = json.dumps(value, default=str)
+            else:
+                out.update(flatten(value, f"{name}."))
         else:
             out[name] = value
     return out

@@ -96,3 +96,21 @@ def test_a_sweep_searches_the_recipe_as_a_whole_and_checks_each_choice():
         "booleans and null; a choice of mappings or lists (e.g. compression.prune.layers) needs "
         "search grid or random"
     ]
+
+
+def test_per_layer_recipes_are_logged_as_one_param_each():
+    """A pattern such as ``blocks.1.attn.*`` is no MLflow param name: the recipes are logged
+    whole (their JSON), so that a run with one starts (create_run refused it before); every
+    name passes MLflow's own check."""
+    from mlflow.utils.validation import _validate_param_name
+
+    from accelab.tracking.client import flatten
+
+    data = cfg(method="unstructured", layers={"blocks.1.attn.*": 0.8, "[13]": 0.5})
+    data.compression.quant.layers = {"fc*": None}
+    params = flatten(data.model_dump())
+    assert params["compression.prune.layers"] == '{"blocks.1.attn.*": 0.8, "[13]": 0.5}'
+    assert params["compression.quant.layers"] == '{"fc*": null}'
+    assert params["trainable.model_args.hidden"] == [16, 16]  # other sections still flat
+    for name in params:
+        _validate_param_name(name)
