@@ -163,3 +163,17 @@ def test_each_targets_quality_is_the_variants_own(judged):
         assert m[f"accuracy{sfx}"] == own.value
         assert abs(own.value - m["baseline_accuracy"]) > 0.02
         assert m[f"accuracy_drop{sfx}"] == pytest.approx(m["baseline_accuracy"] - own.value)
+
+
+def test_a_simulated_backend_is_given_no_speed(tmp_path):
+    """4 bits: simulated on torch (fake-quant: quality and a computed size, never a speed),
+    a real int4 kernel on ONNX Runtime (timed next to dense ORT)."""
+    cfg = config("digits", threads=1, compression={"quant": {"bits": 4}})
+    dense = load_dense(Setup.of(cfg), dense_dir(tmp_path, cfg))
+    r = judge(dense, copy.deepcopy(dense.model), cfg)
+    t, m = r.targets["torch_b64"], r.metrics
+    assert t.measurement.simulated and t.measurement.latency is None
+    assert t.vs_family.speedup is None and t.vs_torch.speedup is None
+    assert m["simulated"] == 1.0 and m["packed_size_mb"] < m["size_mb"]
+    assert not {"speedup", "speedup_vs_torch", "latency_p50_ms", "throughput_sps"} & set(m)
+    assert m[f"simulated.{ORT}"] == 0.0 and m[f"speedup.{ORT}"] > 0
