@@ -163,7 +163,7 @@ def alias_decision(current, speedup: float, target: str, noise: float) -> tuple[
         return False, (f"kept on version {current.version}: it was chosen for target {old_target}, "
                        f"this one for {target}")  # fmt: skip
     old = float(current.tags.get(SPEEDUP_TAG, "0") or 0)
-    if speedup > old:
+    if speedup > old * (1 + noise):
         return True, f"moved from version {current.version} ({old:.2f}x) to {speedup:.2f}x"
     return False, (f"kept on version {current.version} ({old:.2f}x): {speedup:.2f}x is not faster "
                    f"beyond the {noise:.0%} noise floor")  # fmt: skip
