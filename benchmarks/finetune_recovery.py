@@ -3,8 +3,9 @@
     python benchmarks/finetune_recovery.py [--seeds 0 1] [--epochs 4]
     python benchmarks/finetune_recovery.py --models "mlp 300-100" --cases unstructured95 \
         --settings 4 --seeds 0 1 2 --distill 0.5 2.0   # plain vs distilled, side by side
-    python benchmarks/finetune_recovery.py --models pylm --cases heads50 --settings 4 \
-        --epochs 1 --seeds 0 1 2 --distill 0.5 2.0     # the byte-level GPT (configs/pylm.yaml)
+    python benchmarks/finetune_recovery.py --models pylm "hf gpt2" --cases dense heads25 \
+        heads50 --settings 4 --epochs 1 --seeds 0 1 2 --distill 0.5 2.0 --device cuda
+        # transformers: "dense" is the control (the dense model fine-tuned as long)
 
 Trains dense models (digits; pylm: one epoch) in this process with accelab's training loop (``fit``), then
 prunes and fine-tunes them through the same hooks the Ray Train workers use
@@ -29,6 +30,7 @@ import torch
 from accelab.compress.pipeline import CompressionHooks
 from accelab.config.schema import ExperimentConfig
 from accelab.measure import evaluate
+from accelab.tasks import resolve_task
 from accelab.training.checkpoint import save_model
 from accelab.training.epoch import fit
 from trainables import digits, pylm
@@ -39,6 +41,14 @@ MODELS = {  # label -> (task, model, model_args, dense epochs, dense lr)
     "mlp 1024-1024": (digits.TASK, "mlp", {"hidden": [1024, 1024]}, 8, 1e-3),
     "cnn": (digits.TASK, "cnn", {}, 8, 1e-3),
     "pylm": (pylm.TASK, "gpt", PYLM, 1, 3e-3),
+    # Hugging Face GPT-2 (fused c_attn/c_proj heads) the size of configs/hf_causal_lm.yaml's Llama
+    "hf gpt2": (
+        "hf_causal_lm",
+        "causal_lm",
+        {"config": {"model_type": "gpt2", "n_embd": 64, "n_layer": 2, "n_head": 4}},
+        1,
+        3e-3,
+    ),
 }
 SETTINGS = {  # name -> fine-tune overrides
     "old defaults (lr 1e-4 const, ramp 75%, output pruned)": dict(lr=1e-4, schedule="constant", ramp=0.75, out=True),
@@ -50,6 +60,7 @@ SETTINGS = {  # name -> fine-tune overrides
     "lr 3e-3 cosine, ramp 50%, output kept": dict(lr=3e-3, schedule="cosine", ramp=0.5, out=False),
 }  # fmt: skip
 CASES = {
+    "dense": ("none", 0.0, "oneshot"),  # the control: the dense model fine-tuned as long
     "unstructured90": ("unstructured", 0.9, "cubic"),
     "unstructured95": ("unstructured", 0.95, "cubic"),
     "structured50": ("structured", 0.5, "oneshot"),
@@ -80,7 +91,7 @@ def worse_by(task, base: float, value: float) -> float:
 
 
 def drop_after_finetune(
-    task, dense, base: float, splits, seed: int, cfg: ExperimentConfig
+    task, dense, base: float, splits, seed: int, cfg: ExperimentConfig, device: str = "cpu"
 ) -> float:  # fmt: skip
     """Prune ``dense`` as ``cfg`` says, fine-tune through the workers' hooks, return how
     much worse than dense it is on the test split (``worse_by``)."""
@@ -92,8 +103,8 @@ def drop_after_finetune(
                                  steps_per_epoch=max(1, len(splits.train) // 64))  # fmt: skip
         model = hooks.transform(task.build_model(model_name, **model_args), task)
         fit(model, splits.train, f.epochs, loss=task.loss, lr=f.lr, batch_size=64, seed=seed,
-            schedule=f.schedule, after_step=hooks.after_step,
-            batch_loss=hooks.batch_loss(task, torch.device("cpu")))  # fmt: skip
+            schedule=f.schedule, after_step=hooks.after_step, device=device,
+            batch_loss=hooks.batch_loss(task, torch.device(device)))  # fmt: skip
     return worse_by(task, base, evaluate(model, splits.test, task))
 
 
@@ -122,6 +133,12 @@ def main() -> None:
         metavar=("WEIGHT", "T"),
         help="also fine-tune with finetune.distill {weight, temperature}",
     )
+    p.add_argument(
+        "--device",
+        default="cpu",
+        help="train and fine-tune on this device (cuda: heads/structured/cubic cases "
+        "only; quality is always measured on the CPU)",
+    )
     args = p.parse_args()  # fmt: skip
     distill = (
         dict(zip(("weight", "temperature"), args.distill, strict=True)) if args.distill else None
@@ -130,6 +147,7 @@ def main() -> None:
           + (f"; distill {distill}" if distill else ""))  # fmt: skip
     for label in args.models:
         task, model_name, model_args, dense_epochs, dense_lr = MODELS[label]
+        task = resolve_task(task) if isinstance(task, str) else task
         splits = task.load_splits(0)
         unit = "points of accuracy" if task.metric.higher_is_better else "% of perplexity"
         print(f"\n{label}: {task.name} test split {len(splits.test)} examples; drops in {unit}")
@@ -137,7 +155,8 @@ def main() -> None:
         for seed in args.seeds:  # one dense model per seed, shared by every row and column
             torch.manual_seed(seed)
             model = fit(task.build_model(model_name, **model_args), splits.train, dense_epochs,
-                        loss=task.loss, lr=dense_lr, batch_size=32, seed=seed)  # fmt: skip
+                        loss=task.loss, lr=dense_lr, batch_size=32, seed=seed,
+                        device=args.device)  # fmt: skip
             dense[seed] = (model, evaluate(model, splits.test, task))
             print(f"  dense seed {seed}: {task.metric.name} {dense[seed][1]:.4f}")
         for case in args.cases:
@@ -151,7 +170,7 @@ def main() -> None:
                 for column, d in columns.items():
                     cfg = config(task.name, model_name, model_args, method, sparsity, schedule,
                                  s, args.epochs, d)  # fmt: skip
-                    drops = [drop_after_finetune(task, *dense[seed], splits, seed, cfg)
+                    drops = [drop_after_finetune(task, *dense[seed], splits, seed, cfg, args.device)
                              for seed in args.seeds]  # fmt: skip
                     cells.append(f"{column} drop {summary(drops)}")
                 print(f"  {name:<55} " + "  |  ".join(cells))
