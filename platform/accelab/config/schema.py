@@ -398,6 +398,13 @@ class MeasureConfig(Section):
         "every timed runner runs 1 thread on the CPU. Refused or not applicable: normal "
         "priority, and the latency's method says so.",
     )
+    primed: bool = Field(
+        True,
+        description="blocks: each timed run right after an untimed run of the same model "
+        "(twice the calls), so that no model is timed right after another one: at batch 1 "
+        "an ONNX Runtime session timed right after torch read up to 14% slower than one timed "
+        "after another session, an A/A bias that rotating the order cannot remove.",
+    )
     pin_cpu: bool = Field(
         False,
         description="Pin the measuring process to one CPU while timing (os.sched_setaffinity, "

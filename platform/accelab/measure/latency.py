@@ -219,13 +219,18 @@ def time_blocks(
     runners: Sequence[Runner], batch: Tensor, *, warmup: int = 10, block_calls: int = 5,
     min_blocks: int = 20, target_precision: float = 0.01, max_seconds: float = 5.0,
     pin_cpu: bool = False, clock: Clock = time.perf_counter, block_ms: float = 0.0,
-    realtime: bool = False,
+    realtime: bool = False, primed: bool = False,
 ) -> list[Latency]:  # fmt: skip
     """Interleave ``runners`` call by call in blocks of ``block_calls`` calls each (fewer
     for slow models: ``calls_per_block``; order rotated per block) after ``warmup`` calls
     each, until ``precise_enough`` or ``max_seconds``; pinned to one CPU and at real-time
-    priority when asked (``realtime_priority``, single-threaded CPU runners only). The
-    ``method`` of each Latency says what was applied."""
+    priority when asked (``realtime_priority``, single-threaded CPU runners only).
+    ``primed``: each timed call right after an untimed call of the same runner, so that no
+    runner is timed right after another one: with three runners (dense torch, dense ONNX
+    Runtime, a variant) the rotated order A B C never changes who follows whom, and at
+    batch 1 an ORT session timed right after torch ran ~14% slower than one timed right
+    after another session (cold caches and predictors), an A/A bias rotation cannot remove.
+    The ``method`` of each Latency says what was applied."""
     if block_calls < 1:
         raise ValueError(f"block_calls must be >= 1, got {block_calls}")
     k = len(runners)
@@ -245,6 +250,8 @@ def time_blocks(
             for _ in range(per_block):  # A B A B ...: the runners' calls are neighbours
                 for i in order:
                     with runners[i].active():
+                        if primed:
+                            runners[i](batch)  # untimed: the timed call follows its own kind
                         times[i].extend(_timed_calls(runners[i], batch, 1, clock))
             for i in range(k):
                 calls[i].extend(times[i])
@@ -259,6 +266,8 @@ def time_blocks(
     method = "blocks" if cpu is None else f"blocks, pinned to cpu {cpu}"
     if block_ms > 0:
         method += f", {per_block} call{'s' if per_block > 1 else ''} per block"
+    if primed:
+        method += ", primed"
     if priority is not None:
         method += f", {priority}"
     return [
@@ -282,7 +291,7 @@ def time_runners(
     return time_blocks(
         runners, batch, warmup=s.warmup, block_calls=s.block_calls, min_blocks=s.min_blocks,
         target_precision=s.target_precision, max_seconds=s.max_seconds, pin_cpu=s.pin_cpu,
-        clock=clock, block_ms=s.block_ms, realtime=s.realtime,
+        clock=clock, block_ms=s.block_ms, realtime=s.realtime, primed=s.primed,
     )  # fmt: skip
 
 

@@ -249,3 +249,25 @@ def test_realtime_priority_only_for_single_threaded_cpu_runners_and_when_asked()
     off = MeasureConfig(realtime=False, warmup=1, min_blocks=6, target_precision=1.0)
     (lat,) = time_runners([one], torch.zeros(1), off)
     assert os.SCHED_FIFO not in one.policies and "priority" not in lat.method
+
+
+def test_primed_timing_times_each_call_right_after_an_untimed_call_of_its_own():
+    """Three runners: each timed call must follow a call of the same runner (never another
+    runner's), and only every second call is timed."""
+    seen: list[tuple[str, float]] = []
+
+    @dataclass
+    class Named(Sleeper):
+        name: str = ""
+
+        def __call__(self, x):
+            seen.append((self.name, time.perf_counter()))
+            return x
+
+    runners = [Named(0.0, name=n) for n in "abc"]
+    lats = time_blocks(runners, torch.zeros(1), warmup=0, block_calls=2, min_blocks=6,
+                       target_precision=1.0, max_seconds=30, primed=True)  # fmt: skip
+    names = "".join(n for n, _ in seen)
+    assert names[:12] == "aabbccaabbcc" and names[12:24] == "bbccaabbccaa"
+    assert len(seen) == 3 * 2 * 2 * len(lats[0].rounds_p50_ms)  # 3 runners, 2 calls, primed
+    assert lats[0].method == "blocks, primed"
