@@ -227,6 +227,9 @@ def configure(
         'also_copy = ["configs/"]\n'
         'process_isolation = "forkserver"  # torch is not fork-safe\n'
         f"max_children = {max_children}\n"
+        # a mutant's wall limit is (its tests' time + this) x 15: mutmut's 1 s made the
+        # millisecond tests "time out" at a load of 10-20 (counted as detected, wrongly)
+        "timeout_constant = 4.0\n"
         f"dependency_tracking_depth = {depth}\n"
     )
 

@@ -203,3 +203,52 @@ def test_child_runs_are_that_sweeps_trials_only(store):
     assert [r.data.tags[names.TRIAL_ID] for r in child_runs(client, client.get_run(first))] == [
         "trial0"
     ]
+
+
+def test_both_frontiers_judge_quality_on_validation_not_on_test():
+    """ "val" is better on validation, "test" on test (and slower, and bigger): selecting on
+    the test split would put "test" on both frontiers."""
+    rows = [
+        TrialRow("val", speedup=2.0, q=0.80, val_q_drop=0.0, size_mb=1.0),
+        TrialRow("test", speedup=1.5, q=0.99, val_q_drop=0.05, size_mb=2.0),
+    ]
+    s = build_summary("p", ("k", "l"), MetricInfo(), {}, Constraints(0.1), [], rows)
+    assert (s.front, s.size_front) == (["val"], ["val"])
+
+
+def test_without_a_noise_floor_any_gain_counts_and_with_one_ties_are_kept():
+    def rows():
+        return [TrialRow("a", speedup=2.1, q=0.9, val_q_drop=0.01, size_mb=1.0),
+                TrialRow("b", speedup=2.0, q=0.9, val_q_drop=0.0, size_mb=1.0)]  # fmt: skip
+
+    none = build_summary("p", ("k", "l"), MetricInfo(), {}, Constraints(0.05), [], rows())
+    assert none.noise == 0.0 and none.front == ["a", "b"] and none.recommended.trial_id == "a"
+    floor = build_summary("p", ("k", "l"), MetricInfo(), {"noise_floor": 0.1}, Constraints(0.05),
+                          [], rows())  # fmt: skip
+    assert floor.front == ["b"] and floor.recommended.trial_id == "b"  # a tie: b is better
+
+
+def test_a_summary_keeps_what_it_was_given_and_may_recommend_nothing():
+    rows = [TrialRow("x", speedup=3.0, q=0.5, val_q_drop=0.2, size_mb=1.0)]
+    metric = MetricInfo("perplexity", higher_is_better=False, relative_drop=True)
+    s = build_summary("p", ("k", "l"), metric, {"noise_floor": 0.0}, Constraints(0.01), [], rows)
+    assert s.recommended is None and not rows[0].recommended and not rows[0].meets_constraints
+    assert (s.metric, s.constraints, s.rows, s.front) == (metric, Constraints(0.01), rows, ["x"])
+
+
+def test_a_failed_or_simulated_row_stays_so_as_a_point():
+    from accelab.sweep.summary import point
+
+    p = point(TrialRow("f", status="failed", simulated=True, q=0.9), MetricInfo())
+    assert (p.status, p.simulated) == ("failed", True)
+
+
+def test_the_quality_columns_of_a_metric_and_the_default_names():
+    assert quality_names("loss") == {
+        "q": "loss", "q_lo": "loss_lo", "q_hi": "loss_hi", "q_drop": "loss_drop",
+        "q_drop_lo": "loss_drop_lo", "q_drop_hi": "loss_drop_hi", "val_q": "val_loss",
+        "val_q_drop": "val_loss_drop", "val_q_drop_lo": "val_loss_drop_lo",
+        "val_q_drop_hi": "val_loss_drop_hi",
+    }  # fmt: skip
+    flat = TrialRow("t", q=0.5, val_q_drop_hi=0.1).as_dict()
+    assert (flat["q"], flat["val_q_drop_hi"]) == (0.5, 0.1)
