@@ -5,15 +5,18 @@ machine and beside CPU-bound background processes.
     python benchmarks/noise.py [--repeats 3] [--background 2] [--no-pylm] [--only ort]
 
 Each cell: the A/A control of one target (the dense model against a copy of itself, the
-same runners and ``accelab.measure.latency.time_runners`` a sweep trial uses), repeated
+same runners and ``accelab.measure.latency.time_runners`` a sweep trial uses: on ONNX
+Runtime the dense torch model is timed alongside, as in a trial, and the floor is that of
+the two sessions), repeated
 ``--repeats`` times; shown: the median and the worst noise floor (``accelab.stats.
 noise_floor``) and the median seconds one control took. Methods: ``rounds`` (the oldest:
 alternating rounds of repeats, min-max of round ratios); ``blocks, normal prio`` (short
 interleaved blocks of 5 calls, order-statistic interval of the median ratio, sampled until
 ``measure.target_precision`` or ``measure.max_seconds``: the default before
-``measure.realtime`` and ``measure.block_ms``); ``blocks (default)``: the same at real-time
-priority where the OS allows, with fewer calls per block for slow models; and that pinned
-to one core (``measure.pin_cpu``).
+``measure.realtime``, ``measure.block_ms`` and ``measure.primed``); ``blocks (default)``:
+the same at real-time priority where the OS allows, fewer calls per block for slow models,
+each timed call primed by an untimed one of the same model; that without priming; and
+that pinned to one core (``measure.pin_cpu``).
 "Loaded": ``--background`` busy-looping Python processes started here and killed at the
 end (bounded by a deadline of their own too). Other work on the machine is not controlled:
 the load average is printed.
@@ -41,19 +44,21 @@ SPIN = "import time\nend = time.time() + {s}\nwhile time.time() < end:\n    pass
 def methods(old_rounds: int, old_repeats: int) -> dict[str, MeasureConfig]:
     return {
         "rounds (oldest)": MeasureConfig(method="rounds", rounds=old_rounds, repeats=old_repeats),
-        "blocks, normal prio": MeasureConfig(realtime=False, block_ms=0),
+        "blocks, normal prio": MeasureConfig(realtime=False, block_ms=0, primed=False),
         "blocks (default)": MeasureConfig(),
+        "default, unprimed": MeasureConfig(primed=False),
         "default, pinned": MeasureConfig(pin_cpu=True),
     }
 
 
-def ort_pair(model: torch.nn.Module, example: torch.Tensor):
+def ort_trio(model: torch.nn.Module, example: torch.Tensor):
+    """Dense torch, then two ONNX Runtime sessions of the same export: a trial's runners."""
     from accelab.backends import ORT_FP32
     from accelab.export.onnx import to_onnx
     from accelab.export.runner import OrtRunner
 
     onnx = to_onnx(model, example, "dynamo")
-    return OrtRunner(onnx, model, ORT_FP32), OrtRunner(onnx, model, ORT_FP32)
+    return TorchRunner(model), OrtRunner(onnx, model, ORT_FP32), OrtRunner(onnx, model, ORT_FP32)
 
 
 def cases(with_pylm: bool):
@@ -65,9 +70,9 @@ def cases(with_pylm: bool):
     test = digits.TASK.load_splits(0).test
     out = [("digits MLP, torch b64", (TorchRunner(mlp), TorchRunner(copy.deepcopy(mlp))),
             first_batch(test, 64), 5, 50)]  # fmt: skip
-    a, b = ort_pair(mlp, digits.TASK.example_input(2))
-    out += [("digits MLP, ort b64", (a, b), first_batch(test, 64), 5, 50),
-            ("digits MLP, ort b1", (a, b), first_batch(test, 1), 5, 50)]  # fmt: skip
+    trio = ort_trio(mlp, digits.TASK.example_input(2))
+    out += [("digits MLP, ort b64", trio, first_batch(test, 64), 5, 50),
+            ("digits MLP, ort b1", trio, first_batch(test, 1), 5, 50)]  # fmt: skip
     if with_pylm:
         gpt = pylm.TASK.build_model("gpt", n_layer=2, n_head=4, d_model=128, mlp_ratio=4).eval()
         lm_test = pylm.TASK.load_splits(0).test
@@ -76,12 +81,13 @@ def cases(with_pylm: bool):
     return out
 
 
-def floors(pair, batch, s: MeasureConfig, repeats: int) -> tuple[float, float, float, str]:
-    """Median and worst floor, median seconds, and the applied method (of the last control)."""
+def floors(runners, batch, s: MeasureConfig, repeats: int) -> tuple[float, float, float, str]:
+    """Median and worst floor of the last two runners, median seconds, and the applied
+    method (of the last control)."""
     values, seconds = [], []
     for _ in range(repeats):
         start = time.perf_counter()
-        base, same = time_runners(list(pair), batch, s)
+        *_, base, same = time_runners(list(runners), batch, s)
         seconds.append(time.perf_counter() - start)
         values.append(noise_floor(speedup(base, same)))
     return statistics.median(values), max(values), statistics.median(seconds), base.method
