@@ -71,11 +71,31 @@ def to_onnx(model: nn.Module, example: Tensor, exporter: str = "dynamo") -> byte
         raise ExportError(f"ONNX export ({exporter}) failed: {type(exc).__name__}: {exc}") from exc
 
 
+EXPORTER_LOGGERS = ("torch.onnx", "torch._export", "torch.export", "onnx_ir", "onnxscript")
+
+
+@contextlib.contextmanager
+def quiet_import() -> Iterator[None]:
+    """Imports inside leave the root logger as they found it: ORT's MatMulNBits quantizer
+    module calls ``logging.basicConfig(level=INFO)`` when imported, which would print every
+    library's INFO records (onnx_ir, onnxscript) for the rest of the process."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        yield
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+
+
 @contextlib.contextmanager
 def quiet_exporter() -> Iterator[None]:
     """The dynamo exporter prints progress lines and logs warnings about torchvision
-    operators; none of it is for the user."""
-    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch._export", "torch.export")]
+    operators, and its graph passes (onnx_ir, onnxscript) log every deduplicated
+    initializer and skipped constant fold at INFO, dozens of lines per export once a root
+    handler exists (``quiet_import`` of ORT's MatMulNBits quantizer); none of it is for
+    the user."""
+    loggers = [logging.getLogger(n) for n in EXPORTER_LOGGERS]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.ERROR)
@@ -235,10 +255,12 @@ def quantize_int4(fp32: bytes, block_size: int = 32, layers: Recipe | None = Non
     ``Gemm``, which ORT's quantizer skips, so those become MatMul + Add first. Layers
     ``layers`` (``compress.recipe``) keeps in float stay fp32 MatMuls."""
     import onnx
-    from onnxruntime.quantization.matmul_nbits_quantizer import (
-        DefaultWeightOnlyQuantConfig,
-        MatMulNBitsQuantizer,
-    )
+
+    with quiet_import():
+        from onnxruntime.quantization.matmul_nbits_quantizer import (
+            DefaultWeightOnlyQuantConfig,
+            MatMulNBitsQuantizer,
+        )
 
     model = gemm_to_matmul(onnx.load_from_string(fp32))
     kept, exclude = float_nodes(model, layers or {})
