@@ -4,6 +4,13 @@ metric per example, the paired drop and its interval).
 
 The validation split only: the test split stays for the report, so choosing which layers
 fall back does not peek at the numbers the variant is judged by.
+
+The ranking (each layer alone) is measured on torch fake-quant, cheap and close enough to
+order layers; every step of the search (the whole model with some layers in float) is
+measured on what ships: the model built for the primary target, paired against the dense
+torch model as the judge does, so step 0 with nothing in float IS the validation drop the
+variant then reports (ORT's int4 MatMulNBits is asymmetric block-wise, torch's fake-quant
+symmetric per channel: on pylm +0.74 % vs +0.01 %).
 """
 
 from __future__ import annotations
@@ -27,13 +34,20 @@ from accelab.compress.sensitivity import (
     fallback_search,
     layer_sensitivity,
 )
-from accelab.config.schema import ExperimentConfig, QuantConfig
+from accelab.config.schema import ExperimentConfig, PruneConfig, QuantConfig
 from accelab.measure import TorchRunner, drop, per_example
 from accelab.measure.quality import drop_unit, format_drop
 from accelab.stats import Estimate
 from accelab.variant.judge import Dense
 from accelab.variant.setup import Setup
-from trainables.base import Task
+from accelab.variant.targets import (
+    EXPORT_CHECK_EXAMPLES,
+    Exports,
+    build_on,
+    strip_for_export,
+    targets_of,
+)
+from trainables.base import Task, examples_of
 
 
 @dataclass
@@ -57,6 +71,43 @@ class ValDrop:
     def __call__(self, model: nn.Module) -> Estimate:
         variant = self.values(model, self.task, self.val, self.threads)
         return drop(self.base, variant, self.task.metric)
+
+
+@dataclass
+class ShippedDrop:
+    """The validation drop of ``model`` (pruned, not quantized) quantized as a
+    ``QuantConfig`` says and built for the config's primary target (``build_on``, as the
+    judge builds it; the fp32 ONNX export made once and shared), paired against the dense
+    torch model's values on the same examples. ``backend`` is what the last step ran on."""
+
+    dense: Dense
+    cfg: ExperimentConfig
+    model: nn.Module
+    exports: Exports | None = None
+    backend: str | None = None
+
+    def __call__(self, quant: QuantConfig) -> float:
+        cfg = self.cfg.model_copy(deep=True)
+        cfg.compression = cfg.compression.model_copy(
+            update={"prune": PruneConfig(), "quant": quant}  # pruned already: quantize only
+        )
+        model = compress_for_training(copy.deepcopy(self.model), cfg.compression,
+                                      self.dense.task, self.dense.calibration)  # fmt: skip
+        if self.exports is None:
+            self.exports = Exports(strip_for_export(self.model))
+        check = examples_of(self.dense.splits.test, EXPORT_CHECK_EXAMPLES)[0]
+        target = targets_of(cfg)[0]
+        built = build_on(target.runtime, model, cfg, self.dense.task, self.exports, check,
+                         self.dense.calibration)  # fmt: skip
+        if built.runner is None:
+            raise FallbackTargetError(f"{target.label} ({built.backend}): {built.error}")
+        self.backend = built.backend
+        values = per_example(built.runner, self.dense.splits.val, self.dense.task)
+        return drop(self.dense.val_values, values, self.dense.task.metric).value
+
+
+class FallbackTargetError(RuntimeError):
+    """The primary target cannot build the model: the search measures fake-quant instead."""
 
 
 def fallback_budget(cfg: ExperimentConfig) -> float:
@@ -84,6 +135,7 @@ class AutoFallback:
     ranking: list[Row]  # each quantized layer alone at quant.bits, most sensitive first
     result: Fallback
     budget: float
+    measured_on: str = "torch fake-quant"  # what the search's steps measured
 
     @property
     def recipe_update(self) -> dict[str, None]:
@@ -96,10 +148,12 @@ def auto_fallback(
     drop_of: Callable[[nn.Module], Estimate],
     budget: float,
     calibration: Callable[[], list[Tensor]] | None = None,
+    shipped: ShippedDrop | None = None,
 ) -> AutoFallback:
     """Rank the layers ``quant`` quantizes by their drop alone (weights at ``quant.bits``),
     then find the fewest most sensitive ones to keep in float so that the whole model,
-    quantized as ``quant`` says, drops at most ``budget`` on the validation split."""
+    quantized as ``quant`` says, drops at most ``budget`` on the validation split: as
+    ``shipped`` builds it when given (the primary target), else fake-quantized on torch."""
     names = [name for name, _ in prunable_layers(model)]
     already = set(float_layers(names, quant.layers))
     candidates = [name for name in names if name not in already]
@@ -108,9 +162,19 @@ def auto_fallback(
 
     def drop_with_float(layers: list[str]) -> float:
         q = quant.model_copy(update={"layers": with_float(quant.layers, layers)})
+        if shipped is not None:
+            return shipped(q)
         return drop_of(quantized_model(model, q, calibration)).value
 
-    return AutoFallback(rows, fallback_search(ranking, drop_with_float, budget), budget)
+    measured_on = "torch fake-quant"
+    try:
+        result = fallback_search(ranking, drop_with_float, budget)
+        if shipped is not None:
+            measured_on = shipped.backend or "n/a"
+    except FallbackTargetError as exc:  # e.g. an export that fails: the judge says so too
+        shipped, measured_on = None, f"torch fake-quant (primary target unavailable: {exc})"
+        result = fallback_search(ranking, drop_with_float, budget)
+    return AutoFallback(rows, result, budget, measured_on)
 
 
 def apply_fallback(cfg: ExperimentConfig, found: AutoFallback) -> ExperimentConfig:
@@ -127,8 +191,8 @@ def resolve_fallback(setup: Setup, dense: Dense, echo=None) -> tuple[Setup, Auto
     """With ``compression.quant.fallback: auto``, the setup whose per-layer recipe keeps
     the layers found in float (and ``fallback: none``); otherwise the setup unchanged.
     Measured on the validation split on torch, after any one-shot pruning of the config,
-    with the config's quantization (fake-quant: the drop a real int8 kernel shows is close,
-    and the judge then measures the result on every target)."""
+    with the config's quantization: layers ranked on torch fake-quant, every step of the
+    search measured on the model as the primary target builds it (what ships)."""
     cfg = setup.cfg
     quant = cfg.compression.quant
     if quant.fallback != "auto" or quant.bits > 8:  # bits 16/32: nothing to fall back from
@@ -140,7 +204,8 @@ def resolve_fallback(setup: Setup, dense: Dense, echo=None) -> tuple[Setup, Auto
     )
     drop_of = ValDrop(dense.task, dense.splits.val, dense.val_values, cfg.measure.threads)
     batches = functools.partial(dense.calibration.batches, quant.calibration_batches)
-    found = auto_fallback(model, quant, drop_of, fallback_budget(cfg), batches)
+    shipped = ShippedDrop(dense, cfg, model)
+    found = auto_fallback(model, quant, drop_of, fallback_budget(cfg), batches, shipped)
     return setup.with_config(apply_fallback(cfg, found)), found
 
 
@@ -156,7 +221,8 @@ def describe_fallback(found: AutoFallback, relative: bool = False) -> str:
         f"float fallback (auto): kept in float [{kept}]; validation drop "
         f"{format_drop(r.drop, relative=relative)} {drop_unit(relative)} {verdict} the budget "
         f"{format_drop(found.budget, relative=relative)} after {len(r.steps)} measured step(s) "
-        f"({steps}); ranking: {', '.join(row.layer for row in found.ranking)}"
+        f"on {found.measured_on} ({steps}); ranking (each layer alone, torch fake-quant): "
+        f"{', '.join(row.layer for row in found.ranking)}"
     )
 
 
