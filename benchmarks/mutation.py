@@ -127,6 +127,10 @@ GROUPS: dict[str, Group] = {
                 "test_a_row_becomes_a_point_oriented_so_that_higher_is_better",
                 "test_recommendation_is_chosen_on_validation_with_the_noise_floor",
             ),
+            *nodes(  # summarize on another target
+                "tests/unit/sweep/test_noise_per_target.py",
+                "test_each_targets_summary_uses_that_targets_noise_floor",
+            ),
         ],
         depth=1,
     ),

@@ -116,6 +116,9 @@ def test_a_sweep_without_a_targets_tag_has_the_torch_target_only():
 def test_a_trial_row_reads_every_field_of_its_target():
     r = trial("t", 2.0, 3.0, 0.01, 1.5, **{"simulated.ort_b1": 1.0, "packed_size_mb": 0.7})
     row = trial_row(r, MetricInfo(), ".ort_b1")
+    both = run("b", tags={names.BACKEND: "torch-fp32", names.BACKEND + ".ort_b1": "ort-fp32"})
+    assert trial_row(both, MetricInfo(), ".ort_b1").backend == "ort-fp32"  # the target's
+    assert trial_row(both, MetricInfo()).backend == "torch-fp32"
     assert (row.trial_id, row.name, row.run_id, row.status) == ("t", "name-t", "run-t", "ok")
     assert (row.speedup, row.size_mb, row.q, row.val_q_drop) == (3.0, 1.5, 0.95, 0.01)
     assert row.latency_p50_ms == pytest.approx(1 / 3) and row.simulated is True
