@@ -33,6 +33,14 @@ def config(**sections) -> ExperimentConfig:
         ({"alias": "v2"}, ["registry.alias: Version alias name 'v2' is reserved"]),
         ({"model_name": "team/model"}, ["registry.model_name: Invalid model name 'team/model'"]),
         ({"model_name": "a:b", "enabled": False}, []),  # nothing is registered: nothing to check
+        ({"target": "ort_b1"}, []),  # the default targets: torch_b64, ort_b64, ort_b1
+        (
+            {"target": "ov_b64"},
+            [
+                "registry.target: 'ov_b64' is not a measured target; measure.targets are "
+                "torch_b64, ort_b64, ort_b1"
+            ],
+        ),  # fmt: skip
     ],
 )
 def test_registry_names_are_judged_by_mlflow_rules_before_the_sweep(registry, expected):

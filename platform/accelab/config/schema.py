@@ -127,6 +127,11 @@ class RegistrySection(Section):
         description="Alias moved to a new winner only when it is measurably faster; default "
         "fastest-within-<max_accuracy_drop in points>pt.",
     )
+    target: str | None = Field(
+        None,
+        description="The measure target (key, e.g. ov_b16, ort_b64, torch_b64) whose "
+        "recommendation is registered; default: the first ONNX Runtime target, else the first.",
+    )
 
 
 class FaultsConfig(Section):
@@ -329,6 +334,13 @@ class Target(Section):
     tokens: Annotated[int, Field(ge=1, le=4096)] = Field(
         16, description="generate: tokens generated per timed run."
     )
+
+
+def target_key(runtime: str, batch_size: int, mode: str = "forward") -> str:
+    """A target's short name in metrics, tags and ``registry.target``: torch_b64, ort_b1,
+    ov_b16, ort_gen (generation)."""
+    short = {"onnxruntime": "ort", "openvino": "ov"}.get(runtime, "torch")
+    return f"{short}_gen" if mode == "generate" else f"{short}_b{batch_size}"
 
 
 def default_targets() -> list[Target]:

@@ -59,7 +59,7 @@ def finish(
     client.set_tag(parent_id, names.TRIALS, str(len(s.rows)))
     echo("\n".join([format_table(s), *target_lines(others)]))
     registered = ""
-    served = served_summary([s, *others])
+    served = served_summary([s, *others], cfg.registry.target if cfg is not None else None)
     if cfg is not None and (reg := register(client, cfg, served, parent_id, echo)):
         name, version, moved = reg
         registered = f"Registered as **{name}** version {version}" + (

@@ -69,10 +69,13 @@ def logged_models(client: MlflowClient, run_id: str) -> list:
 SERVED_RUNTIME_PREFIX = "ort_"  # target keys of ONNX Runtime targets (ort_b64, ort_gen)
 
 
-def served_summary(summaries: list[SweepSummary]) -> SweepSummary:
-    """The summary whose recommendation the registry serves: the first ONNX Runtime
+def served_summary(summaries: list[SweepSummary], target: str | None = None) -> SweepSummary:
+    """The summary whose recommendation the registry serves: ``target``'s (the config's
+    ``registry.target``, e.g. ov_b16 for the OpenVINO IR), else the first ONNX Runtime
     target's (its ONNX file runs anywhere ONNX Runtime does), else the primary target's
     (then its torch.export program, where torch could export what it ran)."""
+    if target is not None:
+        return next(s for s in summaries if s.target[0] == target)
     return next(
         (s for s in summaries if s.target[0].startswith(SERVED_RUNTIME_PREFIX)), summaries[0]
     )

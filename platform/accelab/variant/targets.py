@@ -31,7 +31,7 @@ from accelab.backends import ORT_FP32, OV_F32, SIMULATED, TORCH_FP32, backend_fo
 from accelab.compress.pipeline import Calibration, finalize
 from accelab.compress.quant import strip_fake_quant
 from accelab.compress.recipe import float_name
-from accelab.config.schema import ExperimentConfig, MeasureConfig
+from accelab.config.schema import ExperimentConfig, MeasureConfig, target_key
 from accelab.export.onnx import (
     EXPORT_ATOL,
     ExportError,
@@ -72,8 +72,7 @@ class TargetSpec:
 
     @property
     def key(self) -> str:
-        runtime = {"onnxruntime": "ort", "openvino": "ov"}.get(self.runtime, "torch")
-        return f"{runtime}_gen" if self.mode == "generate" else f"{runtime}_b{self.batch_size}"
+        return target_key(self.runtime, self.batch_size, self.mode)
 
     @property
     def label(self) -> str:

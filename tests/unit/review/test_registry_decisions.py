@@ -170,6 +170,13 @@ def test_the_served_summary_is_the_first_onnx_runtime_targets():
     assert served_summary([torch_b64, summary("sort_b1")]) is torch_b64  # a prefix, not a part
 
 
+def test_registry_target_picks_the_served_summary():
+    torch_b64, ort_b64, ov_b16 = summary("torch_b64"), summary("ort_b64"), summary("ov_b16")
+    assert served_summary([torch_b64, ort_b64, ov_b16], "ov_b16") is ov_b16  # the OpenVINO IR
+    assert served_summary([torch_b64, ort_b64, ov_b16], "torch_b64") is torch_b64
+    assert served_summary([torch_b64, ort_b64, ov_b16], None) is ort_b64
+
+
 def test_the_default_alias_of_a_relative_metric_is_in_percent():
     cfg = ExperimentConfig.model_validate(
         {"trainable": {"name": "pylm"}, "sweep": {"constraints": {"max_quality_drop": 0.05}}}
