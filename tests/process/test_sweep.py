@@ -243,7 +243,8 @@ def test_shipped_sweep_finds_a_model_1_5x_faster_within_one_point(tmp_path, stor
     assert proc.returncode == 0, proc.stderr[-3000:]
     client = MlflowClient(store["tracking_uri"])
     (parent,), trials = children(client, "digits-sweep")
-    assert len(trials) == 8  # 4 recipes (one with ORT's per-tensor defaults) x fp32/int8
+    # 8 recipes: dense, int8 x3 (per-channel; ORT's dynamic and static defaults), pruned x4
+    assert len(trials) == 8
     rec = client.get_run(parent.data.tags["accelab.recommended_run_id"]).data.metrics
     print(f"\nshipped sweep recommendation: {parent.data.tags['accelab.recommendation']}")
     # faster than dense beyond the sweep's own A/A noise floor (not a fixed ratio: the

@@ -21,9 +21,10 @@ def has(variants: list[dict], recipe: dict, **where) -> bool:
     return any(all(v.get(k) == x for k, x in {**recipe, **where}.items()) for v in variants)
 
 
-def test_the_digits_sweep_searches_ort_default_dynamic_recipe():
+def test_the_digits_sweep_searches_ort_default_dynamic_and_static_recipes():
     cfg = load_config(CONFIGS / "digits_sweep.yaml")
-    assert has(cfg.sweep.variants, ORT_DYNAMIC_DEFAULTS)
+    assert has(cfg.sweep.variants, ORT_DYNAMIC_DEFAULTS, **{"compression.quant.bits": 8})
+    assert has(cfg.sweep.variants, ORT_STATIC_DEFAULTS, **{"compression.quant.bits": 8})
 
 
 def test_the_lm_sweep_searches_every_peer_default_flow():
