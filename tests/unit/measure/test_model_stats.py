@@ -35,6 +35,7 @@ def mlp() -> nn.Module:
 def test_macs_count_every_output_times_the_weights_fan_in():
     model = mlp()
     assert count_macs(model, torch.zeros(1, 6)) == 6 * 5 + 5 * 3
+    assert isinstance(count_macs(model, torch.zeros(1, 6)), int)  # logged as a count
     assert count_macs(model, torch.zeros(4, 6)) == 4 * (6 * 5 + 5 * 3)
     conv = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.Flatten(), nn.Linear(3 * 4 * 4, 2))
     assert count_macs(conv, torch.zeros(1, 2, 4, 4)) == 3 * 4 * 4 * (2 * 9) + 48 * 2

@@ -73,6 +73,7 @@ def test_a_perplexity_drop_is_relative_the_ratio_of_perplexities_minus_one():
 def test_a_drop_prints_its_interval_only_with_both_bounds():
     assert format_drop(0.5, lo=0.1) == "+50.00" and format_drop(0.5, hi=0.9) == "+50.00"
     assert format_drop(0.0, -0.00004, 0.00006) == "+0.00 [-0.00,+0.01]"
+    assert format_drop(0.1, -0.5, 0.75) == "+10.00 [-50.00,+75.00]"  # both bounds x100
 
 
 class Doubler(torch.nn.Module):
