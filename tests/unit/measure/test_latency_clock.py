@@ -220,7 +220,11 @@ def test_the_measure_config_reaches_the_timer():
                       max_seconds=50.0, pin_cpu=False)  # fmt: skip
     (lat,) = time_runners([r], BATCH, s, clock)
     # primed (the default): an untimed call (2 ms) before each timed one (1 ms)
-    assert len(lat.rounds_p50_ms) == 7 and r.calls == 3 + 7 * 2 * 2 and lat.p50_ms == pytest.approx(1.0)
+    assert (
+        len(lat.rounds_p50_ms) == 7
+        and r.calls == 3 + 7 * 2 * 2
+        and lat.p50_ms == pytest.approx(1.0)
+    )
     s = MeasureConfig(warmup=1, block_calls=1, min_blocks=6, target_precision=1e-9,
                       max_seconds=0.0045, primed=False)  # fmt: skip
     (lat,) = time_runners([Costly(clock, lambda n: 1.0 + n % 2)], BATCH, s, clock)
