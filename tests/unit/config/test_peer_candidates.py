@@ -35,3 +35,8 @@ def test_the_lm_sweep_searches_every_peer_default_flow():
     pruned = {"compression.prune.method": "structured", "finetune.epochs": 1}
     assert has(variants, ORT_DYNAMIC_DEFAULTS, **pruned)  # where the recommendation lives
     assert "openvino" in [t.runtime for t in cfg.measure.targets]  # NNCF int8 at bits 8
+
+
+def test_the_hf_sweep_searches_ort_default_dynamic_recipe():
+    cfg = load_config(CONFIGS / "hf_causal_lm_sweep.yaml")
+    assert has(cfg.sweep.variants, ORT_DYNAMIC_DEFAULTS, **{"compression.quant.bits": 8})
