@@ -140,7 +140,7 @@ CASES: dict[str, Case] = {
     "measure_cuda_with_onnxruntime": Case(["validate", SWEEP, "measure.device=cuda"],
         ["measure.targets: onnxruntime targets are measured on the CPU; with measure.device=cuda list torch targets only"]),
     "sweep_cuda_finetune": Case(["validate", SWEEP, "measure.device=cuda", "measure.targets=[{runtime: torch}]"],
-        ["sweep.variants[3]: at compression.quant.bits=32: finetune.epochs: 2, but a sweep measured on cuda cannot fine-tune yet"]),
+        ["sweep.variants[6]: finetune.epochs: 2, but a sweep measured on cuda cannot fine-tune yet"]),
     # --- the config file ----------------------------------------------------------------
     "random_bytes": Case(["train", "bin.yaml"], ["bin.yaml:1: not UTF-8 text (byte 0xff at offset 6)"],
         files={"bin.yaml": b"name: \xff\xfe\x00\x01garbage"}),
@@ -208,7 +208,8 @@ CASES: dict[str, Case] = {
     "sweep_without_section": Case(["sweep", DIGITS], ["sweep: this config has no sweep section"]),
     "sweep_unknown_key": Case(["sweep", SWEEP, "sweep.space={compression.prune.sparsityy: {grid: [0.5]}}"],
         ["compression.prune.sparsityy: unknown key"]),
-    "sweep_bad_value": Case(["sweep", SWEEP, "sweep.space={compression.quant.bits: {grid: [8, 12]}}"],
+    "sweep_bad_value": Case(["sweep", SWEEP, "sweep.variants=[{compression.prune.method: none}]",
+        "sweep.space={compression.quant.bits: {grid: [8, 12]}}"],
         ["override 'sweep.space={compression.quant.bits: {grid: [8, 12]}}': sweep.space.compression.quant.bits: "
          "at compression.quant.bits=12: compression.quant.bits: Input should be"]),
     "sweep_optuna_grid": Case(["sweep", SWEEP, "sweep.search=optuna"], ["grids are not supported by search=optuna"]),
@@ -218,7 +219,7 @@ CASES: dict[str, Case] = {
         "sweep.variants=[{compression.prune.method: unstructured, compression.prune.sparsity: 0}, "
         "{compression.quant.mode: qat}, "
         "{compression.prune.method: structured, compression.prune.sparsity: 0.9995}, "
-        "{compression.prune.schedule: cubic, finetune.epochs: 2}]"],
+        "{compression.prune.schedule: cubic, finetune.epochs: 2}]", "sweep.space={compression.quant.bits: {grid: [32, 8]}}"],
         ["override 'sweep.variants=[{compression.prune.method: unstructured, ...': sweep.variants[0]: "
          "at compression.quant.bits=32: compression.prune.sparsity: must be > 0",
          "sweep.variants[1]: at compression.quant.bits=32: compression.quant.mode: qat needs",
@@ -250,7 +251,8 @@ CASES: dict[str, Case] = {
         ["override 'measure.device=cuda': measure.device: cuda, but torch sees no CUDA device on this machine"]),
     "import_timeout_not_a_number": Case(["train", DIGITS],
         ["ACCELAB_IMPORT_TIMEOUT: 'abc' is not a positive number of seconds"], env={"ACCELAB_IMPORT_TIMEOUT": "abc"}),
-    "space_override_with_a_dotted_name": Case(["validate", SWEEP, "sweep.space.compression.quant.bits={grid: [32, 1]}"],
+    "space_override_with_a_dotted_name": Case(["validate", SWEEP, "sweep.variants=[{compression.prune.method: none}]",
+        "sweep.space.compression.quant.bits={grid: [32, 1]}"],
         ["sweep.space.compression.quant.bits: at compression.quant.bits=1: compression.quant.bits: Input should be"],
         not_expected=["unknown key"]),
     # --- reports, comparisons and syncs of what is recorded -------------------------------

@@ -121,7 +121,8 @@ def test_train_compress_and_sweep_run_as_ray_jobs(head: Head, tmp_path: Path):
     code, lines = head.submit(
         "python", "-m", "accelab", "sweep", "configs/digits_sweep.yaml", "trainable.model=cnn",
         "trainable.model_args={}", f"sweep.baseline_from=runs:/{run_id}", "name=digits",
-        "sweep.variants=[{compression.prune.method: none}]", "measure.rounds=2", *store,
+        "sweep.variants=[{compression.prune.method: none}]",
+        "sweep.space={compression.quant.bits: {grid: [32, 8]}}", "measure.rounds=2", *store,
         cwd=client_dir,
     )  # fmt: skip
     text = "\n".join(line for _, line in lines)

@@ -214,6 +214,7 @@ def test_sweep_trials_run_on_worker_nodes_and_survive_a_killed_driver(
     cfg["sweep"]["variants"] = [{"compression.prune.method": "none"},
                                 {"compression.prune.method": "structured", "compression.prune.sparsity": 0.5,
                                  "finetune.epochs": 1}]  # fmt: skip
+    cfg["sweep"]["space"] = {"compression.quant.bits": {"grid": [32, 8]}}  # 2 x 2 = 4 trials
     path = tmp_path / "sweep.yaml"
     path.write_text(yaml.safe_dump(cfg))
     first = accelab("sweep", str(path), *shared, cluster=cluster, cwd=tmp_path, background=True)
