@@ -77,9 +77,15 @@ GROUPS: dict[str, Group] = {
         ["measure/latency.py"],
         [
             "tests/unit/measure/test_latency_clock.py",  # a virtual clock: exact, load-free
-            *nodes(
+            "tests/unit/measure/test_latency_edges.py",  # the edges its first run left alive
+            *nodes(  # the fast ones: calls_per_block, realtime, primed (0-20 ms runners)
                 "tests/unit/measure/test_latency_stats.py",
                 "test_stopping_rule_needs_enough_blocks_and_a_narrow_interval",
+                "test_slow_models_get_fewer_calls_per_block",
+                "test_a_slow_pair_is_timed_one_call_per_block_and_says_so",
+                "test_realtime_priority_is_applied_while_timing_and_restored",
+                "test_realtime_priority_only_for_single_threaded_cpu_runners_and_when_asked",
+                "test_primed_timing_times_each_call_right_after_an_untimed_call_of_its_own",
             ),
         ],
     ),
@@ -108,7 +114,17 @@ GROUPS: dict[str, Group] = {
     ),
     "prune": Group(
         ["compress/prune.py"],
-        ["tests/unit/compress/test_prune_rules.py", "tests/unit/compress/test_compress_prune.py"],
+        [
+            "tests/unit/compress/test_prune_rules.py",
+            # the untrained-model ones only: the rest train an MLP (4.5 s a mutant) or time
+            # a wide one (load-sensitive); test_prune_rules.py covers their rules directly
+            *nodes(
+                "tests/unit/compress/test_compress_prune.py",
+                "test_structured_cnn_follows_dependencies",
+                "test_structured_exclude_of_a_coupled_layer_raises_instead_of_pruning_nothing",
+                "test_cubic_sparsity_schedule",
+            ),
+        ],
     ),
     # every compress module on every compress and variant test: hours; see the groups above
     "compress": Group(["compress/*"], ["tests/unit/compress", "tests/unit/variant"]),
