@@ -200,7 +200,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
         help="write a run's model as ONNX / ONNX int8 / torch.export, runnable without accelab",
     )
     p.add_argument("source", help="runs:/<run id>, a run id, or models:/<name>@<alias>")
-    p.add_argument("--format", choices=["onnx", "onnx-int8", "torch-export"], default="onnx")
+    p.add_argument("--format", default="onnx",
+                   choices=["onnx", "onnx-int8", "torch-export", "openvino", "openvino-int8"])  # fmt: skip
     p.add_argument("--out", default=None, help="output folder (default ./export/<run id>)")
     tracking_uri_option(p)
     p.set_defaults(func=cmd_export)

@@ -3,6 +3,8 @@
     onnx          fp32 ONNX (dynamic batch): ONNX Runtime, or any ONNX runtime
     onnx-int8     ONNX Runtime int8 (the run's quant.scheme: dynamic, or static QDQ)
     torch-export  torch.export program (.pt2): ``torch.export.load`` needs torch only
+    openvino      OpenVINO IR (.xml + .bin), fp32 weights (the [openvino] extra)
+    openvino-int8 OpenVINO IR, NNCF post-training int8 calibrated on training data
 
 A sweep run exports its recommended trial (the sweep's ``accelab.recommended_run_id``).
 Where the run measured that very ONNX model (an ONNX Runtime target), the file written is
@@ -28,7 +30,8 @@ from accelab.export import files
 from accelab.tracking import names
 from accelab.tracking.client import tracking_store
 
-FORMATS = {"onnx": "model.onnx", "onnx-int8": "model_int8.onnx", "torch-export": "model.pt2"}
+FORMATS = {"onnx": "model.onnx", "onnx-int8": "model_int8.onnx", "torch-export": "model.pt2",
+           "openvino": "model_openvino.xml", "openvino-int8": "model_openvino_int8.xml"}  # fmt: skip
 
 
 def resolve_run(client, source: str) -> str:
@@ -96,6 +99,8 @@ def export(
     facts = path.with_suffix(".json")  # model.json, model_int8.json: one per format
     facts.write_text(json.dumps(info, indent=1))
     client.log_artifact(run_id, str(path), "export")
+    if path.suffix == ".xml":  # an OpenVINO IR's weights
+        client.log_artifact(run_id, str(path.with_suffix(".bin")), "export")
     client.log_artifact(run_id, str(facts), "export")
     echo(f"wrote {path} ({info['note']}); logged to MLflow run {run_id} under export/")
     return path

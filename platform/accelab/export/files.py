@@ -8,7 +8,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from accelab.backends import OV_F32, OV_INT8
 from accelab.errors import UsageError
+from accelab.export import openvino
 from accelab.export.onnx import (
     EXPORT_ATOL,
     EXPORT_CHECK_EXAMPLES,
@@ -55,6 +57,32 @@ def write(
     if fmt == "onnx":
         path.write_bytes(fp32)
         return {**info, "backend": "ort-fp32", "note": f"fp32, max |diff| vs torch {diff:.1e}"}
+    if fmt.startswith("openvino"):
+        return {**info, **write_openvino(fmt, model, task, path, fp32, calibration, test_inputs)}
     data = quantize(fp32, scheme, calibration)
     path.write_bytes(data)
     return {**info, "backend": f"ort-int8-{scheme}", "note": f"int8 {scheme}, made now"}
+
+
+def write_openvino(
+    fmt: str, model: nn.Module, task: Task, path: Path, fp32: bytes,
+    calibration: list[torch.Tensor], test_inputs: torch.Tensor,
+) -> dict[str, Any]:  # fmt: skip
+    """The OpenVINO IR (``path`` = the .xml, the .bin beside it) converted from the checked
+    ONNX export, as the openvino targets measure it: fp32 weights, or NNCF int8 calibrated
+    on ``calibration`` (training batches; the transformer preset for language models). The
+    fp32 IR is checked against torch at ``INFERENCE_PRECISION_HINT=f32``."""
+    if not openvino.available():
+        raise UsageError(f"--format {fmt}: {openvino.MISSING.split(': ', 1)[1]}")
+    ir = openvino.from_onnx(fp32)
+    if fmt == "openvino":
+        diff = openvino.max_abs_diff_f32(ir, model, test_inputs)
+        if diff > EXPORT_ATOL:
+            raise UsageError(f"OpenVINO IR differs from torch by {diff:.2e} (> {EXPORT_ATOL:g})")
+        openvino.save_ir(ir, path)
+        note = f"OpenVINO IR, fp32 weights, max |diff| vs torch {diff:.1e} at the f32 hint"
+        return {"backend": OV_F32, "note": note, "weights": path.with_suffix(".bin").name}
+    ir = openvino.quantize_int8(ir, calibration, task.generates)
+    openvino.save_ir(ir, path)
+    note = "OpenVINO IR, NNCF int8 calibrated on training data, made now"
+    return {"backend": OV_INT8, "note": note, "weights": path.with_suffix(".bin").name}

@@ -195,6 +195,28 @@ def weight_types(model) -> dict[str, str]:
     }  # fmt: skip
 
 
+def save_ir(model, xml: Path) -> None:
+    """Write ``model`` as ``xml`` + the .bin beside it, weights at their own precision (no
+    fp16 compression: the file runs what was measured)."""
+    import openvino as ov
+
+    ov.save_model(model, str(xml), compress_to_fp16=False)
+
+
+def max_abs_diff_f32(model, torch_model, inputs: Tensor) -> float:
+    """Largest |difference| between ``model`` compiled at ``INFERENCE_PRECISION_HINT=f32``
+    and ``torch_model`` on ``inputs``."""
+    import numpy as np
+    import openvino as ov
+    import torch
+
+    compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    out = compiled(inputs.numpy())[compiled.output(0)]
+    with torch.no_grad():
+        ref = torch_model(inputs).numpy()
+    return float(np.abs(out - ref).max())
+
+
 def serialized_size(model) -> int:
     """Bytes of the OpenVINO IR (xml + bin) as saved, weights kept at their precision."""
     import openvino as ov
