@@ -116,6 +116,7 @@ GROUPS: dict[str, Group] = {
         ["compress/prune.py"],
         [
             "tests/unit/compress/test_prune_rules.py",
+            "tests/unit/compress/test_prune_edges.py",  # the edges its first run left alive
             # the untrained-model ones only: the rest train an MLP (4.5 s a mutant) or time
             # a wide one (load-sensitive); test_prune_rules.py covers their rules directly
             *nodes(
