@@ -116,7 +116,7 @@ def time_round(
     """(p50, p95) milliseconds of one forward pass on ``batch`` after ``warmup`` passes."""
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
-    _warm(runner, batch, warmup)
+    _warm(runner, batch, warmup, clock)
     with runner.active():
         return _quantiles(_timed_calls(runner, batch, repeats, clock))
 
