@@ -28,7 +28,7 @@ from accelab.compress.heads import count_errors, head_counts
 from accelab.compress.prune import prunable_layers, structured_targets
 from accelab.compress.recipe import unmatched, value_of
 from accelab.config import loader
-from accelab.config.schema import ExperimentConfig, PruneConfig, QuantConfig, target_key
+from accelab.config.schema import ExperimentConfig, PruneConfig, QuantConfig
 from accelab.errors import ConfigError, UsageError
 from accelab.export import openvino
 from accelab.tasks import UnknownTrainable, build_model, import_timeout_s, resolve_task
@@ -329,20 +329,13 @@ def run_name_errors(cfg: ExperimentConfig) -> list[str]:
     return []
 
 
-def measured_target_keys(cfg: ExperimentConfig) -> list[str]:
-    """The keys of ``measure.targets`` (torch_b64, ort_b1, ov_b16, ort_gen), in order."""
-    m = cfg.measure
-    return [target_key(t.runtime, 1 if t.mode == "generate" else t.batch_size or m.batch_size,
-                       t.mode) for t in m.targets]  # fmt: skip
-
-
 def registry_errors(cfg: ExperimentConfig) -> list[str]:
     """The registered model's name and alias as MLflow's registry will judge them (its own
     validators), now rather than after the whole sweep has run; ``registry.target`` one of
     the measured targets."""
     if cfg.sweep is None or not cfg.registry.enabled:
         return []
-    keys = measured_target_keys(cfg)
+    keys = cfg.measure.target_keys()
     if cfg.registry.target is not None and cfg.registry.target not in keys:
         return [f"registry.target: {cfg.registry.target!r} is not a measured target; "
                 f"measure.targets are {', '.join(keys)}"]  # fmt: skip

@@ -429,6 +429,14 @@ class MeasureConfig(Section):
         "of the per-round ratios, shown with their min-max.",
     )
 
+    def batch_of(self, t: Target) -> int:
+        """The batch ``t`` is measured at: 1 for generation, else its own or the default."""
+        return 1 if t.mode == "generate" else t.batch_size or self.batch_size
+
+    def target_keys(self) -> list[str]:
+        """The keys of ``targets`` (torch_b64, ort_b1, ov_b16, ort_gen), in order."""
+        return [target_key(t.runtime, self.batch_of(t), t.mode) for t in self.targets]
+
 
 class Distribution(Section):
     grid: list[Any] | None = None

@@ -83,12 +83,7 @@ class TargetSpec:
 
 def targets_of(cfg: ExperimentConfig) -> list[TargetSpec]:
     m = cfg.measure
-    return [
-        TargetSpec(
-            t.runtime, 1 if t.mode == "generate" else t.batch_size or m.batch_size, t.mode, t.tokens
-        )  # fmt: skip
-        for t in m.targets
-    ]
+    return [TargetSpec(t.runtime, m.batch_of(t), t.mode, t.tokens) for t in m.targets]
 
 
 @dataclass
