@@ -127,6 +127,28 @@ GROUPS: dict[str, Group] = {
             ),
         ],
     ),
+    # one group per remaining compress module pair, each on the tests that reach it
+    "quant": Group(
+        ["compress/quant.py", "compress/distill.py"],
+        [
+            "tests/unit/compress/test_compress_quant.py",
+            "tests/unit/compress/test_quant_recipe.py",
+            "tests/unit/compress/test_distill.py",
+            "tests/unit/compress/test_torchao_globals.py",
+        ],
+    ),
+    "heads": Group(
+        ["compress/heads.py", "compress/sensitivity.py"],
+        [
+            "tests/unit/compress/test_heads.py",
+            "tests/unit/compress/test_heads_config.py",
+            "tests/unit/compress/test_sensitivity.py",
+        ],
+    ),
+    "deploy": Group(
+        ["compress/deploy.py", "compress/pipeline.py"],
+        ["tests/unit/compress/test_compress_quant.py", "tests/unit/variant/test_variant.py"],
+    ),
     # every compress module on every compress and variant test: hours; see the groups above
     "compress": Group(["compress/*"], ["tests/unit/compress", "tests/unit/variant"]),
     # the frontier on its pure tests
