@@ -145,9 +145,18 @@ GROUPS: dict[str, Group] = {
             "tests/unit/compress/test_sensitivity.py",
         ],
     ),
+    # the deployable files and the variant's steps on untrained tiny models (test_variant.py
+    # trains and times real models: minutes a mutant); a head-pruned GPT's reload
     "deploy": Group(
         ["compress/deploy.py", "compress/pipeline.py"],
-        ["tests/unit/compress/test_compress_quant.py", "tests/unit/variant/test_variant.py"],
+        [
+            "tests/unit/compress/test_deploy_files.py",
+            "tests/unit/compress/test_pipeline_steps.py",
+            *nodes(
+                "tests/unit/compress/test_heads.py",
+                "test_a_pruned_deployable_reloads_with_its_new_shapes[pylm]",
+            ),
+        ],
     ),
     # every compress module on every compress and variant test: hours; see the groups above
     "compress": Group(["compress/*"], ["tests/unit/compress", "tests/unit/variant"]),
