@@ -42,10 +42,11 @@ class EpochProgress:
         prefix: str = "",
         interval_s: float = 1.0,
         metric: str = "accuracy",
+        final_s: float = 30.0,
     ):
         self.client = MlflowClient(tracking_uri)
         self.run_id, self.epochs, self.echo, self.prefix = run_id, epochs, echo, prefix
-        self.interval_s, self.metric = interval_s, metric
+        self.interval_s, self.metric, self.final_s = interval_s, metric, final_s
         self.key = f"{prefix}val_{metric}"
         # A resumed run already has epochs and restarts recorded: report only what is new.
         self.printed = {m.step for m in self.client.get_metric_history(run_id, self.key)}
@@ -90,11 +91,18 @@ class EpochProgress:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
-        # The last epoch, even while the store is busy (sqlite: "database is locked"): the CLI
-        # exits without waiting for this daemon thread, so what is not printed now never is.
-        for _ in range(3):
+        # The last epoch, even while the store is busy (sqlite: "database is locked" while
+        # another process writes): the CLI exits without waiting for this daemon thread, so
+        # what is not printed now never is. Keep trying for ``final_s``, then say so.
+        deadline = time.monotonic() + self.final_s
+        while True:
             try:
                 self.poll()
                 return
-            except Exception:
-                time.sleep(self.interval_s)
+            except Exception as err:
+                if time.monotonic() >= deadline:
+                    self.echo(
+                        f"(epoch lines not read back from MLflow: {type(err).__name__}: {err})"
+                    )
+                    return
+                time.sleep(min(self.interval_s, 0.5))
