@@ -103,6 +103,9 @@ def test_small_sweep_records_frontier_and_a_reloadable_recommendation(
         expected = TRIAL_METRICS - (SPEED if simulated else set())
         assert expected <= set(t.data.metrics), t.data.tags["accelab.trial_id"]
         assert simulated == (t.data.tags["accelab.backend"] == "fake-quant (simulated)")
+        method = t.data.tags["accelab.latency_method"]  # how it was timed, as it was
+        assert method == "simulated" if simulated else method.split(",")[0] in {"blocks", "rounds"}
+    assert parent.data.tags["accelab.latency_method"].split(",")[0] in {"blocks", "rounds"}
     simulated = [t for t in trials if t.data.tags["accelab.simulated"] == "true"]
     assert len(simulated) == 1 and "speedup" not in simulated[0].data.metrics
     assert simulated[0].data.metrics["packed_size_mb"] < simulated[0].data.metrics["size_mb"]

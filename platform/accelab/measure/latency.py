@@ -299,8 +299,14 @@ def timing(s) -> str:
     """How the measure config ``s`` times (for benchmark and CLI headers)."""
     if s.method == "rounds":
         return f"{s.rounds} alternating rounds x {s.repeats} runs"
-    return (f"interleaved blocks of {s.block_calls} runs, until +-{s.target_precision:.0%} "
-            f"or {s.max_seconds:g} s")  # fmt: skip
+    size = f"{s.block_calls} runs"
+    if s.block_ms > 0:  # a slow model gets fewer calls per block (its latency's method says)
+        size = f"up to {s.block_calls} runs ({s.block_ms:g} ms)"
+    parts = [f"interleaved blocks of {size}"]
+    parts += [text for on, text in ((s.primed, "primed"), (s.pin_cpu, "pinned to one cpu"),
+              (s.realtime, "real-time priority where allowed")) if on]  # fmt: skip
+    parts.append(f"until +-{s.target_precision * 100:g}% or {s.max_seconds:g} s")
+    return ", ".join(parts)
 
 
 def speedup(baseline: Latency, variant: Latency) -> Estimate:

@@ -29,6 +29,7 @@ from accelab.tracking.runs import storage_path
 from accelab.training.checkpoint import META_FILE, read_meta
 from accelab.training.launcher import run_training
 from accelab.variant.judge import MB, VariantResult, interval, judge, load_dense
+from accelab.variant.record import latency_method_tags
 from accelab.variant.setup import Setup
 from accelab.variant.sources import prepare_source
 
@@ -126,7 +127,10 @@ def aa_control(setup: Setup, dense_dir: Path, tracking_uri: str, parent_id: str)
     r = judge(dense, copy.deepcopy(dense.model), plain)
     metrics = aa_metrics(r, dense.task.metric.name)
     metrics[names.M_AA_COMPUTE_S] = time.perf_counter() - start
-    log_metrics_once(MlflowClient(tracking_uri), parent_id, 0, metrics)
+    client = MlflowClient(tracking_uri)
+    log_metrics_once(client, parent_id, 0, metrics)
+    for key, value in latency_method_tags(r).items():  # how the A/A was timed, per target
+        client.set_tag(parent_id, key, value)
     return metrics
 
 

@@ -45,6 +45,7 @@ WORKER_NODES = "accelab.worker_nodes"
 BACKEND = "accelab.backend"  # the kernel its numbers ran on (per target: + suffix)
 TARGET_ERROR = "accelab.target_error"  # why a target has no number (+ suffix)
 SIMULATED = "accelab.simulated"
+LATENCY_METHOD = "accelab.latency_method"  # how the latency was timed (per target: + suffix)
 DEVICE = "accelab.device"
 TARGETS = "accelab.targets"  # [[key, label, ...], ...], the primary target first
 WARNING = "accelab.warning"

@@ -119,6 +119,18 @@ def log_openvino_targets_model(
     )
 
 
+def latency_method_tags(r: VariantResult) -> dict[str, str]:
+    """How each target's latency was timed, as it was (calls per block, real-time priority
+    granted or refused), not as configured; "simulated" where no real kernel ran."""
+    return {
+        names.for_target(names.LATENCY_METHOD, key if i else None): (
+            t.measurement.latency.method if t.measurement.latency else "simulated"
+        )
+        for i, (key, t) in enumerate(r.targets.items())
+        if t.measurement
+    }
+
+
 def log_variant_tags(client, run_id: str, r: VariantResult) -> None:
     p = r.primary
     tags = {
@@ -127,6 +139,7 @@ def log_variant_tags(client, run_id: str, r: VariantResult) -> None:
         names.DEVICE: p.measurement.device,
         names.TARGETS: json.dumps([[k, t.target.label, t.backend] for k, t in r.targets.items()]),
     }
+    tags.update(latency_method_tags(r))
     for key, t in list(r.targets.items())[1:]:
         tags[names.for_target(names.BACKEND, key)] = t.backend
         if t.error:

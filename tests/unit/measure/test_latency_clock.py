@@ -240,7 +240,12 @@ def test_timing_says_how_it_times():
         "4 alternating rounds x 30 runs"
     )
     s = MeasureConfig(block_calls=6, target_precision=0.025, max_seconds=2.5)
-    assert timing(s) == "interleaved blocks of 6 runs, until +-2% or 2.5 s"
+    assert timing(s) == (
+        "interleaved blocks of up to 6 runs (30 ms), primed, real-time priority where allowed, "
+        "until +-2.5% or 2.5 s"
+    )
+    s = MeasureConfig(block_ms=0, primed=False, realtime=False, pin_cpu=True)
+    assert timing(s) == "interleaved blocks of 5 runs, pinned to one cpu, until +-1% or 5 s"
 
 
 def test_throughput_is_the_batch_over_the_median_time_and_speedup_pairs_blocks():

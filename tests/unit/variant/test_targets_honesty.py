@@ -19,6 +19,7 @@ from accelab.measure import serialized_size_bytes
 from accelab.measure.latency import speedup
 from accelab.training.checkpoint import save_checkpoint
 from accelab.variant.judge import MB, judge, load_dense
+from accelab.variant.record import latency_method_tags
 from accelab.variant.setup import Setup
 from tests import tasks
 from tests.helpers_torch import trained_mlp
@@ -106,6 +107,18 @@ def test_every_runtime_runs_on_the_configured_threads(judged):
         assert s.get_session_options().intra_op_num_threads == threads
 
 
+def test_each_targets_latency_method_is_recorded_as_it_was_timed(judged):
+    """The run's tags say how each latency was timed (calls per block for this model,
+    priority granted or refused), per target, from the measurement itself."""
+    _, r, _ = judged
+    tags = latency_method_tags(r)
+    assert set(tags) == {"accelab.latency_method", f"accelab.latency_method.{ORT}"}
+    for key, t in r.targets.items():
+        method = tags["accelab.latency_method" + ("" if key == "torch_b64" else f".{key}")]
+        assert method == t.measurement.latency.method
+        assert method == "rounds"  # this config's quick timing; blocks: see the 4-bit test
+
+
 def test_sizes_are_the_real_files_of_each_model(judged):
     _, r, _ = judged
     m = r.metrics
@@ -169,6 +182,8 @@ def test_a_simulated_backend_is_given_no_speed(tmp_path):
     """4 bits: simulated on torch (fake-quant: quality and a computed size, never a speed),
     a real int4 kernel on ONNX Runtime (timed next to dense ORT)."""
     cfg = config("digits", threads=1, compression={"quant": {"bits": 4}})
+    blocks = {"method": "blocks", "min_blocks": 6, "max_seconds": 0.3, "target_precision": 1}
+    cfg = cfg.model_copy(update={"measure": cfg.measure.model_copy(update=blocks)})
     dense = load_dense(Setup.of(cfg), dense_dir(tmp_path, cfg))
     r = judge(dense, copy.deepcopy(dense.model), cfg)
     t, m = r.targets["torch_b64"], r.metrics
@@ -177,3 +192,8 @@ def test_a_simulated_backend_is_given_no_speed(tmp_path):
     assert m["simulated"] == 1.0 and m["packed_size_mb"] < m["size_mb"]
     assert not {"speedup", "speedup_vs_torch", "latency_p50_ms", "throughput_sps"} & set(m)
     assert m[f"simulated.{ORT}"] == 0.0 and m[f"speedup.{ORT}"] > 0
+    tags = latency_method_tags(r)
+    assert tags["accelab.latency_method"] == "simulated"
+    method = tags[f"accelab.latency_method.{ORT}"]  # as timed: 1 thread, so priority too
+    assert method == r.targets[ORT].measurement.latency.method
+    assert method.startswith("blocks, ") and "per block" in method and "priority" in method
