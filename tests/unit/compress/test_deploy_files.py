@@ -9,8 +9,13 @@ from __future__ import annotations
 import copy
 import json
 
+# torch's FX tracer (static int8) imports torch._dynamo and networkx on its first trace:
+# seconds per process. Imported with the module instead, so that the processes mutation
+# testing forks after collecting the tests (one per mutant) start with them loaded.
+import networkx  # noqa: F401
 import pytest
 import torch
+import torch._dynamo  # noqa: F401
 from torch import nn
 
 from accelab.backends import SIMULATED, TORCH_BF16, TORCH_FP32, TORCH_INT8, TORCH_INT8_STATIC
@@ -155,18 +160,6 @@ def test_int8_dynamic_reloads_with_the_layers_the_recipe_keeps_float(tmp_path):
     torch.testing.assert_close(out(loaded), out(int8), rtol=0, atol=0)
 
 
-def test_int8_static_reloads_its_calibrated_scales(tmp_path):
-    plain = built(CNN)
-    static = convert_int8_static(plain, [X[:2], X[2:]], {"fc2": None})
-    q = quant(bits=8, scheme="static", layers={"fc2": None})
-    save_deployable(Deployable(static, TORCH_INT8_STATIC, False, "int8-static"), tmp_path, CNN,
-                    plain, q)  # fmt: skip
-    assert (tmp_path / "model_int8.pt").is_file() and not (tmp_path / "model.safetensors").exists()
-    loaded = load_deployable(tmp_path)
-    assert not loaded.training
-    torch.testing.assert_close(out(loaded), out(static), rtol=0, atol=0)
-
-
 def test_bf16_reloads_in_bf16(tmp_path):
     plain = built(MLP)
     bf16 = copy.deepcopy(plain).to(torch.bfloat16)
@@ -212,3 +205,15 @@ def test_a_recipe_without_heads_quant_or_model_args_still_loads(tmp_path):
     task, build = builder(recipe)
     assert task is TASK and layer_shapes(build()) == layer_shapes(plain)
     torch.testing.assert_close(out(load_deployable(tmp_path)), out(plain), rtol=0, atol=0)
+
+
+def test_int8_static_reloads_its_calibrated_scales(tmp_path):
+    plain = built(CNN)
+    static = convert_int8_static(plain, [X[:2], X[2:]], {"fc2": None})
+    q = quant(bits=8, scheme="static", layers={"fc2": None})
+    save_deployable(Deployable(static, TORCH_INT8_STATIC, False, "int8-static"), tmp_path, CNN,
+                    plain, q)  # fmt: skip
+    assert (tmp_path / "model_int8.pt").is_file() and not (tmp_path / "model.safetensors").exists()
+    loaded = load_deployable(tmp_path)
+    assert not loaded.training
+    torch.testing.assert_close(out(loaded), out(static), rtol=0, atol=0)

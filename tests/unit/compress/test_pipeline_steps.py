@@ -9,8 +9,13 @@ from __future__ import annotations
 
 import copy
 
+# torch's FX tracer (static int8) imports torch._dynamo and networkx on its first trace:
+# seconds per process. Imported with the module instead, so that the processes mutation
+# testing forks after collecting the tests (one per mutant) start with them loaded.
+import networkx  # noqa: F401
 import pytest
 import torch
+import torch._dynamo  # noqa: F401
 from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
@@ -321,22 +326,6 @@ def test_int8_dynamic_quantizes_the_recipes_linear_layers():
     assert type(d.model.get_submodule("3")) is nn.Linear
 
 
-def test_int8_static_calibrates_on_the_configured_training_batches():
-    loads = []
-
-    def load():
-        loads.append(1)
-        return numbered_splits(0).train
-
-    d = finalized({"bits": 8, "scheme": "static", "calibration_batches": 2, "layers": {"3": None}},
-                  calibration=Calibration(load, 4))  # fmt: skip
-    assert (d.backend, d.simulated, d.kind) == (TORCH_INT8_STATIC, False, "int8-static")
-    assert loads == [1] and type(d.model.get_submodule("3")) is nn.Linear
-    expected = convert_int8_static(mlp(), Calibration.of(NUMBERED, 0, 4).batches(2), {"3": None})
-    x = torch.rand(3, *INPUT_SHAPE) * 10
-    assert torch.equal(d.model(x), expected(x))  # the same 2 batches of 4: the same scales
-
-
 @pytest.mark.parametrize("quant", [{"bits": 4}, {"bits": 8, "real_kernel": False}])
 def test_without_a_real_kernel_ptq_ships_calibrated_fake_quant(quant):
     model = mlp()
@@ -359,3 +348,19 @@ def test_a_qat_model_ships_its_own_fake_quant_or_stripped_to_int8():
     )
     d = finalized({"bits": 8, "mode": "qat"}, qat)
     assert d.kind == "int8" and not has_fake_quant(d.model) and has_fake_quant(qat)
+
+
+def test_int8_static_calibrates_on_the_configured_training_batches():
+    loads = []
+
+    def load():
+        loads.append(1)
+        return numbered_splits(0).train
+
+    d = finalized({"bits": 8, "scheme": "static", "calibration_batches": 2, "layers": {"3": None}},
+                  calibration=Calibration(load, 4))  # fmt: skip
+    assert (d.backend, d.simulated, d.kind) == (TORCH_INT8_STATIC, False, "int8-static")
+    assert loads == [1] and type(d.model.get_submodule("3")) is nn.Linear
+    expected = convert_int8_static(mlp(), Calibration.of(NUMBERED, 0, 4).batches(2), {"3": None})
+    x = torch.rand(3, *INPUT_SHAPE) * 10
+    assert torch.equal(d.model(x), expected(x))  # the same 2 batches of 4: the same scales
