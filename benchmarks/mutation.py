@@ -95,10 +95,16 @@ GROUPS: dict[str, Group] = {
     ),
     "model_stats": Group(
         ["measure/model_stats.py", "measure/runners.py"],
-        ["tests/unit/measure/test_model_stats.py"],
+        [
+            "tests/unit/measure/test_model_stats.py",
+            "tests/unit/measure/test_runner_devices.py",  # device and dtype rules, CPU-only
+        ],
     ),
-    # measure_pair / compare / describe: real models timed (slow under load)
-    "measure": Group(["measure/__init__.py"], ["tests/unit/measure/test_measure.py"]),
+    # measure_pair / compare / describe: real models timed (7 s a mutant: 20 min at load 2-10)
+    "measure": Group(
+        ["measure/__init__.py"],
+        ["tests/unit/measure/test_measure.py", "tests/unit/measure/test_measure_edges.py"],
+    ),
     "recipe": Group(
         ["compress/recipe.py"],
         [
