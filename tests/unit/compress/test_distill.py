@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import ValidationError
 
-from accelab.compress.distill import Distiller, distill_loss
+from accelab.compress.distill import Distiller, distill_loss, frozen
 from accelab.compress.pipeline import CompressionHooks
 from accelab.config.schema import ExperimentConfig
 from accelab.preflight import training_errors
@@ -81,6 +81,29 @@ def test_distiller_mixes_task_and_soft_loss_by_weight(weight):
     assert float(d(out, x, y)) == pytest.approx(float(expected), rel=1e-6)
     assert d.epoch_mean() == pytest.approx(float(soft), rel=1e-6)
     assert d.epoch_mean() == 0.0  # handed out once per epoch, then reset
+
+
+def test_the_epoch_mean_averages_every_batch_of_the_epoch():
+    teacher = torch.nn.Linear(8, 5).eval()
+    d = Distiller(teacher, F.cross_entropy, 0.5, 2.0)
+    softs = []
+    for seed in (0, 1, 2):
+        torch.manual_seed(seed)
+        x, out = torch.randn(4, 8), torch.randn(4, 5)
+        softs.append(float(distill_loss(out, teacher(x).detach(), 2.0)))
+        d(out, x, torch.zeros(4, dtype=torch.long))
+    assert d.epoch_mean() == pytest.approx(sum(softs) / 3, rel=1e-6)
+
+
+def test_the_soft_term_is_fp32_under_bf16_logits_and_the_teacher_is_frozen():
+    student, teacher = torch.randn(4, 9), torch.randn(4, 9)
+    loss = distill_loss(student.bfloat16(), teacher.bfloat16(), 2.0)
+    assert loss.dtype == torch.float32
+    exact = distill_loss(student.bfloat16().float(), teacher.bfloat16().float(), 2.0)
+    assert float(loss) == float(exact)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Dropout(0.5)).train()
+    assert frozen(model) is model and not model.training and not model[1].training
+    assert not any(p.requires_grad for p in model.parameters())
 
 
 def test_hooks_build_a_frozen_dense_teacher_only_when_asked(tmp_path):

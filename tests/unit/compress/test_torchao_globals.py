@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch._inductor.config
 from torch import nn
 
 from accelab.compress.quant import convert_torchao, float32_matmul_kept
@@ -33,7 +34,11 @@ def test_torchao_int8_conversion_keeps_fp32_matmuls_fp32(highest):
     model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
     x = torch.randn(4, 64)
     reference = model(x)
+    inductor = torch._inductor.config
+    tuning = (inductor.coordinate_descent_tuning, inductor.force_fuse_int_mm_with_mul)
     quantized = convert_torchao(model, 8)
     assert torch.get_float32_matmul_precision() == "highest"
+    # torchao's inductor setter is off too (set_inductor_config=False)
+    assert (inductor.coordinate_descent_tuning, inductor.force_fuse_int_mm_with_mul) == tuning
     assert type(quantized[0].weight).__name__ != "Parameter"  # really converted
     assert torch.allclose(quantized(x), reference, atol=0.05)
