@@ -146,9 +146,26 @@ GROUPS: dict[str, Group] = {
     "heads": Group(
         ["compress/heads.py", "compress/sensitivity.py"],
         [
-            "tests/unit/compress/test_heads.py",
+            "tests/unit/compress/test_heads_rules.py",  # imports the HF models' code before the forks
             "tests/unit/compress/test_heads_config.py",
             "tests/unit/compress/test_sensitivity.py",
+            "tests/unit/compress/test_sensitivity_edges.py",
+            # not the ONNX / ORT / OpenVINO exports nor the deployable reloads (seconds each
+            # per mutant; resize_heads is tested directly in test_heads_rules.py)
+            *nodes(
+                "tests/unit/compress/test_heads_bert.py",
+                "test_bert_heads_leave_q_k_v_and_the_output_projection",
+                "test_the_bert_head_with_no_output_is_the_one_removed",
+            ),
+            *nodes(
+                "tests/unit/compress/test_heads.py",
+                "test_removing_heads_equals_zeroing_their_contribution_and_shrinks_the_layers",
+                "test_pylm_parameter_count_drops_by_exactly_the_removed_rows_and_columns",
+                "test_the_head_with_no_output_is_the_one_removed",
+                "test_impossible_fractions_and_models_without_attention_are_refused",
+                "test_preflight_names_the_key_for_a_model_without_attention_and_a_bad_fraction",
+                "test_the_pipeline_prunes_heads_where_the_config_says_so",
+            ),
         ],
     ),
     # the deployable files and the variant's steps on untrained tiny models (test_variant.py
