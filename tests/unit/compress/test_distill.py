@@ -93,6 +93,8 @@ def test_the_epoch_mean_averages_every_batch_of_the_epoch():
         softs.append(float(distill_loss(out, teacher(x).detach(), 2.0)))
         d(out, x, torch.zeros(4, dtype=torch.long))
     assert d.epoch_mean() == pytest.approx(sum(softs) / 3, rel=1e-6)
+    d(out, x, torch.zeros(4, dtype=torch.long))  # the next epoch counts from zero
+    assert d.epoch_mean() == pytest.approx(softs[-1], rel=1e-6)
 
 
 def test_the_soft_term_is_fp32_under_bf16_logits_and_the_teacher_is_frozen():

@@ -11,8 +11,13 @@ import pickle
 import sys
 import warnings
 
+# torch's FX tracer (static int8) imports torch._dynamo and networkx on its first trace:
+# seconds per process. Imported with the module, so that the processes mutation testing
+# forks after collection (one per mutant) start with them loaded.
+import networkx  # noqa: F401
 import pytest
 import torch
+import torch._dynamo  # noqa: F401
 import torch.nn.functional as F
 from torch import nn
 
@@ -203,6 +208,8 @@ def test_prepare_passes_the_activation_settings_to_every_observer():
     assert (same[1].input_quant.bits, same[1].input_quant.symmetric) == (6, False)
     assert same[1].input_quant.observer == "minmax"
     assert isinstance(prepare_fake_quant(mlp(), 8)[1].input_quant, nn.Identity)
+    excluded = prepare_fake_quant(mlp(), 8, exclude=["3"])
+    assert type(excluded[3]) is nn.Linear and type(excluded[1]) is FakeQuantLinear
 
 
 @pytest.mark.parametrize("bits", [2, 8])
@@ -316,7 +323,8 @@ def test_dynamic_int8_prefers_the_x86_engine_and_quantizes_weights_per_channel(e
     int8 = convert_int8_dynamic(model)
     assert torch.backends.quantized.engine == "x86"
     assert int8[1].weight().qscheme() == torch.per_channel_affine
-    assert not int8.training and model.training and type(model[1]) is nn.Linear
+    assert not int8.training and all(m.training for m in model.modules())
+    assert type(model[1]) is nn.Linear
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # torch.ao's deprecation notices silenced
         convert_int8_dynamic(model)
@@ -331,7 +339,8 @@ def test_static_int8_takes_its_activation_ranges_from_every_calibration_batch(en
     assert float(both) > 10 * float(first_only)
     model = mlp().train()
     int8 = convert_int8_static(model, [small])
-    assert not int8.training and model.training and type(model[1]) is nn.Linear
+    assert not int8.training and all(m.training for m in model.modules())  # a deep copy
+    assert [type(m) for m in model] == [nn.Flatten, nn.Linear, nn.ReLU, nn.Linear]
 
 
 def test_static_int8_of_an_untraceable_model_names_the_reason():
