@@ -245,6 +245,13 @@ def test_transform_starts_from_the_dense_weights_and_keeps_the_oneshot_masks(tmp
     assert h.extra_metrics(Wrapper(model), 0) == {names.M_SPARSITY: 0.5}
 
 
+def test_transform_prunes_structured_with_the_tasks_example_input(tmp_path):
+    h, _ = hooks(tmp_path, {"method": "structured", "sparsity": 0.5})
+    model = h.transform(mlp(16, 16), DIGITS)
+    assert {name: s["out"] for name, s in layer_shapes(model).items()} == {"1": 8, "3": 8, "5": 10}
+    assert h.masks == {} and h.pruner is None
+
+
 def test_transform_calibrates_qat_on_the_configured_split_and_batch_size(tmp_path):
     h, _ = hooks(tmp_path, {}, bits=4, mode="qat", activations=True, calibration_batches=3)
     model = h.transform(mlp(16, 16), NUMBERED)
@@ -317,6 +324,14 @@ def test_fp32_and_bf16_ship_real_kernels_on_a_copy():
         assert d.model is not model and not d.model.training
         assert {p.dtype for p in d.model.parameters()} == {dtype}
     assert model.training and {p.dtype for p in model.parameters()} == {torch.float32}
+
+
+@pytest.mark.parametrize(
+    "bits, dtype", [(32, torch.float32), (16, torch.bfloat16), (4, torch.float32)]
+)
+def test_the_shipped_model_is_on_the_device_asked_for(bits, dtype):
+    d = finalize(mlp(), QuantConfig(bits=bits), Calibration(never, 8), "meta")
+    assert {(p.device.type, p.dtype) for p in d.model.parameters()} == {("meta", dtype)}
 
 
 def test_int8_dynamic_quantizes_the_recipes_linear_layers():
