@@ -3,8 +3,10 @@
 only one whose output is), ``round(fraction * heads)`` heads go and a fraction removing
 all or none is refused naming the layer, ties remove the lower index and the kept heads
 keep their order, exclusions match a layer or projection name (not a prefix of one),
-``resize_heads`` narrows to the first heads and refuses an unknown layer, and the narrowed
-projections keep the model's dtype and training mode."""
+``resize_heads`` narrows to the first heads and refuses an unknown layer, the narrowed
+projections keep the model's dtype and training mode, GPT-2 cross-attention and modules
+that only look like attention are left alone, and two models side by side keep their own
+configs."""
 
 from __future__ import annotations
 
@@ -24,8 +26,9 @@ from accelab.compress.heads import (
     heads_removed,
     resize_heads,
 )
-from tests.unit.compress.test_heads import build
+from tests.unit.compress.test_heads import HF_MODELS, build
 from tests.unit.compress.test_heads_bert import bert
+from tests.unit.compress.test_heads_config import causal_lm
 
 try:  # the architectures' code loads once per session, not in each test's first model
     from transformers.models.bert import modeling_bert  # noqa: F401
@@ -197,3 +200,27 @@ def test_narrowed_projections_keep_dtype_biases_and_training_mode(dtype):
     model.eval()
     apply_heads(model, 0.5)
     assert not model.blocks[1].attn.q.training
+
+
+def test_cross_attention_and_lookalike_modules_are_not_prunable_layers():
+    gpt2 = build("gpt2")
+    cross = causal_lm({**HF_MODELS["gpt2"], "add_cross_attention": True})
+    assert list(head_counts(cross)) == list(head_counts(gpt2))  # not h.0.crossattention
+    lookalike = nn.Module()  # GPT-2's attributes without its Conv1D projections
+    lookalike.split_size, lookalike.head_dim, lookalike.c_attn = 32, 8, nn.Linear(32, 96)
+    assert attention_layers(lookalike) == []
+    model = bert()
+    attn = model.get_submodule(next(iter(head_counts(model))))
+    no_output = copy.deepcopy(attn)
+    no_output.output = nn.Identity()  # the heads' module without the output projection
+    assert attention_layers(no_output) == []
+    attn.self.query = nn.Identity()  # head size and key/value, but no query projection
+    assert attention_layers(attn) == []
+
+
+def test_models_side_by_side_each_keep_their_own_config():
+    pair = nn.ModuleDict({"a": build("llama"), "b": build("llama")})
+    apply_heads(pair, 0.5, exclude=["b"])
+    assert pair["a"].model.config.num_attention_heads == 2
+    assert pair["b"].model.config.num_attention_heads == 4
+    assert list(head_counts(pair).values()) == [2, 4]
