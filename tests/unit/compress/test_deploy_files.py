@@ -66,10 +66,10 @@ class Odd(nn.Module):
     """One of each layer kind, every Conv2d argument off its default, and a module named
     ``layer`` that is no fake-quant wrapper."""
 
-    def __init__(self, channels: int = 6, hidden: int = 5):
+    def __init__(self, channels: int = 6, hidden: int = 5, conv_bias: bool = False):
         super().__init__()
         self.conv = nn.Conv2d(2, channels, (3, 1), stride=(2, 1), padding=(1, 0),
-                              dilation=(1, 2), groups=2, bias=False)  # fmt: skip
+                              dilation=(1, 2), groups=2, bias=conv_bias)  # fmt: skip
         self.bn2 = nn.BatchNorm2d(channels)
         self.block = nn.Module()
         self.block.layer = nn.Linear(4, hidden, bias=False)
@@ -98,8 +98,9 @@ def test_layer_shapes_name_the_float_layers_outside_fake_quant_wrappers():
 
 
 def test_rebuild_gives_every_layer_its_recorded_shape():
-    narrow = Odd(channels=4, hidden=2)
+    narrow = Odd(channels=4, hidden=2, conv_bias=True)
     rebuilt = rebuild_layers(Odd(), layer_shapes(narrow))
+    assert rebuilt.conv.bias is not None
     assert layer_shapes(rebuilt) == layer_shapes(narrow)
     assert rebuilt.load_state_dict(narrow.state_dict()) is not None  # every tensor fits
     assert type(rebuilt.bn1) is nn.BatchNorm1d and type(rebuilt.bn2) is nn.BatchNorm2d
