@@ -80,6 +80,10 @@ def rebuild_layers(model: nn.Module, shapes: dict[str, dict[str, Any]]) -> nn.Mo
     return model
 
 
+INT8_KINDS = ("int8", "int8-static")  # torch.ao modules: saved whole, weights-only loadable
+SAVED_KINDS = (*INT8_KINDS, "fp32", "fake-quant", "bf16")
+
+
 def save_deployable(
     d: Deployable,
     directory: Path,
@@ -88,7 +92,10 @@ def save_deployable(
     quant: dict[str, Any],
 ) -> Path:
     """Write ``d`` to ``directory``; ``float_model`` is the pre-conversion model (shapes,
-    and the fp32 weights the exports start from)."""
+    and the fp32 weights the exports start from). A kind it cannot save is refused before
+    anything is written."""
+    if d.kind not in SAVED_KINDS:
+        raise UsageError(f"saving {d.kind} models is not supported (backend {d.backend})")
     directory.mkdir(parents=True, exist_ok=True)
     plain = strip_fake_quant(copy.deepcopy(float_model))
     save_model(plain, directory / FLOAT_FILE)
@@ -103,12 +110,10 @@ def save_deployable(
         "activations": quant["activations"],
         "quant": quant,
     }
-    if d.kind in ("int8", "int8-static"):
+    if d.kind in INT8_KINDS:
         save_int8(d.model, directory / "model_int8.pt")
-    elif d.kind in ("fp32", "fake-quant", "bf16"):
-        save_model(d.model, directory / "model.safetensors")
     else:
-        raise UsageError(f"saving {d.kind} models is not supported (backend {d.backend})")
+        save_model(d.model, directory / "model.safetensors")
     (directory / RECIPE).write_text(json.dumps(recipe, indent=1))
     return directory
 

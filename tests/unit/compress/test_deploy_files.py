@@ -173,15 +173,16 @@ def test_bf16_reloads_in_bf16(tmp_path):
     )
 
 
-def test_a_kind_without_a_file_format_is_refused_before_the_recipe_is_written(tmp_path):
+def test_a_kind_without_a_file_format_is_refused_before_anything_is_written(tmp_path):
     plain = built(MLP)
+    target = tmp_path / "deployable"
     with pytest.raises(UsageError) as e:
         save_deployable(Deployable(plain, "torchao-int8-weight-only", False, "torchao"),
-                        tmp_path, MLP, plain, quant(bits=8))  # fmt: skip
+                        target, MLP, plain, quant(bits=8))  # fmt: skip
     assert str(e.value) == (
         "saving torchao models is not supported (backend torchao-int8-weight-only)"
     )
-    assert not (tmp_path / RECIPE).exists()
+    assert not target.exists()  # no recipe, and no stray float file either
 
 
 def test_a_directory_without_a_recipe_is_named_in_the_error(tmp_path):
