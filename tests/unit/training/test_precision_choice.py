@@ -214,3 +214,17 @@ def test_a_precision_unstable_in_any_round_is_unstable():
     assert bf16_steps[0] == 3 * 8
     assert measured["fp32"]["stable"] and not measured["bf16"]["stable"]
     assert choose(measured).name == "fp32"
+
+
+def test_the_cache_key_tells_apart_thread_counts():
+    """bf16's gain over fp32 depends on how many threads the kernels run on: a decision
+    measured on one thread is not reused by a run on two."""
+    model, batch = tiny()
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = cache_key(model, batch, CPU)
+        torch.set_num_threads(2)
+        assert cache_key(model, batch, CPU) != one
+    finally:
+        torch.set_num_threads(before)
