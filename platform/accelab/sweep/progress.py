@@ -56,8 +56,11 @@ class SweepProgress(Callback):
             speedup = r[names.M_SPEEDUP]
             lo, hi = r.get(names.M_SPEEDUP_LO, 0), r.get(names.M_SPEEDUP_HI, 0)
             speed = f"{speedup:.2f}x ({lo:.2f}-{hi:.2f})"
-            if r[names.drop(names.on_val(m))] <= self.max_drop and (
-                self.best is None or speedup > self.best[0]
+            qualifies = speedup > 1.0 + self.noise  # measurably faster than dense, as recommend
+            if (
+                qualifies
+                and r[names.drop(names.on_val(m))] <= self.max_drop
+                and (self.best is None or speedup > self.best[0])
             ):
                 self.best = (speedup, trial_id)
         drop = names.drop(m)

@@ -34,3 +34,16 @@ def test_best_so_far_is_judged_on_the_validation_drop_not_the_test_drop():
     assert progress.best == (2.0, "val")
     assert lines[-1].endswith("| best so far: val 2.00x")
     assert "accuracy 0.9000 (drop +0.00 [-1.00,+1.00]) speedup 3.00x (2.85-3.15)" in lines[-1]
+
+
+def test_best_so_far_must_beat_the_noise_floor_like_the_recommendation():
+    """A 1.03x trial with a 5% A/A floor is not measurably faster than not compressing:
+    no best so far until a trial beats 1.05x."""
+    lines: list[str] = []
+    progress = SweepProgress(3, "accuracy", max_drop=0.01, noise=0.05, echo=lines.append)
+    finish(progress, "noise", result(1.03, val_drop=0.0, test_drop=0.0))
+    assert progress.best is None and "best so far" not in lines[-1]
+    finish(progress, "edge", result(1.05, val_drop=0.0, test_drop=0.0))
+    assert progress.best is None
+    finish(progress, "real", result(1.2, val_drop=0.0, test_drop=0.0))
+    assert progress.best == (1.2, "real") and lines[-1].endswith("| best so far: real 1.20x")
