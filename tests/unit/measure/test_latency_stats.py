@@ -102,17 +102,18 @@ class Sleeper:
 
 
 def test_blocks_stop_on_precision_and_the_speedup_agrees_with_the_p50s():
+    """Real sleeping runners (the virtual-clock tests pin the exact rule): what holds
+    whatever the machine's load adds to each sleep."""
     x = torch.zeros(1, 1)
     start = time.perf_counter()
     slow, fast = time_blocks([Sleeper(4.0), Sleeper(2.0)], x, warmup=1, block_calls=3,
                              min_blocks=10, target_precision=0.2, max_seconds=30)  # fmt: skip
-    # stopped on precision before the 30 s budget (a load-free bound: only the budget's own
-    # expiry could take it to 30 s; the precision reached is checked below)
-    assert time.perf_counter() - start < 30
+    elapsed = time.perf_counter() - start
     s = speedup(slow, fast)
     assert s.n == len(slow.rounds_p50_ms) == len(fast.rounds_p50_ms) >= 10
-    assert (s.hi - s.lo) / 2 / s.value <= 0.2
-    assert 1.3 < s.value < 2.2
+    if elapsed < 30:  # only the 30 s budget's expiry stops it short of the precision asked
+        assert widest_half_width([slow.rounds_p50_ms, fast.rounds_p50_ms]) <= 0.2
+    assert s.value > 1.0  # the 4 ms sleeper is the slower, whatever load adds to each sleep
     # the printed p50s come from the same blocks, and their ratio lies in the interval
     assert slow.p50_ms == statistics.median(slow.rounds_p50_ms)
     assert s.lo <= slow.p50_ms / fast.p50_ms <= s.hi
