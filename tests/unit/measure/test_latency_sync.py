@@ -14,17 +14,10 @@ import torch
 
 from accelab.measure import latency
 from accelab.measure.latency import _timed_calls, time_blocks
+from tests.unit.measure.test_latency_clock import Clock
 
 BATCH = torch.zeros(2, 1)
 LAUNCH_MS, KERNELS_MS = Fraction(1, 10), Fraction(5)
-
-
-@dataclass
-class Clock:
-    now: Fraction = Fraction(0)
-
-    def __call__(self) -> Fraction:
-        return self.now
 
 
 @dataclass
