@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 
 from mlflow.tracking import MlflowClient
 
 from accelab.tracking import names
+from accelab.training.sync import with_retry
 
 
 def columns(metric: str) -> tuple[tuple[str, str], ...]:
@@ -94,15 +94,7 @@ class EpochProgress:
         # The last epoch, even while the store is busy (sqlite: "database is locked" while
         # another process writes): the CLI exits without waiting for this daemon thread, so
         # what is not printed now never is. Keep trying for ``final_s``, then say so.
-        deadline = time.monotonic() + self.final_s
-        while True:
-            try:
-                self.poll()
-                return
-            except Exception as err:
-                if time.monotonic() >= deadline:
-                    self.echo(
-                        f"(epoch lines not read back from MLflow: {type(err).__name__}: {err})"
-                    )
-                    return
-                time.sleep(min(self.interval_s, 0.5))
+        try:
+            with_retry(self.poll, self.final_s, every_s=min(self.interval_s, 0.5))
+        except Exception as err:
+            self.echo(f"(epoch lines not read back from MLflow: {type(err).__name__}: {err})")
